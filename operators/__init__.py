@@ -1,0 +1,1 @@
+"""Pure operators on Arrow/NumPy batches: no Ray, no HTTP."""

@@ -1,0 +1,97 @@
+"""Merged heuristic quality: each signal rank-normalised, oriented so higher = better.
+
+`fit` stores quantiles of each oriented signal from a sample; `transform` maps a
+value to its percentile in that sample by interpolation, so the score of a
+document does not depend on which batch it arrives in. `q_heuristic` is the
+mean of the percentiles.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from . import schema as S
+
+HIGHER, LOWER, TYPICAL = "higher", "lower", "typical"
+
+# Orientation of each signal: better when higher, lower, or closer to the
+# fitted median ("typical": word length is bad at both ends).
+DEFAULT_DIRECTIONS = {
+    S.SIG_N_WORDS: HIGHER,
+    S.SIG_MEAN_WORD_LEN: TYPICAL,
+    S.SIG_SYMBOL_RATIO: LOWER,
+    S.SIG_DUP_LINE_FRAC: LOWER,
+    S.SIG_ALPHA_RATIO: HIGHER,
+    S.SIG_STOPWORD_RATIO: HIGHER,
+    S.SIG_UNIQUE_WORD_FRAC: HIGHER,
+}
+
+
+class HeuristicQuality:
+    def __init__(self, directions: dict[str, str] | None = None, n_quantiles: int = 1001):
+        self.directions = dict(DEFAULT_DIRECTIONS if directions is None else directions)
+        self.n_quantiles = n_quantiles
+
+    def _oriented(self, name: str, x: np.ndarray) -> np.ndarray:
+        direction = self.directions[name]
+        if direction == HIGHER:
+            return x
+        if direction == LOWER:
+            return -x
+        return -np.abs(x - self.medians_[name])
+
+    def fit(self, sample: pa.Table) -> "HeuristicQuality":
+        levels = np.linspace(0.0, 1.0, self.n_quantiles)
+        self.medians_: dict[str, float] = {}
+        self.quantiles_: dict[str, list[float]] = {}
+        for name in self.directions:
+            x = _values(sample, name)
+            x = x[~np.isnan(x)]
+            if len(x) == 0:
+                raise ValueError(f"cannot fit quality: no values for {name}")
+            self.medians_[name] = float(np.median(x))
+            self.quantiles_[name] = np.quantile(self._oriented(name, x), levels).tolist()
+        return self
+
+    def transform(self, batch: pa.Table) -> pa.Table:
+        """Append `q_heuristic` in [0, 1]; null where the signals are null."""
+        levels = np.linspace(0.0, 1.0, self.n_quantiles)
+        parts = []
+        for name in self.directions:
+            x = _values(batch, name)
+            q = np.asarray(self.quantiles_[name])
+            parts.append(_percentile(self._oriented(name, x), q, levels))
+        score = np.mean(parts, axis=0) if parts else np.zeros(batch.num_rows)
+        return batch.append_column(S.Q_HEURISTIC, pa.array(score.astype(np.float32), from_pandas=True))
+
+    def save(self, directory: str | Path) -> None:
+        state = {"directions": self.directions, "n_quantiles": self.n_quantiles, "medians": self.medians_, "quantiles": self.quantiles_}
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        (Path(directory) / "heuristic_quality.json").write_text(json.dumps(state))
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "HeuristicQuality":
+        state = json.loads((Path(directory) / "heuristic_quality.json").read_text())
+        hq = cls(state["directions"], state["n_quantiles"])
+        hq.medians_, hq.quantiles_ = state["medians"], state["quantiles"]
+        return hq
+
+
+def _values(table: pa.Table, name: str) -> np.ndarray:
+    return np.asarray(table.column(name).to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+def _percentile(x: np.ndarray, quantiles: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """Empirical CDF by interpolation; ties in the sample take the middle of their run."""
+    lo = np.searchsorted(quantiles, x, side="left")
+    hi = np.searchsorted(quantiles, x, side="right")
+    interp = np.interp(x, quantiles, levels)
+    n = len(quantiles) - 1
+    tied = hi > lo
+    mid = (np.clip(lo, 0, n) + np.clip(hi - 1, 0, n)) / 2.0 / n
+    out = np.where(tied, mid, interp)
+    return np.where(np.isnan(x), np.nan, out)

@@ -1,0 +1,145 @@
+"""Selection: strategies turn scores into expected copies; copies are drawn per document.
+
+Every strategy has one shape: `keys_and_scores` feeds the corpus-wide
+histograms, `fit` reads them (and the budget), `transform` gives each document
+its expected number of copies S. `select` then draws
+copies = floor(S) + Bernoulli(frac(S)) with a uniform derived from
+(seed, doc_id) alone, so a selection never depends on batch order,
+partitioning, worker count or a resume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from .histogram import DomainHistograms
+from .quadmix import merged_quality
+from . import schema as S
+
+ALL = "*"
+
+
+def uniform_from_ids(seed: int, doc_ids: list[str]) -> np.ndarray:
+    """A uniform in [0, 1) per document: BLAKE2b keyed by the seed, over the doc_id."""
+    key = str(seed).encode()
+    raw = b"".join(hashlib.blake2b(d.encode(), digest_size=8, key=key).digest() for d in doc_ids)
+    return (np.frombuffer(raw, dtype="<u8") >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def draw_copies(expected: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """floor(S) + Bernoulli(frac(S)), the Bernoulli decided by u < frac(S)."""
+    expected = np.maximum(np.nan_to_num(expected), 0.0)
+    whole = np.floor(expected)
+    return (whole + (u < expected - whole)).astype(np.int32)
+
+
+@dataclass(frozen=True)
+class ThresholdFilter:
+    """Keep a document only when `min <= column <= max`; the reason names the bound it broke."""
+
+    column: str
+    min: float | None = None
+    max: float | None = None
+
+    def failing(self, batch: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+        x = np.asarray(batch.column(self.column).to_numpy(zero_copy_only=False), np.float64)
+        low = np.zeros(len(x), bool) if self.min is None else ~(x >= self.min)
+        high = np.zeros(len(x), bool) if self.max is None else ~(x <= self.max)
+        return low, high
+
+
+def filter_reasons(batch: pa.Table, filters: list[ThresholdFilter]) -> np.ndarray:
+    """The first failed filter per row as a reason string, None where all pass."""
+    reasons = np.full(batch.num_rows, None, dtype=object)
+    for f in filters:
+        low, high = f.failing(batch)
+        free = np.equal(reasons, None)
+        reasons[free & low] = f"filter: {f.column} < {f.min}"
+        reasons[free & high & ~low] = f"filter: {f.column} > {f.max}"
+    return reasons
+
+
+class TopK:
+    """The best documents by merged quality until the budget is filled (one copy each).
+
+    The quality threshold is read from a histogram and interpolated inside its
+    bin, so the selected size matches the budget up to ties within one bin.
+    """
+
+    name = "topk"
+
+    def __init__(self, alpha: dict[str, float]):
+        self.alpha = alpha
+
+    def keys_and_scores(self, batch: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+        return np.full(batch.num_rows, ALL), merged_quality(batch, self.alpha)
+
+    def fit(self, hist: DomainHistograms, budget_unit: str | None, budget: float | None) -> "TopK":
+        if budget is None:
+            raise ValueError("topk needs a budget")
+        w = hist.weights(budget_unit == "tokens").get(ALL, np.zeros(hist.bins))
+        above = w[::-1].cumsum()[::-1] - w  # weight strictly above each bin
+        reach = np.nonzero(above + w >= budget)[0]
+        if len(reach) == 0:
+            self.threshold_ = -np.inf  # the budget exceeds the pool: take everything
+        else:
+            b = reach[-1]
+            need = budget - above[b]
+            self.threshold_ = (b + 1.0 - need / w[b]) / hist.bins if w[b] > 0 else (b + 1.0) / hist.bins
+        return self
+
+    def transform(self, batch: pa.Table) -> tuple[np.ndarray, np.ndarray | None]:
+        _, q = self.keys_and_scores(batch)
+        return (q > self.threshold_).astype(np.float64), None
+
+
+class Uniform:
+    """Every eligible document with the same probability budget / pool size."""
+
+    name = "uniform"
+
+    def keys_and_scores(self, batch: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+        return np.full(batch.num_rows, ALL), np.zeros(batch.num_rows)
+
+    def fit(self, hist: DomainHistograms, budget_unit: str | None, budget: float | None) -> "Uniform":
+        if budget is None:
+            raise ValueError("uniform needs a budget")
+        total = float(hist.weights(budget_unit == "tokens").get(ALL, np.zeros(1)).sum())
+        self.rate_ = budget / total if total > 0 else 0.0
+        return self
+
+    def transform(self, batch: pa.Table) -> tuple[np.ndarray, np.ndarray | None]:
+        return np.full(batch.num_rows, self.rate_), None
+
+
+def select(batch: pa.Table, strategy, seed: int, filters: list[ThresholdFilter]) -> pa.Table:
+    """Append the `sel_*` columns: expected copies, drawn copies, percentile, strategy, reason."""
+    n = batch.num_rows
+    reasons = batch.column(S.INVALID_REASON).to_numpy(zero_copy_only=False).astype(object)
+    valid = np.equal(reasons, None)
+    frs = filter_reasons(batch, filters)
+    reasons = np.where(valid, frs, reasons)
+    eligible = np.equal(reasons, None)
+    expected = np.zeros(n)
+    percentile = np.full(n, np.nan)
+    if eligible.any():
+        sub = batch.filter(pa.array(eligible))
+        s, r = strategy.transform(sub)
+        expected[eligible] = s
+        if r is not None:
+            percentile[eligible] = r
+    doc_ids = batch.column(S.DOC_ID).to_pylist()
+    copies = draw_copies(expected, uniform_from_ids(seed, doc_ids))
+    copies[~eligible] = 0
+    reasons[eligible & (copies == 0)] = "not sampled"
+    return (
+        batch.append_column(S.SEL_VALUE, pa.array(expected.astype(np.float32)))
+        .append_column(S.SEL_COPIES, pa.array(copies))
+        .append_column(S.SEL_PERCENTILE, pa.array(percentile.astype(np.float32), from_pandas=True))
+        .append_column(S.SEL_STRATEGY, pa.array([strategy.name] * n, pa.string()))
+        .append_column(S.SEL_REASON, pa.array(reasons.tolist(), pa.string()))
+    )

@@ -1,0 +1,1 @@
+"""Job spec, Ray Data plan, runner, IO, manifest."""

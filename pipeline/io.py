@@ -1,0 +1,94 @@
+"""Finding input files and reading them as a Ray Dataset of raw rows."""
+
+from __future__ import annotations
+
+import fnmatch
+import posixpath
+
+import pyarrow.fs as pafs
+import ray.data
+
+from thresher.operators.validate import ValidateConfig, parse_jsonl
+
+PARQUET_EXT = (".parquet", ".pq")
+JSONL_EXT = (".jsonl", ".json", ".ndjson")
+
+
+class InputError(ValueError):
+    """No readable input: the message says which path and why."""
+
+
+def filesystem_for(uri: str) -> tuple[pafs.FileSystem, str]:
+    """A pyarrow filesystem and the path inside it, for a local path or any URI pyarrow knows."""
+    if "://" not in uri:
+        return pafs.LocalFileSystem(), posixpath.abspath(uri)
+    try:
+        return pafs.FileSystem.from_uri(uri)
+    except Exception as e:  # pyarrow raises several types for unknown schemes or bad credentials
+        raise InputError(f"cannot open {uri}: {e}") from None
+
+
+def expand(paths: list[str]) -> tuple[pafs.FileSystem, list[str]]:
+    """Files, directories (recursed) and globs (in the last path component) to a sorted file list."""
+    files: list[str] = []
+    fs0 = None
+    for uri in paths:
+        fs, path = filesystem_for(uri)
+        if fs0 is not None and fs.type_name != fs0.type_name:
+            raise InputError("all input paths must be on one filesystem")
+        fs0 = fs
+        parent, leaf = posixpath.split(path)
+        if any(c in leaf for c in "*?["):
+            infos = fs.get_file_info(pafs.FileSelector(parent, allow_not_found=True))
+            matched = [i.path for i in infos if i.is_file and fnmatch.fnmatch(posixpath.basename(i.path), leaf)]
+            if not matched:
+                raise InputError(f"{uri}: no file matches")
+            files += matched
+            continue
+        info = fs.get_file_info(path)
+        if info.type == pafs.FileType.NotFound:
+            raise InputError(f"{uri}: no such file or directory")
+        if info.type == pafs.FileType.Directory:
+            infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+            found = [i.path for i in infos if i.is_file and i.path.endswith(PARQUET_EXT + JSONL_EXT)]
+            if not found:
+                raise InputError(f"{uri}: directory holds no .parquet or .jsonl files")
+            files += found
+        else:
+            files.append(path)
+    return fs0, sorted(dict.fromkeys(files))
+
+
+def detect_format(files: list[str], declared: str) -> str:
+    if declared != "auto":
+        return declared
+    kinds = {"parquet" if f.endswith(PARQUET_EXT) else "jsonl" if f.endswith(JSONL_EXT) else None for f in files}
+    if None in kinds:
+        bad = next(f for f in files if not f.endswith(PARQUET_EXT + JSONL_EXT))
+        raise InputError(f"{bad}: unknown extension; set input.format to parquet or jsonl")
+    if len(kinds) > 1:
+        raise InputError("input mixes Parquet and JSONL files; give one format per job")
+    return kinds.pop()
+
+
+def read_raw(paths: list[str], fmt: str, cfg: ValidateConfig) -> tuple[ray.data.Dataset, list[str]]:
+    """The input as a Dataset with the text column (and, for JSONL, `metadata` + parse reasons)."""
+    fs, files = expand(paths)
+    fmt = detect_format(files, fmt)
+    if fmt == "parquet":
+        _check_parquet_columns(fs, files[0], cfg)
+        return ray.data.read_parquet(files, filesystem=fs), files
+    lines = ray.data.read_text(files, filesystem=fs, drop_empty_lines=True)
+    return lines.map_batches(parse_jsonl, fn_kwargs={"cfg": cfg}, batch_format="pyarrow", batch_size=4096), files
+
+
+def _check_parquet_columns(fs: pafs.FileSystem, path: str, cfg: ValidateConfig) -> None:
+    import pyarrow.parquet as pq
+
+    try:
+        names = pq.read_schema(path, filesystem=fs).names
+    except Exception as e:
+        raise InputError(f"{path}: not a readable Parquet file: {e}") from None
+    for field in (cfg.text_column, cfg.id_column, cfg.token_column):
+        if field and field not in names:
+            raise InputError(f"{path}: no column {field!r} (columns: {', '.join(names)})")

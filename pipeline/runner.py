@@ -1,0 +1,319 @@
+"""A job, phase by phase, on Ray Data.
+
+    embed   read -> validate -> signals -> embed (actor pool)      work/embed-KEY/
+    fit     k-means + quality normaliser on a doc_id-keyed sample  work/fit-KEY/
+    score   cluster, centroid distance, quality, domain            work/score-KEY/
+    select  histograms -> strategy.fit -> copies per document      work/select-KEY/
+    write   shards, rejected/, quarantine/, manifest -> rename     OUTPUT/
+
+Each phase writes to a directory named by the hash of the spec parts it
+depends on and marks it complete with `_SUCCESS`, so a killed job resumes at
+the first incomplete phase and a nightly reselection with a new budget reuses
+the embeddings, fitted states and scores.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+import ray.data
+
+from thresher.operators import schema as S
+from thresher.operators.embed import Embedder, ModelRef, embed_batch, from_fixed_list, pick_device, resolve_model
+from thresher.operators.histogram import DomainHistograms
+from thresher.operators.kmeans import KMeans
+from thresher.operators.quadmix import QuaDMix, QuaDMixParams
+from thresher.operators.quality import HeuristicQuality
+from thresher.operators.selection import ThresholdFilter, TopK, Uniform, filter_reasons, select, uniform_from_ids
+from thresher.operators.signals import SIGNALS, add_signals
+from thresher.operators.validate import ValidateConfig, validate
+
+from . import io, output
+from .spec import JobSpec
+
+SUCCESS = "_SUCCESS"
+
+
+class JobError(RuntimeError):
+    """A job that cannot go on; the message is meant for the user."""
+
+
+@dataclass
+class Context:
+    spec: JobSpec
+    work: Path
+    log: Callable[[str], None]
+    timings: dict[str, dict] = field(default_factory=dict)
+    model: ModelRef | None = None
+
+
+# --- stages mapped over batches -------------------------------------------------
+
+
+def prepare_batch(batch: pa.Table, cfg: ValidateConfig) -> pa.Table:
+    return add_signals(validate(batch, cfg))
+
+
+class EmbedStage:
+    """Actor: loads the model once per worker, then embeds every batch it is given."""
+
+    def __init__(self, ref: ModelRef, device: str, model_batch_size: int, threads: int):
+        if device == "cpu":
+            import torch
+
+            torch.set_num_threads(threads)
+        self.embedder = Embedder(ref, device=device, batch_size=model_batch_size)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return embed_batch(batch, self.embedder)
+
+
+def score_batch(batch: pa.Table, fit_dir: str, domain: str) -> pa.Table:
+    states = _fitted(fit_dir)
+    emb = from_fixed_list(batch.column(S.EMB))
+    valid = np.asarray(batch.column(S.INVALID_REASON).is_null().to_numpy(zero_copy_only=False))
+    cluster, dist = states["kmeans"].transform(emb)
+    cluster = pa.array(cluster, mask=~valid)
+    out = batch.drop_columns([S.EMB])
+    out = out.append_column(S.D_CLUSTER, cluster).append_column(S.D_CENTROID_DIST, pa.array(dist, mask=~valid))
+    out = states["quality"].transform(out)
+    dom = out.column(S.D_CLUSTER) if domain == "cluster" else out.column(domain)
+    return out.append_column(S.DOMAIN, dom.cast(pa.string()))
+
+
+_FITTED: dict[str, dict] = {}
+
+
+def _fitted(fit_dir: str) -> dict:
+    """Fitted states, loaded once per worker process."""
+    if fit_dir not in _FITTED:
+        _FITTED[fit_dir] = {"kmeans": KMeans.load(Path(fit_dir) / "kmeans"), "quality": HeuristicQuality.load(Path(fit_dir) / "quality")}
+    return _FITTED[fit_dir]
+
+
+def select_batch(batch: pa.Table, strategy, seed: int, filters: list[ThresholdFilter]) -> pa.Table:
+    return select(batch, strategy, seed, filters)
+
+
+# --- phases ---------------------------------------------------------------------
+
+
+def run(spec: JobSpec, log: Callable[[str], None] = print, progress: bool = True) -> dict:
+    """Run a job to completion (resuming from its work directory) and return its manifest."""
+    out_path = Path(spec.output.path)
+    if out_path.exists() and not spec.output.overwrite:
+        raise JobError(f"output {out_path} already exists (set output.overwrite: true to replace it)")
+    work = Path(spec.output.work_dir or f"{out_path}.work")
+    work.mkdir(parents=True, exist_ok=True)
+    ctx = Context(spec, work, log)
+    t0 = time.perf_counter()
+    _init_ray(spec, progress)
+    keys = phase_keys(spec)
+    t = time.perf_counter()
+    ctx.model = resolve_model(spec.embedder.model)  # extract / distill once, on the driver
+    ctx.timings["model"] = {"seconds": round(time.perf_counter() - t, 3), "path": ctx.model.path}
+    embed_dir = _phase(ctx, "embed", keys["embed"], embed_phase)
+    fit_dir = _phase(ctx, "fit", keys["fit"], lambda c, d: fit_phase(c, d, embed_dir))
+    score_dir = _phase(ctx, "score", keys["score"], lambda c, d: score_phase(c, d, embed_dir, fit_dir))
+    select_dir = _phase(ctx, "select", keys["select"], lambda c, d: select_phase(c, d, score_dir))
+    return output.publish(spec, Path(select_dir), ctx.timings, log, started=t0)
+
+
+def phase_keys(spec: JobSpec) -> dict[str, str]:
+    """Each phase's cache key: a hash of exactly the spec parts its output depends on.
+
+    Batch sizes, actor counts and Ray settings are left out: they change how a
+    job runs, never what it produces.
+    """
+    import hashlib
+
+    spec_json = spec.model_dump(mode="json")
+    parts = {
+        "embed": [spec_json["input"], spec.embedder.model],
+        "fit": [spec_json["clustering"], spec_json["scorers"], spec.seed],
+        "score": [spec.selection.domain],
+        "select": [spec_json["selection"]],
+    }
+    keys, chain = {}, []
+    for name, extra in parts.items():
+        chain.append(extra)
+        keys[name] = hashlib.sha256(json.dumps(chain, sort_keys=True).encode()).hexdigest()[:16]
+    return keys
+
+
+def _phase(ctx: Context, name: str, key: str, body: Callable[[Context, Path], dict]) -> str:
+    d = ctx.work / f"{name}-{key}"
+    marker = d / SUCCESS
+    if marker.exists():
+        info = json.loads(marker.read_text())
+        ctx.timings[name] = info | {"reused": True}
+        ctx.log(f"[{name}] reusing {d}")
+        return str(d)
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir(parents=True)
+    ctx.log(f"[{name}] running")
+    t = time.perf_counter()
+    info = body(ctx, d)
+    info["seconds"] = round(time.perf_counter() - t, 3)
+    if info.get("rows"):
+        info["docs_per_s"] = round(info["rows"] / max(info["seconds"], 1e-9), 1)
+    marker.write_text(json.dumps(info))
+    ctx.timings[name] = info
+    ctx.log(f"[{name}] done in {info['seconds']:.1f}s")
+    return str(d)
+
+
+def _init_ray(spec: JobSpec, progress: bool) -> None:
+    if not ray.is_initialized():
+        if spec.ray.address:
+            ray.init(address=spec.ray.address, log_to_driver=False)
+        else:
+            ray.init(
+                num_cpus=spec.ray.num_cpus,
+                object_store_memory=spec.ray.object_store_mb * 2**20 if spec.ray.object_store_mb else None,
+                include_dashboard=False,
+                log_to_driver=False,
+            )
+    dctx = ray.data.DataContext.get_current()
+    dctx.enable_progress_bars = progress
+    dctx.print_on_execution_start = False
+
+
+def embed_phase(ctx: Context, d: Path) -> dict:
+    spec = ctx.spec
+    cfg = ValidateConfig(
+        text_column=spec.input.text_column,
+        id_column=spec.input.id_column,
+        token_column=spec.input.token_column,
+        max_bytes=spec.input.max_bytes,
+        bytes_per_token=spec.input.bytes_per_token,
+    )
+    ds, files = io.read_raw(spec.input.paths, spec.input.format, cfg)
+    if spec.selection.domain != "cluster":
+        names = ds.schema().names
+        if spec.selection.domain not in names:
+            raise JobError(f"selection.domain: no input column {spec.selection.domain!r} (columns: {', '.join(names)})")
+    device = pick_device(spec.embedder.device)
+    ds = ds.map_batches(prepare_batch, fn_kwargs={"cfg": cfg}, batch_format="pyarrow", batch_size=spec.embedder.batch_size)
+    gpu = device.startswith("cuda")
+    ds = ds.map_batches(
+        EmbedStage,
+        fn_constructor_kwargs={
+            "ref": ctx.model,
+            "device": device,
+            "model_batch_size": spec.embedder.model_batch_size,
+            "threads": max(1, int(spec.embedder.cpus_per_actor)),
+        },
+        batch_format="pyarrow",
+        batch_size=spec.embedder.batch_size,
+        compute=ray.data.ActorPoolStrategy(size=spec.embedder.actors),
+        num_gpus=1 if gpu else 0,
+        num_cpus=0 if gpu else spec.embedder.cpus_per_actor,
+    )
+    ds.write_parquet(str(d / "data"))
+    rows = _count(d / "data")
+    return {"rows": rows, "files": len(files), "device": device, "model": spec.embedder.model}
+
+
+def _count(directory: Path) -> int:
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in sorted(directory.glob("*.parquet")))
+
+
+def _read(directory: str | Path, columns: list[str] | None = None) -> ray.data.Dataset:
+    return ray.data.read_parquet(str(Path(directory) / "data"), columns=columns)
+
+
+def _iter_tables(directory: str | Path, columns: list[str]):
+    """Stream narrow columns of a phase's output on the driver, file by file, batch by batch."""
+    for f in sorted((Path(directory) / "data").glob("*.parquet")):
+        for rb in pq.ParquetFile(f).iter_batches(columns=columns, batch_size=65536):
+            yield pa.Table.from_batches([rb])
+
+
+def fit_phase(ctx: Context, d: Path, embed_dir: str) -> dict:
+    """Fit k-means and the quality normaliser on a sample chosen by doc_id hash.
+
+    Choosing by hash (not by block) makes the sample, and so the centroids,
+    independent of how the embed phase happened to partition the data.
+    """
+    spec = ctx.spec
+    valid = sum(int(t.column(S.INVALID_REASON).null_count) for t in _iter_tables(embed_dir, [S.INVALID_REASON]))
+    if valid == 0:
+        raise JobError("no valid documents in the input: nothing to fit (see the quarantine counts)")
+    target = max(spec.clustering.sample_size, spec.scorers.fit_sample_size)
+    rate = min(1.0, target / valid)
+    parts = []
+    for t in _iter_tables(embed_dir, [S.DOC_ID, S.INVALID_REASON, S.EMB, *SIGNALS]):
+        t = t.filter(t.column(S.INVALID_REASON).is_null())
+        u = uniform_from_ids(f"fit-{spec.seed}", t.column(S.DOC_ID).to_pylist())
+        parts.append(t.filter(pa.array(u < rate)))
+    sample = pa.concat_tables(parts).sort_by(S.DOC_ID)
+    emb = from_fixed_list(sample.column(S.EMB))
+    c = spec.clustering
+    km = KMeans(c.n_clusters, c.n_iter, c.n_redo, seed=spec.seed).fit(emb[: c.sample_size])
+    km.save(d / "kmeans")
+    HeuristicQuality().fit(sample.slice(0, spec.scorers.fit_sample_size)).save(d / "quality")
+    return {"rows": sample.num_rows, "clusters": int(km.centroids_.shape[0]), "inertia": km.inertia_}
+
+
+def score_phase(ctx: Context, d: Path, embed_dir: str, fit_dir: str) -> dict:
+    ds = _read(embed_dir).map_batches(
+        score_batch, fn_kwargs={"fit_dir": fit_dir, "domain": ctx.spec.selection.domain}, batch_format="pyarrow", batch_size=4096
+    )
+    ds.write_parquet(str(d / "data"))
+    return {"rows": _count(d / "data")}
+
+
+def make_strategy(spec: JobSpec):
+    sel = spec.selection
+
+    def params(p) -> QuaDMixParams:
+        return QuaDMixParams(p.lam, p.omega, p.eta, p.epsilon, dict(p.alpha))
+
+    if sel.strategy == "quadmix":
+        return QuaDMix(params(sel.quadmix), {k: params(v) for k, v in sel.domains.items()})
+    if sel.strategy == "topk":
+        return TopK(dict(sel.quadmix.alpha))
+    return Uniform()
+
+
+def select_phase(ctx: Context, d: Path, score_dir: str) -> dict:
+    spec = ctx.spec
+    sel = spec.selection
+    filters = [ThresholdFilter(f.column, f.min, f.max) for f in sel.filters]
+    strategy = make_strategy(spec)
+    alpha_cols = {c for p in [sel.quadmix, *sel.domains.values()] for c in p.alpha}
+    schema_names = pq.read_schema(next((Path(score_dir) / "data").glob("*.parquet"))).names
+    for col in sorted(alpha_cols | {f.column for f in filters}):
+        if col not in schema_names:
+            raise JobError(f"selection: no column {col!r} to score or filter on")
+    cols = sorted({S.DOC_ID, S.INVALID_REASON, S.DOMAIN, S.N_TOKENS, *alpha_cols, *(f.column for f in filters)})
+    hist = DomainHistograms(sel.percentile_bins)
+
+    for t in _iter_tables(score_dir, cols):
+        t = t.filter(t.column(S.INVALID_REASON).is_null())
+        ok = np.equal(filter_reasons(t, filters), None)
+        t = t.filter(pa.array(ok))
+        if t.num_rows:
+            keys, scores = strategy.keys_and_scores(t)
+            hist.add(keys, scores, np.asarray(t.column(S.N_TOKENS).to_numpy(zero_copy_only=False)))
+    budget = sel.budget
+    strategy.fit(hist, budget.unit if budget else None, budget.amount if budget else None)
+    hist.save(d / "histograms.json")
+    ds = _read(score_dir).map_batches(
+        select_batch, fn_kwargs={"strategy": strategy, "seed": spec.seed, "filters": filters}, batch_format="pyarrow", batch_size=4096
+    )
+    ds.write_parquet(str(d / "data"))
+    info = {"rows": _count(d / "data")}
+    if hasattr(strategy, "scale_"):
+        info["quadmix_scale"] = strategy.scale_
+    return info

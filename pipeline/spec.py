@@ -1,0 +1,161 @@
+"""The job spec: one YAML or JSON file, validated before any work starts.
+
+Every field has a default and a description; `thresher spec-reference` prints
+them as the README's reference table. Unknown fields are errors, so a typo
+never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from thresher.operators import schema as S
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputSpec(Strict):
+    paths: list[str] = Field(description="Files, directories or globs of Parquet or JSONL; local paths or pyarrow filesystem URIs (s3://, gs://, hdfs://, file://).")
+    format: Literal["auto", "parquet", "jsonl"] = Field("auto", description="Input format; auto picks by file extension (.parquet/.pq, .jsonl/.json/.jsonl.gz).")
+    text_column: str = Field("text", description="Column (or JSON key) holding the document text.")
+    id_column: str | None = Field(None, description="Column holding a document id; none = doc_id is the BLAKE2b-128 hash of the text.")
+    token_column: str | None = Field(None, description="Column holding a token count; none = estimated as UTF-8 bytes / bytes_per_token.")
+    bytes_per_token: float = Field(4.0, gt=0, description="Bytes per token for the estimate when token_column is none.")
+    max_bytes: int = Field(1_000_000, gt=0, description="Texts larger than this (UTF-8 bytes) are quarantined as oversized.")
+
+    @field_validator("paths")
+    @classmethod
+    def _nonempty(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("at least one input path is required")
+        return v
+
+
+class EmbedderSpec(Strict):
+    model: str = Field("static", description="'static' (model2vec distillation of MiniLM, fast on CPU), 'minilm' (all-MiniLM-L6-v2, fp16 on GPU) or a local sentence-transformers / model2vec directory.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when available (one GPU per actor), else CPU.")
+    batch_size: int = Field(256, gt=0, description="Documents per batch handed to an embedding actor.")
+    model_batch_size: int = Field(64, gt=0, description="Documents per forward pass inside the model.")
+    actors: int = Field(1, gt=0, description="Embedding actors in the pool (each loads the model once).")
+    cpus_per_actor: float = Field(1.0, gt=0, description="CPUs reserved per CPU embedding actor.")
+
+
+class ClusteringSpec(Strict):
+    n_clusters: int = Field(16, gt=0, description="k in k-means (clamped to the sample size).")
+    n_iter: int = Field(25, gt=0, description="Lloyd iterations of refinement.")
+    n_redo: int = Field(1, gt=0, description="Restarts; the best objective wins.")
+    sample_size: int = Field(100_000, gt=0, description="At most this many embedded documents are used to fit the centroids.")
+
+
+class ScorersSpec(Strict):
+    heuristic: bool = Field(True, description="Rank-normalised merged heuristic quality, q_heuristic.")
+    fit_sample_size: int = Field(100_000, gt=0, description="Documents sampled to fit score normalisation.")
+
+
+class QuaDMixParamsSpec(Strict):
+    lam: float = Field(10.0, gt=0, description="λ: steepness of the sigmoid decay over the percentile.")
+    omega: float = Field(0.5, ge=0, le=1, description="ω: the top share of a domain (by tokens) sampled at least once in expectation.")
+    eta: float = Field(1.0, gt=0, description="η: exponent; the best document gets about 2^η copies.")
+    epsilon: float = Field(0.0, ge=0, description="ε: baseline copies added everywhere, and all a document beyond ω gets.")
+    alpha: dict[str, float] = Field(default_factory=lambda: {S.Q_HEURISTIC: 1.0}, description="Weights α of the quality columns merged into q̄.")
+
+
+class FilterSpec(Strict):
+    column: str = Field(description="Numeric column to test (a sig_* or q_* column, or passthrough).")
+    min: float | None = Field(None, description="Documents below this are not eligible.")
+    max: float | None = Field(None, description="Documents above this are not eligible.")
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> "FilterSpec":
+        if self.min is None and self.max is None:
+            raise ValueError("a filter needs min or max")
+        return self
+
+
+class BudgetSpec(Strict):
+    unit: Literal["docs", "tokens"] = Field("docs", description="What the budget counts (copies included).")
+    amount: float = Field(gt=0, description="Target size of the selection, met in expectation.")
+
+
+class SelectionSpec(Strict):
+    strategy: Literal["quadmix", "topk", "uniform"] = Field("quadmix", description="quadmix (quality-diversity sampling), topk (best by quality) or uniform (random baseline).")
+    budget: BudgetSpec | None = Field(None, description="Selection size; none = QuaDMix's own expected size (topk and uniform need one).")
+    domain: str = Field("cluster", description="'cluster' = the k-means cluster id, or the name of an input column.")
+    quadmix: QuaDMixParamsSpec = Field(default_factory=QuaDMixParamsSpec, description="QuaDMix parameters for every domain.")
+    domains: dict[str, QuaDMixParamsSpec] = Field(default_factory=dict, description="Per-domain QuaDMix overrides, keyed by domain value.")
+    filters: list[FilterSpec] = Field(default_factory=list, description="Eligibility thresholds applied before sampling; failures are recorded with a reason.")
+    percentile_bins: int = Field(4096, ge=16, description="Histogram bins per domain for quality percentiles and budget thresholds.")
+
+    @model_validator(mode="after")
+    def _budget_needed(self) -> "SelectionSpec":
+        if self.strategy in ("topk", "uniform") and self.budget is None:
+            raise ValueError(f"strategy {self.strategy} needs a budget")
+        return self
+
+
+class OutputSpec(Strict):
+    path: str = Field(description="Output directory; it appears complete (manifest last, then renamed) or not at all. Must not exist yet unless overwrite.")
+    overwrite: bool = Field(False, description="Replace an existing output directory.")
+    shard_bytes: int = Field(256 * 2**20, gt=0, description="Target size of one Parquet shard (zstd).")
+    row_group_rows: int = Field(8192, gt=0, description="Rows per Parquet row group, small enough to stream.")
+    write_rejected: bool = Field(True, description="Also write rejected/: doc_id + reason for every document not selected.")
+    work_dir: str | None = Field(None, description="Checkpoints and fitted states; default OUTPUT.work beside the output. Reused by resumed and repeated jobs.")
+
+
+class RaySpec(Strict):
+    address: str | None = Field(None, description="Ray cluster address (ray://host:10001 or 'auto'); none = start a local Ray.")
+    num_cpus: int | None = Field(None, gt=0, description="CPUs for a local Ray; none = all cores.")
+    object_store_mb: int | None = Field(2048, gt=0, description="Object store size for a local Ray, MiB.")
+
+
+class JobSpec(Strict):
+    input: InputSpec
+    output: OutputSpec
+    embedder: EmbedderSpec = Field(default_factory=EmbedderSpec)
+    clustering: ClusteringSpec = Field(default_factory=ClusteringSpec)
+    scorers: ScorersSpec = Field(default_factory=ScorersSpec)
+    selection: SelectionSpec = Field(default_factory=SelectionSpec)
+    seed: int = Field(0, description="Seeds k-means and the per-document sampling uniforms.")
+    ray: RaySpec = Field(default_factory=RaySpec)
+
+    def hash(self, *parts: str) -> str:
+        """Stable hash of the whole spec, or of the named top-level parts only."""
+        data = self.model_dump(mode="json")
+        if parts:
+            data = {p: data[p] for p in parts}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class SpecError(ValueError):
+    """An invalid spec; the message names the offending field."""
+
+
+def load_spec(path: str | Path) -> JobSpec:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SpecError(f"spec file not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise SpecError(f"{path}: not valid YAML/JSON: {e}") from None
+    return parse_spec(raw, source=str(path))
+
+
+def parse_spec(raw: object, source: str = "spec") -> JobSpec:
+    if not isinstance(raw, dict):
+        raise SpecError(f"{source}: the spec must be a mapping of fields")
+    try:
+        return JobSpec.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "(spec)"
+        more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+        raise SpecError(f"{source}: {field}: {first['msg']}{more}") from None

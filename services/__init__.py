@@ -1,0 +1,1 @@
+"""HTTP service for selection jobs (grows in later issues)."""
