@@ -80,7 +80,8 @@ _TOPICS: dict[str, dict] = {
             remote planetary""",
         "verbs": """observe measure detect track photograph map estimate calibrate resolve chart survey catalog
             monitor model image locate classify record""",
-        "agents": """astronomers astrophysicists amateur_observers planetary_scientists cosmologists telescope_operators stargazers mission_engineers""",
+        "agents": """astronomers astrophysicists amateur_observers planetary_scientists cosmologists
+            telescope_operators stargazers mission_engineers""",
         "templates": [
             "On a clear night, {ag} can {vb} the {n} with a modest telescope.",
             "Light from the {n} travels for thousands of years before it reaches the Earth.",
@@ -124,7 +125,8 @@ _TOPICS: dict[str, dict] = {
         "agents": """investors analysts economists fund_managers accountants traders lenders financial_advisers""",
         "templates": [
             "Investors who {vb} the {n} during a downturn often regret the decision later.",
-            "The central bank raised the interest rate by a quarter of a percentage point, and the {n} responded within hours.",
+            "The central bank raised the interest rate by a quarter of a percentage point, "
+            "and the {n} responded within hours.",
             "Over a period of twenty years, the {n} has returned about {pct} percent after inflation.",
             "Before you {vb} the {n}, compare the fees charged by several providers.",
             "Quarterly results showed that the {n} grew faster than the {n2}.",
@@ -164,7 +166,8 @@ _TOPICS: dict[str, dict] = {
             generic nested parallel""",
         "verbs": """compile debug refactor deploy profile optimize parse serialize validate document implement
             rewrite benchmark configure install import merge inspect""",
-        "agents": """developers programmers software_engineers maintainers testers contributors system_administrators code_reviewers""",
+        "agents": """developers programmers software_engineers maintainers testers contributors
+            system_administrators code_reviewers""",
         "templates": [
             "The function returns the {n} only after the {n2} has been validated.",
             "If the test suite fails, {ag} {adv} {vb} the {n} before they merge the branch.",
@@ -226,7 +229,8 @@ _TOPICS: dict[str, dict] = {
             thorny climbing dormant ornamental well-drained overgrown blooming native moist potted""",
         "verbs": """plant prune water weed mulch fertilize transplant harvest sow propagate repot dig rake trim
             divide graft irrigate stake cultivate""",
-        "agents": """gardeners growers horticulturists landscapers allotment_holders nursery_owners beekeepers market_gardeners""",
+        "agents": """gardeners growers horticulturists landscapers allotment_holders nursery_owners
+            beekeepers market_gardeners""",
         "templates": [
             "Water the {n} early in the morning so the {n2} can dry before evening.",
             "In late autumn, {ag} {adv} {vb} the {n} and cover the {n2} with mulch.",
@@ -304,7 +308,8 @@ _SPAM_MODIFIERS = """best cheap buy top free discount deals sale online now revi
 
 _BOILERPLATE_LINES = [
     "Skip to main content", "Home", "About Us", "Contact", "Log In", "Sign Up", "Search", "Menu",
-    "We use cookies to improve your experience on our site. By continuing to browse, you agree to our use of cookies.",
+    "We use cookies to improve your experience on our site. "
+    "By continuing to browse, you agree to our use of cookies.",
     "Accept All Cookies", "Manage Preferences", "Reject Non-Essential Cookies",
     "Share on Facebook", "Share on Twitter", "Share by Email", "Print this page", "Related Posts",
     "Subscribe to our newsletter", "Enter your email address", "Subscribe", "Back to top",
@@ -523,7 +528,8 @@ def _gibberish_doc(r: random.Random) -> str:
         return "\n".join(blob[i:i + 76] for i in range(0, len(blob), 76))
     toks = []  # mojibake mixed with letter and digit runs
     for _ in range(n_tokens):
-        toks.append(r.choice(_MOJIBAKE) + "".join(r.choices(_LOWER + "0123456789", k=r.randint(1, 6))) + r.choice(_MOJIBAKE))
+        core = "".join(r.choices(_LOWER + "0123456789", k=r.randint(1, 6)))
+        toks.append(r.choice(_MOJIBAKE) + core + r.choice(_MOJIBAKE))
     return " ".join(toks)
 
 
@@ -555,7 +561,8 @@ def _edit_tokens(text: str, topic: _Topic, r: random.Random, n_subs: int, swap: 
     if swap and len(word_idx) > 2:
         i = r.choice(word_idx)
         j = i + 2
-        if j < len(tokens) and tokens[i + 1] == " " and tokens[j].isalpha() and tokens[i].islower() and tokens[j].islower():
+        if j < len(tokens) and tokens[i + 1] == " " and tokens[j].isalpha() and tokens[i].islower() \
+                and tokens[j].islower():
             tokens[i], tokens[j] = tokens[j], tokens[i]
     return "".join(tokens)
 

@@ -1,0 +1,32 @@
+# Two commands do all the set-up: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# The CPU build of torch; on a GPU machine set TORCH=torch (a CUDA build) or use docker/Dockerfile.gpu.
+TORCH  ?= torch==2.13.0
+DEMO   ?= demo
+
+.PHONY: setup demo test bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@
+
+demo: setup
+	$(BIN)/thresher demo-corpus $(DEMO)/corpus.parquet --docs 4000
+	$(BIN)/thresher run examples/demo.yaml
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python bench/bench_embed.py
+	$(BIN)/python bench/bench_memory.py
+
+clean:
+	rm -rf $(DEMO) bench/out

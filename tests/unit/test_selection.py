@@ -1,0 +1,71 @@
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from thresher.operators import schema as S
+from thresher.operators.histogram import DomainHistograms
+from thresher.operators.selection import ThresholdFilter, TopK, Uniform, filter_reasons, select, uniform_from_ids
+
+
+def test_uniform_from_ids_is_a_function_of_seed_and_id_only():
+    ids = [f"doc-{i}" for i in range(20000)]
+    u = uniform_from_ids(7, ids)
+    assert np.array_equal(u, uniform_from_ids(7, ids))
+    assert np.array_equal(u[5:10], uniform_from_ids(7, ids[5:10]))  # batch boundaries do not matter
+    assert not np.array_equal(u, uniform_from_ids(8, ids))
+    assert 0.0 <= u.min() and u.max() < 1.0
+    assert abs(u.mean() - 0.5) < 0.01
+    assert abs(np.mean(u < 0.1) - 0.1) < 0.01
+
+
+def _scored(q, tokens=None):
+    n = len(q)
+    return pa.table(
+        {
+            S.DOC_ID: [f"d{i}" for i in range(n)],
+            S.INVALID_REASON: pa.nulls(n, pa.string()),
+            S.Q_HEURISTIC: q,
+            S.N_TOKENS: tokens or [1] * n,
+            S.DOMAIN: ["0"] * n,
+        }
+    )
+
+
+def _fitted(strategy, batch, unit, amount, bins=10):
+    h = DomainHistograms(bins)
+    keys, scores = strategy.keys_and_scores(batch)
+    h.add(keys, scores, np.asarray(batch.column(S.N_TOKENS)))
+    return strategy.fit(h, unit, amount)
+
+
+def test_topk_selects_the_best_documents():
+    batch = _scored([0.05, 0.95, 0.55, 0.35, 0.75])
+    topk = _fitted(TopK({S.Q_HEURISTIC: 1.0}), batch, "docs", 2)
+    out = select(batch, topk, seed=0, filters=[])
+    assert out.column(S.SEL_COPIES).to_pylist() == [0, 1, 0, 0, 1]
+
+
+def test_topk_token_budget():
+    batch = _scored([0.05, 0.95, 0.55], tokens=[100, 10, 50])
+    topk = _fitted(TopK({S.Q_HEURISTIC: 1.0}), batch, "tokens", 60)
+    assert select(batch, topk, 0, []).column(S.SEL_COPIES).to_pylist() == [0, 1, 1]
+
+
+def test_uniform_rate_and_budget():
+    n = 20000
+    batch = _scored(list(np.linspace(0, 1, n)))
+    uni = _fitted(Uniform(), batch, "docs", 5000, bins=64)
+    assert uni.rate_ == pytest.approx(0.25)
+    copies = np.asarray(select(batch, uni, 3, []).column(S.SEL_COPIES))
+    assert abs(copies.sum() - 5000) < 4 * np.sqrt(n * 0.25 * 0.75)
+
+
+def test_filters_and_invalid_rows_get_reasons():
+    batch = _scored([0.9, 0.1, 0.8])
+    batch = batch.set_column(1, S.INVALID_REASON, pa.array([None, None, "empty text"]))
+    f = [ThresholdFilter(S.Q_HEURISTIC, min=0.5)]
+    assert filter_reasons(batch, f).tolist() == [None, f"filter: {S.Q_HEURISTIC} < 0.5", None]
+    uni = _fitted(Uniform(), batch, "docs", 100)
+    out = select(batch, uni, 0, f)
+    assert out.column(S.SEL_REASON).to_pylist() == [None, f"filter: {S.Q_HEURISTIC} < 0.5", "empty text"]
+    assert out.column(S.SEL_COPIES).to_pylist()[1:] == [0, 0]
