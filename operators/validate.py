@@ -30,6 +30,7 @@ class ValidateConfig:
     token_column: str | None = None
     max_bytes: int = 1_000_000
     bytes_per_token: float = 4.0
+    domain_column: str | None = None  # lifted out of JSONL metadata when selection uses it
 
 
 def content_id(text: str) -> str:
@@ -98,11 +99,11 @@ def validate(batch: pa.Table, cfg: ValidateConfig) -> pa.Table:
 def parse_jsonl(lines: pa.Table, cfg: ValidateConfig, line_column: str = "text") -> pa.Table:
     """Parse one JSON object per line; a malformed line becomes a row with a reason.
 
-    The text, id and token fields become columns; every other key travels in one
+    The text, id, token and domain fields become columns; every other key travels in one
     JSON string column `metadata`, so every batch has the same schema whatever
     keys its lines carry.
     """
-    fields = [f for f in (cfg.text_column, cfg.id_column, cfg.token_column) if f]
+    fields = [f for f in dict.fromkeys((cfg.text_column, cfg.id_column, cfg.token_column, cfg.domain_column)) if f]
     cols: dict[str, list] = {f: [] for f in fields}
     meta: list[str | None] = []
     reasons: list[str | None] = []
@@ -130,6 +131,8 @@ def parse_jsonl(lines: pa.Table, cfg: ValidateConfig, line_column: str = "text")
         table[cfg.token_column] = pa.array(
             [v if isinstance(v, int) and not isinstance(v, bool) else None for v in cols[cfg.token_column]], pa.int64()
         )
+    if cfg.domain_column and cfg.domain_column not in table:
+        table[cfg.domain_column] = pa.array([None if v is None else str(v) for v in cols[cfg.domain_column]], pa.string())
     table["metadata"] = pa.array(meta, pa.string())
     table[S.INVALID_REASON] = pa.array(reasons, pa.string())
     return pa.table(table)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import posixpath
+from dataclasses import dataclass
 
 import pyarrow.fs as pafs
 import ray.data
@@ -71,15 +72,28 @@ def detect_format(files: list[str], declared: str) -> str:
     return kinds.pop()
 
 
-def read_raw(paths: list[str], fmt: str, cfg: ValidateConfig) -> tuple[ray.data.Dataset, list[str]]:
-    """The input as a Dataset with the text column (and, for JSONL, `metadata` + parse reasons)."""
+@dataclass(frozen=True)
+class InputFiles:
+    fs: pafs.FileSystem
+    files: list[str]
+    format: str
+
+
+def locate(paths: list[str], fmt: str, cfg: ValidateConfig) -> InputFiles:
+    """Find and check the input before any work starts: files exist, one format, columns present."""
     fs, files = expand(paths)
     fmt = detect_format(files, fmt)
     if fmt == "parquet":
         _check_parquet_columns(fs, files[0], cfg)
-        return ray.data.read_parquet(files, filesystem=fs), files
-    lines = ray.data.read_text(files, filesystem=fs, drop_empty_lines=True)
-    return lines.map_batches(parse_jsonl, fn_kwargs={"cfg": cfg}, batch_format="pyarrow", batch_size=4096), files
+    return InputFiles(fs, files, fmt)
+
+
+def read_raw(found: InputFiles, cfg: ValidateConfig) -> ray.data.Dataset:
+    """The input as a Dataset with the text column (and, for JSONL, `metadata` + parse reasons)."""
+    if found.format == "parquet":
+        return ray.data.read_parquet(found.files, filesystem=found.fs)
+    lines = ray.data.read_text(found.files, filesystem=found.fs, drop_empty_lines=True)
+    return lines.map_batches(parse_jsonl, fn_kwargs={"cfg": cfg}, batch_format="pyarrow", batch_size=4096)
 
 
 def _check_parquet_columns(fs: pafs.FileSystem, path: str, cfg: ValidateConfig) -> None:

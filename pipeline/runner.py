@@ -52,6 +52,7 @@ class Context:
     spec: JobSpec
     work: Path
     log: Callable[[str], None]
+    inputs: io.InputFiles
     timings: dict[str, dict] = field(default_factory=dict)
     model: ModelRef | None = None
 
@@ -113,9 +114,13 @@ def run(spec: JobSpec, log: Callable[[str], None] = print, progress: bool = True
     if out_path.exists() and not spec.output.overwrite:
         raise JobError(f"output {out_path} already exists (set output.overwrite: true to replace it)")
     work = Path(spec.output.work_dir or f"{out_path}.work")
-    work.mkdir(parents=True, exist_ok=True)
-    ctx = Context(spec, work, log)
     t0 = time.perf_counter()
+    ctx = Context(spec, work, log, io.locate(spec.input.paths, spec.input.format, validate_config(spec)))
+    if spec.selection.domain != "cluster" and ctx.inputs.format == "parquet":
+        names = pq.read_schema(ctx.inputs.files[0], filesystem=ctx.inputs.fs).names
+        if spec.selection.domain not in names:
+            raise JobError(f"selection.domain: no input column {spec.selection.domain!r} (columns: {', '.join(names)})")
+    work.mkdir(parents=True, exist_ok=True)
     _init_ray(spec, progress)
     keys = phase_keys(spec)
     t = time.perf_counter()
@@ -188,20 +193,16 @@ def _init_ray(spec: JobSpec, progress: bool) -> None:
     dctx.print_on_execution_start = False
 
 
+def validate_config(spec: JobSpec) -> ValidateConfig:
+    i = spec.input
+    domain = None if spec.selection.domain == "cluster" else spec.selection.domain
+    return ValidateConfig(i.text_column, i.id_column, i.token_column, i.max_bytes, i.bytes_per_token, domain)
+
+
 def embed_phase(ctx: Context, d: Path) -> dict:
     spec = ctx.spec
-    cfg = ValidateConfig(
-        text_column=spec.input.text_column,
-        id_column=spec.input.id_column,
-        token_column=spec.input.token_column,
-        max_bytes=spec.input.max_bytes,
-        bytes_per_token=spec.input.bytes_per_token,
-    )
-    ds, files = io.read_raw(spec.input.paths, spec.input.format, cfg)
-    if spec.selection.domain != "cluster":
-        names = ds.schema().names
-        if spec.selection.domain not in names:
-            raise JobError(f"selection.domain: no input column {spec.selection.domain!r} (columns: {', '.join(names)})")
+    cfg = validate_config(spec)
+    ds = io.read_raw(ctx.inputs, cfg)
     device = pick_device(spec.embedder.device)
     ds = ds.map_batches(prepare_batch, fn_kwargs={"cfg": cfg}, batch_format="pyarrow", batch_size=spec.embedder.batch_size)
     gpu = device.startswith("cuda")
@@ -221,7 +222,7 @@ def embed_phase(ctx: Context, d: Path) -> dict:
     )
     ds.write_parquet(str(d / "data"))
     rows = _count(d / "data")
-    return {"rows": rows, "files": len(files), "device": device, "model": spec.embedder.model}
+    return {"rows": rows, "files": len(ctx.inputs.files), "device": device, "model": spec.embedder.model}
 
 
 def _count(directory: Path) -> int:

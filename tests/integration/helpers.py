@@ -1,0 +1,64 @@
+"""Shared set-up for the integration tests: corpora and specs on real files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from thresher.pipeline.demo_corpus import generate
+from thresher.pipeline.spec import JobSpec, parse_spec
+
+DEMO_FILTERS = [
+    {"column": "sig_n_stopwords", "min": 2},
+    {"column": "sig_dup_line_frac", "max": 0.3},
+    {"column": "sig_mean_word_len", "min": 3, "max": 10},
+    {"column": "q_heuristic", "min": 0.35},
+]
+
+BAD_ROWS = [  # text, why it must be quarantined
+    (None, "null text"),
+    ("", "empty text"),
+    ("   \n\t ", "empty text"),
+    ("y" * 50_000, "text over max_bytes (40000)"),
+]
+
+
+def write_corpus(path: Path, n_docs: int, with_bad_rows: bool = False, seed: int = 0) -> Path:
+    table = generate(n_docs, seed)
+    if with_bad_rows:
+        bad = pa.table(
+            {
+                "id": [f"bad-{i}" for i in range(len(BAD_ROWS))],
+                "text": pa.array([t for t, _ in BAD_ROWS], pa.string()),
+                "topic": ["none"] * len(BAD_ROWS),
+                "planted": ["bad"] * len(BAD_ROWS),
+                "dup_of": pa.nulls(len(BAD_ROWS), pa.string()),
+            }
+        )
+        table = pa.concat_tables([table, bad.cast(table.schema)])
+    path.mkdir(parents=True, exist_ok=True)
+    # several files, so Ray reads in parallel blocks
+    step = (table.num_rows + 2) // 3
+    for i in range(3):
+        pq.write_table(table.slice(i * step, step), path / f"part-{i}.parquet")
+    return path
+
+
+def make_spec(corpus: Path, out: Path, **overrides) -> JobSpec:
+    raw = {
+        "input": {"paths": [str(corpus)], "id_column": "id", "max_bytes": 4000 * 1000},
+        "output": {"path": str(out), "shard_bytes": 200_000},
+        "embedder": {"model": "static"},
+        "clustering": {"n_clusters": 8},
+        "selection": {"strategy": "quadmix", "budget": {"unit": "docs", "amount": 800}, "filters": DEMO_FILTERS},
+    }
+    for key, value in overrides.items():
+        raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
+    return parse_spec(raw)
+
+
+def selection(out: Path) -> dict[str, int]:
+    t = pq.read_table(out / "data", columns=["doc_id", "sel_copies"])
+    return dict(zip(t.column("doc_id").to_pylist(), t.column("sel_copies").to_pylist()))

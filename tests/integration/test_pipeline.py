@@ -1,0 +1,123 @@
+"""The whole job on a real local Ray with the static embedder on a few thousand documents."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from thresher.pipeline.demo_corpus import LOW_QUALITY_KINDS
+from thresher.pipeline.runner import JobError, phase_keys, run
+
+from .helpers import BAD_ROWS, make_spec, selection, write_corpus
+
+N_DOCS = 3000
+
+
+@pytest.fixture(scope="module")
+def job(local_ray, tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    corpus = write_corpus(root / "corpus", N_DOCS, with_bad_rows=True)
+    spec = make_spec(corpus, root / "out", input={"max_bytes": 40_000})
+    manifest = run(spec, log=lambda m: None, progress=False)
+    return spec, manifest, root
+
+
+def test_accounting_identity(job):
+    spec, m, _ = job
+    c = m["counts"]
+    assert c["input"] == N_DOCS + len(BAD_ROWS)
+    assert c["input"] == c["selected_docs"] + c["not_selected"] + c["invalid"]
+    assert m["accounting_holds"] is True
+    assert sum(c["not_selected_by_reason"].values()) == c["not_selected"]
+    assert sum(d["before"]["docs"] for d in m["domains"].values()) == c["valid"]
+    assert sum(d["after"].get("docs", 0) for d in m["domains"].values()) == c["selected_docs"]
+
+
+def test_bad_rows_are_quarantined_with_reasons(job):
+    spec, m, _ = job
+    out = Path(spec.output.path)
+    q = pq.read_table(out / "quarantine").to_pylist()
+    assert sorted((r["doc_id"], r["invalid_reason"]) for r in q) == sorted(
+        (f"bad-{i}", why) for i, (_, why) in enumerate(BAD_ROWS)
+    )
+    assert m["counts"]["invalid_by_reason"] == {"empty text": 2, "null text": 1, "text over max_bytes (40000)": 1}
+    rejected = pq.read_table(out / "rejected").to_pylist()
+    assert len(rejected) == m["counts"]["input"] - m["counts"]["selected_docs"]
+    assert all(r["reason"] for r in rejected)
+
+
+def test_shards_match_manifest(job):
+    spec, m, _ = job
+    out = Path(spec.output.path)
+    files = sorted((out / "data").glob("*.parquet"))
+    assert [f"data/{f.name}" for f in files] == [s["path"] for s in m["shards"]]
+    assert len(files) > 1  # shard_bytes is small on purpose
+    for s in m["shards"]:
+        data = (out / s["path"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == s["sha256"] and len(data) == s["bytes"]
+        meta = pq.ParquetFile(out / s["path"]).metadata
+        assert meta.num_rows == s["rows"] and meta.row_group(0).column(0).compression == "ZSTD"
+    table = pq.read_table(out / "data")
+    assert table.num_rows == m["counts"]["selected_docs"]
+    assert min(table.column("sel_copies").to_pylist()) >= 1
+    assert sum(table.column("sel_copies").to_pylist()) == m["counts"]["selected_copies"]
+    for col in ("text", "topic", "d_cluster", "d_centroid_dist", "q_heuristic", "domain", "sel_percentile"):
+        assert col in table.column_names
+    # nothing half-written is left beside the output
+    assert not [p for p in out.parent.iterdir() if ".partial-" in p.name]
+    assert json.loads((out / "manifest.json").read_text())["spec_hash"] == spec.hash()
+
+
+def test_budget_met_in_expectation(job):
+    _, m, _ = job
+    copies = m["counts"]["selected_copies"]
+    assert abs(copies - 800) < 100, copies
+
+
+def test_planted_low_quality_selected_less(job):
+    spec, _, _ = job
+    out = Path(spec.output.path)
+    chosen = set(selection(out))
+    corpus = pq.read_table(Path(spec.input.paths[0]), columns=["id", "planted"]).to_pylist()
+    rate = {}
+    for kind in ("clean", *LOW_QUALITY_KINDS):
+        ids = [r["id"] for r in corpus if r["planted"] == kind]
+        rate[kind] = sum(i in chosen for i in ids) / len(ids)
+    for kind in LOW_QUALITY_KINDS:
+        assert rate[kind] < 0.25 * rate["clean"], rate
+
+
+def test_baseline_strategies_reuse_scores(job):
+    spec, first, root = job
+    for strategy in ("topk", "uniform"):
+        s2 = make_spec(
+            Path(spec.input.paths[0]),
+            root / f"out-{strategy}",
+            input={"max_bytes": 40_000},
+            output={"work_dir": str(Path(spec.output.path).with_suffix(".work"))},
+            selection={"strategy": strategy},
+        )
+        m = run(s2, log=lambda m: None, progress=False)
+        assert m["timings"]["embed"]["reused"] and m["timings"]["score"]["reused"]
+        if strategy == "topk":
+            assert abs(m["counts"]["selected_docs"] - 800) <= 5
+        else:
+            assert abs(m["counts"]["selected_docs"] - 800) < 100
+
+
+def test_resume_reuses_phases_and_gives_the_same_selection(job):
+    spec, first, root = job
+    out = Path(spec.output.path)
+    before = selection(out)
+    work = out.with_suffix(".work")
+    (work / f"select-{phase_keys(spec)['select']}" / "_SUCCESS").unlink()  # as if killed during selection
+    with pytest.raises(JobError, match="already exists"):
+        run(spec, log=lambda m: None, progress=False)
+    again = run(spec.model_copy(update={"output": spec.output.model_copy(update={"overwrite": True})}), log=lambda m: None, progress=False)
+    assert again["timings"]["embed"].get("reused") and again["timings"]["fit"].get("reused")
+    assert "reused" not in again["timings"]["select"]
+    assert selection(out) == before
