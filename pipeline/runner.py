@@ -206,6 +206,8 @@ def embed_phase(ctx: Context, d: Path) -> dict:
     device = pick_device(spec.embedder.device)
     ds = ds.map_batches(prepare_batch, fn_kwargs={"cfg": cfg}, batch_format="pyarrow", batch_size=spec.embedder.batch_size)
     gpu = device.startswith("cuda")
+    if not gpu:
+        _check_cpu_budget(spec)
     ds = ds.map_batches(
         EmbedStage,
         fn_constructor_kwargs={
@@ -223,6 +225,17 @@ def embed_phase(ctx: Context, d: Path) -> dict:
     ds.write_parquet(str(d / "data"))
     rows = _count(d / "data")
     return {"rows": rows, "files": len(ctx.inputs.files), "device": device, "model": spec.embedder.model}
+
+
+def _check_cpu_budget(spec: JobSpec) -> None:
+    """CPU actors hold their CPUs for the whole phase; reading needs one more, or the job stalls."""
+    total = ray.cluster_resources().get("CPU", 0)
+    held = spec.embedder.actors * spec.embedder.cpus_per_actor
+    if held + 1 > total:
+        raise JobError(
+            f"embedder.actors x embedder.cpus_per_actor = {held:g} CPUs leaves none of the cluster's {total:g} "
+            "for reading; lower them (fractions are fine) or raise ray.num_cpus"
+        )
 
 
 def _count(directory: Path) -> int:

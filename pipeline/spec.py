@@ -24,7 +24,7 @@ class Strict(BaseModel):
 
 class InputSpec(Strict):
     paths: list[str] = Field(description="Files, directories or globs of Parquet or JSONL; local paths or pyarrow filesystem URIs (s3://, gs://, hdfs://, file://).")
-    format: Literal["auto", "parquet", "jsonl"] = Field("auto", description="Input format; auto picks by file extension (.parquet/.pq, .jsonl/.json/.jsonl.gz).")
+    format: Literal["auto", "parquet", "jsonl"] = Field("auto", description="Input format; auto picks by file extension (.parquet/.pq or .jsonl/.json/.ndjson).")
     text_column: str = Field("text", description="Column (or JSON key) holding the document text.")
     id_column: str | None = Field(None, description="Column holding a document id; none = doc_id is the BLAKE2b-128 hash of the text.")
     token_column: str | None = Field(None, description="Column holding a token count; none = estimated as UTF-8 bytes / bytes_per_token.")
@@ -102,7 +102,7 @@ class SelectionSpec(Strict):
 
 
 class OutputSpec(Strict):
-    path: str = Field(description="Output directory; it appears complete (manifest last, then renamed) or not at all. Must not exist yet unless overwrite.")
+    path: str = Field(description="Output directory on a local or shared filesystem every Ray node sees; it appears complete (manifest last, then one rename) or not at all.")
     overwrite: bool = Field(False, description="Replace an existing output directory.")
     shard_bytes: int = Field(256 * 2**20, gt=0, description="Target size of one Parquet shard (zstd).")
     row_group_rows: int = Field(8192, gt=0, description="Rows per Parquet row group, small enough to stream.")

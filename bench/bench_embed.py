@@ -1,0 +1,295 @@
+"""Embedding throughput: the pipeline's streaming embed phase against a bare encode loop.
+
+For each model (minilm, static) this script, in one process and side by side:
+
+  1. writes the deterministic demo corpus (cached in --out, keyed by size);
+  2. "bare": in the driver, with no Ray, runs the same work the embed phase
+     does, one stage at a time, and times each stage on its own:
+       read      pyarrow reads the corpus and cuts it into pipeline-sized batches
+       prepare   validate + signals (`prepare_batch`, what the pipeline runs
+                 before embedding)
+       encode    `Embedder.encode(chunk)` over the valid texts, chunk = the
+                 pipeline's batch size: the bare model.encode loop
+     The model is loaded exactly as the pipeline loads it
+     (`Embedder(resolve_model(name), device="cpu", batch_size=...)`), with
+     `torch.set_num_threads(cpus_per_actor)` as `EmbedStage` does; loading is
+     timed apart and not in the encode figure.
+  3. "pipeline": `thresher.pipeline.runner.run` on the same corpus with a fresh
+     work directory, then reads the per-phase timings from the manifest.  The
+     embed phase is the whole streaming stage (read -> validate -> signals ->
+     embed on the actor pool -> Parquet write, actor start-up and model load
+     on the actor included); model extraction/distillation on the driver is
+     timings["model"] and is not counted.
+
+Bare and pipeline alternate --repeats times; the best run of each is kept and
+the overhead ratio is pipeline embed docs/s / bare encode docs/s (target:
+>= 0.85, i.e. the pipeline within 15% of bare encode).
+
+Ray CPUs: the embedding actor reserves `cpus_per_actor` logical CPUs.  With a
+local Ray of num_cpus == cpus_per_actor nothing is left for the read and write
+tasks, which each need one logical CPU, so the stream cannot move.  Ray's
+num_cpus is only a scheduling count, so the default here is cpus_per_actor + 2
+(one read task and one write task beside the actor) while the machine still
+has its real cores; the extra tasks share the cores with the actor, and that
+contention is part of the measured pipeline cost.
+
+Usage:
+    python bench/bench_embed.py                       # both models, defaults
+    python bench/bench_embed.py --model minilm --docs 2000
+    python bench/bench_embed.py --model static --static-docs 50000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+import pyarrow.parquet as pq  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+
+def corpus_path(out: Path, n_docs: int, seed: int = 0) -> Path:
+    return out / f"corpus-{n_docs}-seed{seed}.parquet"
+
+
+def ensure_corpus(out: Path, n_docs: int, seed: int = 0) -> tuple[Path, float | None]:
+    """The demo corpus of n_docs documents, generated once and cached in `out`."""
+    from thresher.pipeline import demo_corpus
+
+    path = corpus_path(out, n_docs, seed)
+    if path.exists():
+        return path, None
+    out.mkdir(parents=True, exist_ok=True)
+    t = time.perf_counter()
+    tmp = path.with_suffix(".tmp.parquet")
+    demo_corpus.write(str(tmp), n_docs=n_docs, seed=seed)
+    tmp.rename(path)
+    return path, time.perf_counter() - t
+
+
+def loadavg() -> str:
+    try:
+        return "%.2f %.2f %.2f" % os.getloadavg()
+    except OSError:
+        return "n/a"
+
+
+# --- bare ---------------------------------------------------------------------
+
+
+def load_embedder(model: str, model_batch_size: int, threads: int):
+    import torch
+
+    from thresher.operators.embed import Embedder, resolve_model
+
+    torch.set_num_threads(threads)
+    ref = resolve_model(model)
+    t = time.perf_counter()
+    emb = Embedder(ref, device="cpu", batch_size=model_batch_size)
+    return emb, time.perf_counter() - t
+
+
+def bare_run(corpus: Path, embedder, batch_size: int) -> dict:
+    from thresher.operators import schema as S
+    from thresher.pipeline.runner import prepare_batch
+    from thresher.operators.validate import ValidateConfig
+
+    cfg = ValidateConfig(text_column="text", id_column="id")
+
+    t = time.perf_counter()
+    table = pq.read_table(corpus)
+    batches = [table.slice(i, batch_size) for i in range(0, table.num_rows, batch_size)]
+    t_read = time.perf_counter() - t
+    n = table.num_rows
+
+    t = time.perf_counter()
+    prepared = [prepare_batch(b, cfg) for b in batches]
+    t_prepare = time.perf_counter() - t
+
+    chunks = []
+    for b in prepared:
+        valid = b.column(S.INVALID_REASON).is_null().to_pylist()
+        texts = b.column(S.TEXT).to_pylist()
+        chunks.append([x for x, ok in zip(texts, valid) if ok])
+    n_valid = sum(len(c) for c in chunks)
+    del prepared, batches, table
+
+    cpu0 = time.process_time()
+    t = time.perf_counter()
+    for c in chunks:
+        embedder.encode(c)
+    t_encode = time.perf_counter() - t
+    cpu_encode = time.process_time() - cpu0
+    return {
+        "docs": n,
+        "valid": n_valid,
+        "read_s": t_read,
+        "prepare_s": t_prepare,
+        "encode_s": t_encode,
+        "encode_cpu_s": cpu_encode,
+        "read_docs_per_s": n / t_read,
+        "prepare_docs_per_s": n / t_prepare,
+        "encode_docs_per_s": n_valid / t_encode,
+        # the same stages run one after the other in one process
+        "sequential_docs_per_s": n / (t_read + t_prepare + t_encode),
+    }
+
+
+# --- pipeline -----------------------------------------------------------------
+
+
+def pipeline_run(corpus: Path, run_dir: Path, model: str, args) -> dict:
+    import ray
+
+    from thresher.pipeline import runner
+    from thresher.pipeline.spec import parse_spec
+
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    spec = parse_spec(
+        {
+            "input": {"paths": [str(corpus)], "id_column": "id"},
+            "output": {"path": str(run_dir / "result"), "work_dir": str(run_dir / "work"), "overwrite": True},
+            "embedder": {
+                "model": model,
+                "device": "cpu",
+                "actors": 1,
+                "cpus_per_actor": args.cpus_per_actor,
+                "batch_size": args.batch_size,
+                "model_batch_size": args.model_batch_size,
+            },
+            "ray": {"num_cpus": args.ray_cpus},
+        }
+    )
+    logs: list[str] = []
+    t = time.perf_counter()
+    try:
+        manifest = runner.run(spec, log=logs.append, progress=False)
+    finally:
+        wall = time.perf_counter() - t
+        if ray.is_initialized():
+            ray.shutdown()  # nothing of Ray lingers while the next bare run is timed
+    if not args.keep:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return {"wall_s": wall, "timings": manifest["timings"], "counts": manifest["counts"]}
+
+
+# --- report -------------------------------------------------------------------
+
+
+def fmt_rate(x: float | None) -> str:
+    return "-" if x is None else f"{x:,.1f}"
+
+
+def report(model: str, n_docs: int, load_s: float, bares: list[dict], pipes: list[dict]) -> dict:
+    best_bare = max(bares, key=lambda b: b["encode_docs_per_s"])
+    best_pipe = max(pipes, key=lambda p: p["timings"]["embed"]["docs_per_s"])
+    emb = best_pipe["timings"]["embed"]
+    ratio = emb["docs_per_s"] / best_bare["encode_docs_per_s"]
+    ratio_seq = emb["docs_per_s"] / best_bare["sequential_docs_per_s"]
+    ratios_paired = [p["timings"]["embed"]["docs_per_s"] / b["encode_docs_per_s"] for b, p in zip(bares, pipes)]
+
+    print(f"\n=== {model}: {n_docs:,} docs, best of {len(bares)} alternating runs ===")
+    print(f"model load (Embedder(...), bare, not in any figure below): {load_s:.2f} s")
+    print(f"{'stage':<44}{'docs':>9}{'seconds':>10}{'docs/s':>12}")
+
+    def row(name, docs, secs):
+        print(f"{name:<44}{docs:>9,}{secs:>10.2f}{fmt_rate(docs / secs if secs else None):>12}")
+
+    row("bare read (pyarrow, batches)", best_bare["docs"], best_bare["read_s"])
+    row("bare prepare (validate + signals)", best_bare["docs"], best_bare["prepare_s"])
+    row("bare encode (Embedder.encode loop)", best_bare["valid"], best_bare["encode_s"])
+    row("bare read+prepare+encode, sequential", best_bare["docs"], best_bare["read_s"] + best_bare["prepare_s"] + best_bare["encode_s"])
+    row("pipeline embed phase (whole stream)", emb["rows"], emb["seconds"])
+    for phase in ("fit", "score", "select", "write"):
+        tm = best_pipe["timings"].get(phase, {})
+        if "seconds" in tm:
+            rows = tm.get("rows") or 0
+            print(f"{'pipeline ' + phase:<44}{rows:>9,}{tm['seconds']:>10.2f}{fmt_rate(rows / tm['seconds'] if rows and tm['seconds'] else None):>12}")
+    tot = best_pipe["timings"]["total"]["seconds"]
+    print(f"{'pipeline total (all phases, run())':<44}{best_pipe['counts']['input']:>9,}{tot:>10.2f}{fmt_rate(best_pipe['counts']['input'] / tot):>12}")
+    print(f"pipeline model resolve on the driver (timings['model'], not counted): {best_pipe['timings']['model']['seconds']:.2f} s")
+    print(f"invalid (quarantined, not encoded): {best_pipe['counts'].get('invalid', 0)}")
+    print(f"overhead ratio  pipeline embed / bare encode       = {ratio:.3f}  (target >= 0.85)")
+    print(f"                pipeline embed / bare sequential   = {ratio_seq:.3f}")
+    print("                per repeat (paired, same order)    = " + ", ".join(f"{r:.3f}" for r in ratios_paired))
+    print("bare encode docs/s per repeat:    " + ", ".join(fmt_rate(b["encode_docs_per_s"]) for b in bares))
+    print("pipeline embed docs/s per repeat: " + ", ".join(fmt_rate(p["timings"]["embed"]["docs_per_s"]) for p in pipes))
+    return {
+        "model": model,
+        "docs": n_docs,
+        "model_load_s": load_s,
+        "bare": bares,
+        "pipeline": pipes,
+        "ratio_best": ratio,
+        "ratio_vs_sequential": ratio_seq,
+        "ratios_paired": ratios_paired,
+    }
+
+
+def bench_model(model: str, n_docs: int, args) -> dict:
+    out = Path(args.out)
+    corpus, gen_s = ensure_corpus(out, n_docs)
+    if gen_s is not None:
+        print(f"[{model}] generated {corpus} in {gen_s:.1f} s")
+    threads = max(1, int(args.cpus_per_actor))
+    embedder, load_s = load_embedder(model, args.model_batch_size, threads)
+    # warm-up: first calls pay one-off costs (lazy imports, allocator, kernels)
+    embedder.encode(["warm up the model with a short text"] * 8)
+
+    bares, pipes = [], []
+    for rep in range(args.repeats):
+        print(f"[{model}] repeat {rep + 1}/{args.repeats}: bare ... (load {loadavg()})", flush=True)
+        bares.append(bare_run(corpus, embedder, args.batch_size))
+        print(f"[{model}]   bare encode {bares[-1]['encode_docs_per_s']:,.1f} docs/s; pipeline ... (load {loadavg()})", flush=True)
+        pipes.append(pipeline_run(corpus, out / f"run-{model}-{rep}", model, args))
+        print(f"[{model}]   pipeline embed {pipes[-1]['timings']['embed']['docs_per_s']:,.1f} docs/s", flush=True)
+    del embedder
+    return report(model, n_docs, load_s, bares, pipes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", choices=["minilm", "static", "both"], default="both")
+    p.add_argument("--docs", type=int, default=2000, help="documents for minilm (default 2000)")
+    p.add_argument("--static-docs", type=int, default=50000, help="documents for static (default 50000)")
+    p.add_argument("--batch-size", type=int, default=256, help="embedder.batch_size: documents per actor batch and per bare encode chunk")
+    p.add_argument("--model-batch-size", type=int, default=64, help="embedder.model_batch_size")
+    p.add_argument("--cpus-per-actor", type=float, default=2.0, help="embedder.cpus_per_actor (also torch threads, as EmbedStage)")
+    p.add_argument("--ray-cpus", type=int, default=None, help="ray.num_cpus for the local Ray (default cpus_per_actor + 2)")
+    p.add_argument("--repeats", type=int, default=2, help="alternating bare/pipeline runs; the best of each is reported")
+    p.add_argument("--out", default=str(HERE / "out"), help="corpus cache, run directories and bench_embed.json")
+    p.add_argument("--keep", action="store_true", help="keep each run's output and work directories")
+    args = p.parse_args(argv)
+    if args.ray_cpus is None:
+        args.ray_cpus = int(args.cpus_per_actor) + 2
+
+    import ray
+    import torch
+
+    print(f"python {platform.python_version()}, ray {ray.__version__}, torch {torch.__version__}, {os.cpu_count()} CPUs")
+    print(f"batch_size {args.batch_size}, model_batch_size {args.model_batch_size}, cpus_per_actor {args.cpus_per_actor}, ray num_cpus {args.ray_cpus}")
+    models = ["minilm", "static"] if args.model == "both" else [args.model]
+    results = []
+    for m in models:
+        results.append(bench_model(m, args.docs if m == "minilm" else args.static_docs, args))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_embed.json").write_text(json.dumps({"argv": sys.argv, "args": vars(args), "results": results}, indent=2, default=str))
+    print(f"\nwrote {out / 'bench_embed.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

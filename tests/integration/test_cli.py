@@ -1,0 +1,71 @@
+"""The console script, as a user runs it: exit codes and one readable line on errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from .helpers import write_corpus
+
+THRESHER = shutil.which("thresher")
+
+
+def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([THRESHER, *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def test_invalid_spec_is_refused_naming_the_field(tmp_path):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(yaml.safe_dump({"input": {"paths": ["x"]}, "output": {"path": "o"}, "clustering": {"n_clusters": -3}}))
+    p = _run("run", str(spec))
+    assert p.returncode == 2
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "clustering.n_clusters" in lines[0]
+
+
+def test_missing_input_is_one_readable_line(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"input": {"paths": [str(tmp_path / "nope.parquet")]}, "output": {"path": str(tmp_path / "o")}}))
+    p = _run("run", str(spec))
+    assert p.returncode == 1
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no such file" in lines[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_text_column_is_refused(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus", 50)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"input": {"paths": [str(corpus)], "text_column": "body"}, "output": {"path": str(tmp_path / "o")}}))
+    p = _run("run", str(spec))
+    assert p.returncode == 1 and "no column 'body'" in p.stderr
+
+
+def test_jsonl_job_from_the_command_line(tmp_path):
+    corpus = tmp_path / "corpus.jsonl"
+    assert _run("demo-corpus", str(corpus), "--docs", "400").returncode == 0
+    with corpus.open("a") as f:
+        f.write("this line is not json\n")
+        f.write(json.dumps({"id": "num", "text": 12345}) + "\n")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "input": {"paths": [str(tmp_path / "*.jsonl")], "id_column": "id"},
+                "output": {"path": str(tmp_path / "out")},
+                "clustering": {"n_clusters": 4},
+                "selection": {"strategy": "uniform", "budget": {"unit": "docs", "amount": 100}},
+                "ray": {"num_cpus": 2, "object_store_mb": 512},
+            }
+        )
+    )
+    p = _run("run", str(spec), "--no-progress")
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "selection written to" in p.stdout
+    m = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert m["counts"]["input"] == 402 and m["counts"]["invalid"] == 2
+    assert m["counts"]["invalid_by_reason"] == {"malformed JSON line": 1, "text is not a string (int)": 1}
