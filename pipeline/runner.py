@@ -78,31 +78,17 @@ class EmbedStage:
         return embed_batch(batch, self.embedder)
 
 
-def score_batch(batch: pa.Table, fit_dir: str, domain: str) -> pa.Table:
-    states = _fitted(fit_dir)
+def score_batch(batch: pa.Table, kmeans: KMeans, quality: HeuristicQuality, domain: str) -> pa.Table:
+    """Cluster id, centroid distance, heuristic quality and domain; the embedding is dropped."""
     emb = from_fixed_list(batch.column(S.EMB))
-    valid = np.asarray(batch.column(S.INVALID_REASON).is_null().to_numpy(zero_copy_only=False))
-    cluster, dist = states["kmeans"].transform(emb)
-    cluster = pa.array(cluster, mask=~valid)
+    invalid = ~np.asarray(batch.column(S.INVALID_REASON).is_null().to_numpy(zero_copy_only=False))
+    cluster, dist = kmeans.transform(emb)
     out = batch.drop_columns([S.EMB])
-    out = out.append_column(S.D_CLUSTER, cluster).append_column(S.D_CENTROID_DIST, pa.array(dist, mask=~valid))
-    out = states["quality"].transform(out)
+    out = out.append_column(S.D_CLUSTER, pa.array(cluster, mask=invalid))
+    out = out.append_column(S.D_CENTROID_DIST, pa.array(dist, mask=invalid))
+    out = quality.transform(out)
     dom = out.column(S.D_CLUSTER) if domain == "cluster" else out.column(domain)
     return out.append_column(S.DOMAIN, dom.cast(pa.string()))
-
-
-_FITTED: dict[str, dict] = {}
-
-
-def _fitted(fit_dir: str) -> dict:
-    """Fitted states, loaded once per worker process."""
-    if fit_dir not in _FITTED:
-        _FITTED[fit_dir] = {"kmeans": KMeans.load(Path(fit_dir) / "kmeans"), "quality": HeuristicQuality.load(Path(fit_dir) / "quality")}
-    return _FITTED[fit_dir]
-
-
-def select_batch(batch: pa.Table, strategy, seed: int, filters: list[ThresholdFilter]) -> pa.Table:
-    return select(batch, strategy, seed, filters)
 
 
 # --- phases ---------------------------------------------------------------------
@@ -116,10 +102,7 @@ def run(spec: JobSpec, log: Callable[[str], None] = print, progress: bool = True
     work = Path(spec.output.work_dir or f"{out_path}.work")
     t0 = time.perf_counter()
     ctx = Context(spec, work, log, io.locate(spec.input.paths, spec.input.format, validate_config(spec)))
-    if spec.selection.domain != "cluster" and ctx.inputs.format == "parquet":
-        names = pq.read_schema(ctx.inputs.files[0], filesystem=ctx.inputs.fs).names
-        if spec.selection.domain not in names:
-            raise JobError(f"selection.domain: no input column {spec.selection.domain!r} (columns: {', '.join(names)})")
+    _check_columns(spec, ctx.inputs)
     work.mkdir(parents=True, exist_ok=True)
     _init_ray(spec, progress)
     keys = phase_keys(spec)
@@ -131,6 +114,25 @@ def run(spec: JobSpec, log: Callable[[str], None] = print, progress: bool = True
     score_dir = _phase(ctx, "score", keys["score"], lambda c, d: score_phase(c, d, embed_dir, fit_dir))
     select_dir = _phase(ctx, "select", keys["select"], lambda c, d: select_phase(c, d, score_dir))
     return output.publish(spec, Path(select_dir), ctx.timings, log, started=t0)
+
+
+def _check_columns(spec: JobSpec, inputs: io.InputFiles) -> None:
+    """Columns the selection reads must exist before any work starts."""
+    sel = spec.selection
+    computed = {*SIGNALS, S.Q_HEURISTIC, S.D_CLUSTER, S.D_CENTROID_DIST, S.N_TOKENS}
+    if inputs.format == "parquet":
+        given = set(pq.read_schema(inputs.files[0], filesystem=inputs.fs).names)
+    else:  # JSONL keys are only known after parsing; the domain key is lifted out explicitly
+        given = {sel.domain}
+    if sel.domain != "cluster" and sel.domain not in given:
+        raise JobError(f"selection.domain: no input column {sel.domain!r}")
+    for i, f in enumerate(sel.filters):
+        if f.column not in computed | given:
+            raise JobError(f"selection.filters.{i}.column: no column {f.column!r}")
+    for p in [sel.quadmix, *sel.domains.values()]:
+        for col in p.alpha:
+            if col not in computed | given:
+                raise JobError(f"selection.quadmix.alpha: no quality column {col!r}")
 
 
 def phase_keys(spec: JobSpec) -> dict[str, str]:
@@ -280,9 +282,12 @@ def fit_phase(ctx: Context, d: Path, embed_dir: str) -> dict:
 
 
 def score_phase(ctx: Context, d: Path, embed_dir: str, fit_dir: str) -> dict:
-    ds = _read(embed_dir).map_batches(
-        score_batch, fn_kwargs={"fit_dir": fit_dir, "domain": ctx.spec.selection.domain}, batch_format="pyarrow", batch_size=4096
-    )
+    states = {
+        "kmeans": KMeans.load(Path(fit_dir) / "kmeans"),
+        "quality": HeuristicQuality.load(Path(fit_dir) / "quality"),
+        "domain": ctx.spec.selection.domain,
+    }
+    ds = _read(embed_dir).map_batches(score_batch, fn_kwargs=states, batch_format="pyarrow", batch_size=4096)
     ds.write_parquet(str(d / "data"))
     return {"rows": _count(d / "data")}
 
@@ -306,13 +311,8 @@ def select_phase(ctx: Context, d: Path, score_dir: str) -> dict:
     filters = [ThresholdFilter(f.column, f.min, f.max) for f in sel.filters]
     strategy = make_strategy(spec)
     alpha_cols = {c for p in [sel.quadmix, *sel.domains.values()] for c in p.alpha}
-    schema_names = pq.read_schema(next((Path(score_dir) / "data").glob("*.parquet"))).names
-    for col in sorted(alpha_cols | {f.column for f in filters}):
-        if col not in schema_names:
-            raise JobError(f"selection: no column {col!r} to score or filter on")
     cols = sorted({S.DOC_ID, S.INVALID_REASON, S.DOMAIN, S.N_TOKENS, *alpha_cols, *(f.column for f in filters)})
     hist = DomainHistograms(sel.percentile_bins)
-
     for t in _iter_tables(score_dir, cols):
         t = t.filter(t.column(S.INVALID_REASON).is_null())
         ok = np.equal(filter_reasons(t, filters), None)
@@ -324,7 +324,7 @@ def select_phase(ctx: Context, d: Path, score_dir: str) -> dict:
     strategy.fit(hist, budget.unit if budget else None, budget.amount if budget else None)
     hist.save(d / "histograms.json")
     ds = _read(score_dir).map_batches(
-        select_batch, fn_kwargs={"strategy": strategy, "seed": spec.seed, "filters": filters}, batch_format="pyarrow", batch_size=4096
+        select, fn_kwargs={"strategy": strategy, "seed": spec.seed, "filters": filters}, batch_format="pyarrow", batch_size=4096
     )
     ds.write_parquet(str(d / "data"))
     info = {"rows": _count(d / "data")}

@@ -69,3 +69,20 @@ def test_jsonl_job_from_the_command_line(tmp_path):
     m = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert m["counts"]["input"] == 402 and m["counts"]["invalid"] == 2
     assert m["counts"]["invalid_by_reason"] == {"malformed JSON line": 1, "text is not a string (int)": 1}
+
+
+def test_unknown_filter_column_is_refused_before_work(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus", 50)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "input": {"paths": [str(corpus)]},
+                "output": {"path": str(tmp_path / "o")},
+                "selection": {"filters": [{"column": "sig_nonsense", "min": 1}]},
+            }
+        )
+    )
+    p = _run("run", str(spec))
+    assert p.returncode == 1 and "selection.filters.0.column: no column 'sig_nonsense'" in p.stderr
+    assert not (tmp_path / "o.work").exists()
