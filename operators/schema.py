@@ -34,3 +34,22 @@ SEL_COPIES = "sel_copies"
 SEL_PERCENTILE = "sel_percentile"
 SEL_STRATEGY = "sel_strategy"
 SEL_REASON = "sel_reason"
+
+# Heuristic rule families: the reason a document fails the family, null when it passes.
+Q_RULE_GOPHER_QUALITY = "q_rule_gopher_quality"
+Q_RULE_GOPHER_REPETITION = "q_rule_gopher_repetition"
+Q_RULE_C4 = "q_rule_c4"
+Q_RULE_FINEWEB = "q_rule_fineweb"
+Q_CLASSIFIER = "q_classifier"
+
+U_DSIR = "u_dsir"
+U_TARGET_SIM = "u_target_sim"
+
+D_CLUSTER_SIZE = "d_cluster_size"
+D_CLUSTER_RARITY = "d_cluster_rarity"
+D_SEMDUP = "d_semdup"
+D_SEMDUP_OF = "d_semdup_of"
+D_EXACT_DUP = "d_exact_dup"
+D_EXACT_DUP_OF = "d_exact_dup_of"
+D_NEAR_DUP = "d_near_dup"
+D_NEAR_DUP_OF = "d_near_dup_of"
