@@ -66,6 +66,7 @@ def _publish(target: Path, build) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
     try:
         build(tmp)
+        tmp.chmod(0o755)  # mkdtemp makes it private; the cache is shared by every worker user
         try:
             tmp.rename(target)
         except OSError:  # another process published first

@@ -28,7 +28,7 @@ from thresher.operators import schema as S
 
 from .spec import JobSpec
 
-VERSIONED = ("thresher", "ray", "pyarrow", "polars", "numpy", "faiss-cpu", "torch", "sentence-transformers", "model2vec")
+VERSIONED = ("thresher", "ray", "pyarrow", "polars", "numpy", "faiss-cpu", "faiss-gpu-cu12", "torch", "sentence-transformers", "model2vec")
 NOT_IN_SHARDS = (S.INVALID_REASON, S.SEL_REASON)
 NOT_IN_QUARANTINE_PREFIXES = ("sig_", "q_", "d_", "sel_", S.DOMAIN, S.N_TOKENS)
 

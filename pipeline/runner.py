@@ -28,7 +28,7 @@ import ray
 import ray.data
 
 from thresher.operators import schema as S
-from thresher.operators.embed import Embedder, ModelRef, embed_batch, from_fixed_list, pick_device, resolve_model
+from thresher.operators.embed import Embedder, ModelRef, embed_batch, from_fixed_list, resolve_model
 from thresher.operators.histogram import DomainHistograms
 from thresher.operators.kmeans import KMeans
 from thresher.operators.quadmix import QuaDMix, QuaDMixParams
@@ -205,7 +205,7 @@ def embed_phase(ctx: Context, d: Path) -> dict:
     spec = ctx.spec
     cfg = validate_config(spec)
     ds = io.read_raw(ctx.inputs, cfg)
-    device = pick_device(spec.embedder.device)
+    device = _device(spec)
     ds = ds.map_batches(prepare_batch, fn_kwargs={"cfg": cfg}, batch_format="pyarrow", batch_size=spec.embedder.batch_size)
     gpu = device.startswith("cuda")
     if not gpu:
@@ -227,6 +227,13 @@ def embed_phase(ctx: Context, d: Path) -> dict:
     ds.write_parquet(str(d / "data"))
     rows = _count(d / "data")
     return {"rows": rows, "files": len(ctx.inputs.files), "device": device, "model": spec.embedder.model}
+
+
+def _device(spec: JobSpec) -> str:
+    """auto = CUDA when the cluster has GPUs (the driver itself may be a CPU-only head node)."""
+    if spec.embedder.device != "auto":
+        return spec.embedder.device
+    return "cuda" if ray.cluster_resources().get("GPU", 0) > 0 else "cpu"
 
 
 def _check_cpu_budget(spec: JobSpec) -> None:
