@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import yaml
 
 from .helpers import write_corpus
 
-THRESHER = shutil.which("thresher")
+THRESHER = str(Path(sys.executable).parent / "thresher")  # the console script of this environment
 
 
 def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
