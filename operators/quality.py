@@ -1,4 +1,8 @@
-"""Merged heuristic quality: each signal rank-normalised, oriented so higher = better.
+"""Rank-normalised quality: each input column oriented so higher = better, then mapped to its percentile.
+
+With the default directions this is `q_heuristic`, the merged heuristic
+quality of the signals; with one user column it turns any score computed
+elsewhere into a `q_<column>` in [0, 1].
 
 `fit` stores quantiles of each oriented signal from a sample; `transform` maps a
 value to its percentile in that sample by interpolation, so the score of a
@@ -31,10 +35,11 @@ DEFAULT_DIRECTIONS = {
 }
 
 
-class HeuristicQuality:
-    def __init__(self, directions: dict[str, str] | None = None, n_quantiles: int = 1001):
+class RankQuality:
+    def __init__(self, directions: dict[str, str] | None = None, n_quantiles: int = 1001, output: str = S.Q_HEURISTIC):
         self.directions = dict(DEFAULT_DIRECTIONS if directions is None else directions)
         self.n_quantiles = n_quantiles
+        self.output = output
 
     def _oriented(self, name: str, x: np.ndarray) -> np.ndarray:
         direction = self.directions[name]
@@ -44,7 +49,7 @@ class HeuristicQuality:
             return -x
         return -np.abs(x - self.medians_[name])
 
-    def fit(self, sample: pa.Table) -> "HeuristicQuality":
+    def fit(self, sample: pa.Table) -> "RankQuality":
         levels = np.linspace(0.0, 1.0, self.n_quantiles)
         self.medians_: dict[str, float] = {}
         self.quantiles_: dict[str, list[float]] = {}
@@ -58,7 +63,7 @@ class HeuristicQuality:
         return self
 
     def transform(self, batch: pa.Table) -> pa.Table:
-        """Append `q_heuristic` in [0, 1]; null where the signals are null."""
+        """Append the score (`q_heuristic` by default) in [0, 1]; null where the inputs are null."""
         levels = np.linspace(0.0, 1.0, self.n_quantiles)
         parts = []
         for name in self.directions:
@@ -66,17 +71,17 @@ class HeuristicQuality:
             q = np.asarray(self.quantiles_[name])
             parts.append(_percentile(self._oriented(name, x), q, levels))
         score = np.mean(parts, axis=0) if parts else np.zeros(batch.num_rows)
-        return batch.append_column(S.Q_HEURISTIC, pa.array(score.astype(np.float32), from_pandas=True))
+        return batch.append_column(self.output, pa.array(score.astype(np.float32), from_pandas=True))
 
     def save(self, directory: str | Path) -> None:
-        state = {"directions": self.directions, "n_quantiles": self.n_quantiles, "medians": self.medians_, "quantiles": self.quantiles_}
+        state = {"directions": self.directions, "n_quantiles": self.n_quantiles, "output": self.output, "medians": self.medians_, "quantiles": self.quantiles_}
         Path(directory).mkdir(parents=True, exist_ok=True)
-        (Path(directory) / "heuristic_quality.json").write_text(json.dumps(state))
+        (Path(directory) / "rank_quality.json").write_text(json.dumps(state))
 
     @classmethod
-    def load(cls, directory: str | Path) -> "HeuristicQuality":
-        state = json.loads((Path(directory) / "heuristic_quality.json").read_text())
-        hq = cls(state["directions"], state["n_quantiles"])
+    def load(cls, directory: str | Path) -> "RankQuality":
+        state = json.loads((Path(directory) / "rank_quality.json").read_text())
+        hq = cls(state["directions"], state["n_quantiles"], state["output"])
         hq.medians_, hq.quantiles_ = state["medians"], state["quantiles"]
         return hq
 

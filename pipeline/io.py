@@ -6,6 +6,7 @@ import fnmatch
 import posixpath
 from dataclasses import dataclass
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 import ray.data
 
@@ -106,3 +107,26 @@ def _check_parquet_columns(fs: pafs.FileSystem, path: str, cfg: ValidateConfig) 
     for field in (cfg.text_column, cfg.id_column, cfg.token_column):
         if field and field not in names:
             raise InputError(f"{path}: no column {field!r} (columns: {', '.join(names)})")
+
+
+def read_texts(paths: list[str], fmt: str, text_column: str, max_docs: int) -> list[str]:
+    """Up to max_docs valid texts of a side corpus (reference or target), read on the driver."""
+    import pyarrow.parquet as pq
+
+    cfg = ValidateConfig(text_column=text_column)
+    found = locate(paths, fmt, cfg)
+    texts: list[str] = []
+    for path in found.files:
+        if found.format == "parquet":
+            batches = (b.column(0) for b in pq.ParquetFile(found.fs.open_input_file(path)).iter_batches(columns=[text_column], batch_size=8192))
+        else:
+            with found.fs.open_input_stream(path) as fh:
+                lines = [ln for ln in fh.read().decode("utf-8", errors="replace").splitlines() if ln.strip()]
+            batches = [parse_jsonl(pa.table({"text": lines}), cfg).column(text_column)]
+        for col in batches:
+            texts += [t for t in col.to_pylist() if isinstance(t, str) and t.strip()]
+            if len(texts) >= max_docs:
+                return texts[:max_docs]
+    if not texts:
+        raise InputError(f"{', '.join(paths)}: no usable text in column {text_column!r}")
+    return texts

@@ -28,16 +28,16 @@ import ray
 import ray.data
 
 from thresher.operators import schema as S
-from thresher.operators.embed import Embedder, ModelRef, embed_batch, from_fixed_list, resolve_model
+from thresher.operators.embed import Embedder, ModelRef, embed_batch, resolve_model
+from thresher.operators.dsir import DSIR, DSIRResample
 from thresher.operators.histogram import DomainHistograms
-from thresher.operators.kmeans import KMeans
 from thresher.operators.quadmix import QuaDMix, QuaDMixParams
-from thresher.operators.quality import HeuristicQuality
 from thresher.operators.selection import ThresholdFilter, TopK, Uniform, filter_reasons, select, uniform_from_ids
 from thresher.operators.signals import SIGNALS, add_signals
 from thresher.operators.validate import ValidateConfig, validate
 
 from . import io, output
+from .scoring import Scorers, fit_states, sample_columns, score_batch
 from .spec import JobSpec
 
 SUCCESS = "_SUCCESS"
@@ -78,19 +78,6 @@ class EmbedStage:
         return embed_batch(batch, self.embedder)
 
 
-def score_batch(batch: pa.Table, kmeans: KMeans, quality: HeuristicQuality, domain: str) -> pa.Table:
-    """Cluster id, centroid distance, heuristic quality and domain; the embedding is dropped."""
-    emb = from_fixed_list(batch.column(S.EMB))
-    invalid = ~np.asarray(batch.column(S.INVALID_REASON).is_null().to_numpy(zero_copy_only=False))
-    cluster, dist = kmeans.transform(emb)
-    out = batch.drop_columns([S.EMB])
-    out = out.append_column(S.D_CLUSTER, pa.array(cluster, mask=invalid))
-    out = out.append_column(S.D_CENTROID_DIST, pa.array(dist, mask=invalid))
-    out = quality.transform(out)
-    dom = out.column(S.D_CLUSTER) if domain == "cluster" else out.column(domain)
-    return out.append_column(S.DOMAIN, dom.cast(pa.string()))
-
-
 # --- phases ---------------------------------------------------------------------
 
 
@@ -112,14 +99,25 @@ def run(spec: JobSpec, log: Callable[[str], None] = print, progress: bool = True
     embed_dir = _phase(ctx, "embed", keys["embed"], embed_phase)
     fit_dir = _phase(ctx, "fit", keys["fit"], lambda c, d: fit_phase(c, d, embed_dir))
     score_dir = _phase(ctx, "score", keys["score"], lambda c, d: score_phase(c, d, embed_dir, fit_dir))
-    select_dir = _phase(ctx, "select", keys["select"], lambda c, d: select_phase(c, d, score_dir))
+    select_dir = _phase(ctx, "select", keys["select"], lambda c, d: select_phase(c, d, score_dir, fit_dir))
     return output.publish(spec, Path(select_dir), ctx.timings, log, started=t0)
+
+
+def scored_columns(spec: JobSpec) -> set[str]:
+    """Columns the score phase will have written, for checking a spec before any work."""
+    sc = spec.scorers
+    cols = {*SIGNALS, S.N_TOKENS, S.Q_HEURISTIC, S.D_CLUSTER, S.D_CENTROID_DIST, S.D_CLUSTER_SIZE, S.D_CLUSTER_RARITY}
+    cols |= {f"q_{c.column}" for c in sc.columns}
+    for enabled, col in ((sc.classifier, S.Q_CLASSIFIER), (sc.dsir, S.U_DSIR), (sc.target_sim, S.U_TARGET_SIM)):
+        if enabled:
+            cols.add(col)
+    return cols
 
 
 def _check_columns(spec: JobSpec, inputs: io.InputFiles) -> None:
     """Columns the selection reads must exist before any work starts."""
     sel = spec.selection
-    computed = {*SIGNALS, S.Q_HEURISTIC, S.D_CLUSTER, S.D_CENTROID_DIST, S.N_TOKENS}
+    computed = scored_columns(spec)
     if inputs.format == "parquet":
         given = set(pq.read_schema(inputs.files[0], filesystem=inputs.fs).names)
     else:  # JSONL keys are only known after parsing; the domain key is lifted out explicitly
@@ -263,10 +261,11 @@ def _iter_tables(directory: str | Path, columns: list[str]):
 
 
 def fit_phase(ctx: Context, d: Path, embed_dir: str) -> dict:
-    """Fit k-means and the quality normaliser on a sample chosen by doc_id hash.
+    """Fit every learned state on a sample chosen by doc_id hash.
 
-    Choosing by hash (not by block) makes the sample, and so the centroids,
-    independent of how the embed phase happened to partition the data.
+    Choosing by hash (not by block) and sorting by doc_id make the sample, and
+    so the centroids and every fitted score, independent of how the embed phase
+    happened to partition the data.
     """
     spec = ctx.spec
     valid = sum(int(t.column(S.INVALID_REASON).null_count) for t in _iter_tables(embed_dir, [S.INVALID_REASON]))
@@ -275,31 +274,24 @@ def fit_phase(ctx: Context, d: Path, embed_dir: str) -> dict:
     target = max(spec.clustering.sample_size, spec.scorers.fit_sample_size)
     rate = min(1.0, target / valid)
     parts = []
-    for t in _iter_tables(embed_dir, [S.DOC_ID, S.INVALID_REASON, S.EMB, *SIGNALS]):
+    for t in _iter_tables(embed_dir, sample_columns(spec)):
         t = t.filter(t.column(S.INVALID_REASON).is_null())
         u = uniform_from_ids(f"fit-{spec.seed}", t.column(S.DOC_ID).to_pylist())
         parts.append(t.filter(pa.array(u < rate)))
     sample = pa.concat_tables(parts).sort_by(S.DOC_ID)
-    emb = from_fixed_list(sample.column(S.EMB))
-    c = spec.clustering
-    km = KMeans(c.n_clusters, c.n_iter, c.n_redo, seed=spec.seed).fit(emb[: c.sample_size])
-    km.save(d / "kmeans")
-    HeuristicQuality().fit(sample.slice(0, spec.scorers.fit_sample_size)).save(d / "quality")
-    return {"rows": sample.num_rows, "clusters": int(km.centroids_.shape[0]), "inertia": km.inertia_}
+    scorers, info = fit_states(spec, sample, valid, ctx.model, _device(spec))
+    scorers.save(d)
+    return {"rows": sample.num_rows, **info}
 
 
 def score_phase(ctx: Context, d: Path, embed_dir: str, fit_dir: str) -> dict:
-    states = {
-        "kmeans": KMeans.load(Path(fit_dir) / "kmeans"),
-        "quality": HeuristicQuality.load(Path(fit_dir) / "quality"),
-        "domain": ctx.spec.selection.domain,
-    }
-    ds = _read(embed_dir).map_batches(score_batch, fn_kwargs=states, batch_format="pyarrow", batch_size=4096)
+    scorers = Scorers.load(Path(fit_dir))
+    ds = _read(embed_dir).map_batches(score_batch, fn_args=[scorers], batch_format="pyarrow", batch_size=4096)
     ds.write_parquet(str(d / "data"))
     return {"rows": _count(d / "data")}
 
 
-def make_strategy(spec: JobSpec):
+def make_strategy(spec: JobSpec, fit_dir: Path):
     sel = spec.selection
 
     def params(p) -> QuaDMixParams:
@@ -309,16 +301,18 @@ def make_strategy(spec: JobSpec):
         return QuaDMix(params(sel.quadmix), {k: params(v) for k, v in sel.domains.items()})
     if sel.strategy == "topk":
         return TopK(dict(sel.quadmix.alpha))
+    if sel.strategy == "dsir":
+        return DSIRResample.from_dsir(DSIR.load(fit_dir / "dsir"), seed=spec.seed)
     return Uniform()
 
 
-def select_phase(ctx: Context, d: Path, score_dir: str) -> dict:
+def select_phase(ctx: Context, d: Path, score_dir: str, fit_dir: str) -> dict:
     spec = ctx.spec
     sel = spec.selection
     filters = [ThresholdFilter(f.column, f.min, f.max) for f in sel.filters]
-    strategy = make_strategy(spec)
+    strategy = make_strategy(spec, Path(fit_dir))
     alpha_cols = {c for p in [sel.quadmix, *sel.domains.values()] for c in p.alpha}
-    cols = sorted({S.DOC_ID, S.INVALID_REASON, S.DOMAIN, S.N_TOKENS, *alpha_cols, *(f.column for f in filters)})
+    cols = sorted({S.DOC_ID, S.INVALID_REASON, S.DOMAIN, S.N_TOKENS, *alpha_cols, *(f.column for f in filters), *getattr(strategy, "columns", ())})
     hist = DomainHistograms(sel.percentile_bins)
     for t in _iter_tables(score_dir, cols):
         t = t.filter(t.column(S.INVALID_REASON).is_null())

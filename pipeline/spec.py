@@ -55,9 +55,44 @@ class ClusteringSpec(Strict):
     sample_size: int = Field(100_000, gt=0, description="At most this many embedded documents are used to fit the centroids.")
 
 
+class CorpusRef(Strict):
+    """A small side corpus (reference or target documents), read on the driver."""
+
+    paths: list[str] = Field(description="Files, directories or globs of Parquet or JSONL (local or pyarrow URI).")
+    format: Literal["auto", "parquet", "jsonl"] = Field("auto", description="As input.format.")
+    text_column: str = Field("text", description="Column or JSON key holding the text.")
+    max_docs: int = Field(20_000, gt=0, description="At most this many documents are read (in file order).")
+
+
+class ClassifierSpec(Strict):
+    reference: CorpusRef = Field(description="Positives: curated text the selection should resemble (DCLM / GPT-3 style).")
+    pool_sample_size: int = Field(20_000, gt=0, description="Negatives: this many documents of the fit sample.")
+    model: Literal["auto", "lightgbm", "logistic"] = Field("auto", description="auto = LightGBM, logistic regression when either class has under 200 examples.")
+
+
+class DSIRSpec(Strict):
+    target: CorpusRef = Field(description="Target documents whose n-gram distribution the selection should match.")
+    num_buckets: int = Field(10_000, gt=0, description="Hashed unigram+bigram feature buckets.")
+    ngrams: int = Field(2, ge=1, description="Largest n-gram order hashed.")
+
+
+class TargetSimSpec(Strict):
+    target: CorpusRef = Field(description="Target documents, embedded with the job's embedder.")
+    k: int = Field(10, gt=0, description="u_target_sim = mean of the top-k cosine similarities to the targets.")
+
+
+class ColumnScoreSpec(Strict):
+    column: str = Field(description="A numeric input column to use as a quality score (written as q_<column>, rank-normalised).")
+    higher_is_better: bool = Field(True, description="Direction of the score.")
+
+
 class ScorersSpec(Strict):
     heuristic: bool = Field(True, description="Rank-normalised merged heuristic quality, q_heuristic.")
     fit_sample_size: int = Field(100_000, gt=0, description="Documents sampled to fit score normalisation.")
+    classifier: ClassifierSpec | None = Field(None, description="Learned quality classifier, q_classifier; none = off.")
+    columns: list[ColumnScoreSpec] = Field(default_factory=list, description="Input columns used as quality scores.")
+    dsir: DSIRSpec | None = Field(None, description="DSIR importance weights, u_dsir; none = off.")
+    target_sim: TargetSimSpec | None = Field(None, description="Embedding similarity to a target set, u_target_sim; none = off.")
 
 
 class QuaDMixParamsSpec(Strict):
@@ -86,7 +121,7 @@ class BudgetSpec(Strict):
 
 
 class SelectionSpec(Strict):
-    strategy: Literal["quadmix", "topk", "uniform"] = Field("quadmix", description="quadmix (quality-diversity sampling), topk (best by quality) or uniform (random baseline).")
+    strategy: Literal["quadmix", "topk", "uniform", "dsir"] = Field("quadmix", description="quadmix (quality-diversity sampling), topk (best by quality), uniform (random baseline) or dsir (Gumbel top-k on DSIR weights; needs scorers.dsir).")
     budget: BudgetSpec | None = Field(None, description="Selection size; none = QuaDMix's own expected size (topk and uniform need one).")
     domain: str = Field("cluster", description="'cluster' = the k-means cluster id, or the name of an input column.")
     quadmix: QuaDMixParamsSpec = Field(default_factory=QuaDMixParamsSpec, description="QuaDMix parameters for every domain.")
@@ -96,7 +131,7 @@ class SelectionSpec(Strict):
 
     @model_validator(mode="after")
     def _budget_needed(self) -> "SelectionSpec":
-        if self.strategy in ("topk", "uniform") and self.budget is None:
+        if self.strategy in ("topk", "uniform", "dsir") and self.budget is None:
             raise ValueError(f"strategy {self.strategy} needs a budget")
         return self
 
@@ -125,6 +160,12 @@ class JobSpec(Strict):
     selection: SelectionSpec = Field(default_factory=SelectionSpec)
     seed: int = Field(0, description="Seeds k-means and the per-document sampling uniforms.")
     ray: RaySpec = Field(default_factory=RaySpec)
+
+    @model_validator(mode="after")
+    def _dsir_strategy_needs_scorer(self) -> "JobSpec":
+        if self.selection.strategy == "dsir" and self.scorers.dsir is None:
+            raise ValueError("selection.strategy dsir needs scorers.dsir (a target corpus)")
+        return self
 
     def hash(self, *parts: str) -> str:
         """Stable hash of the whole spec, or of the named top-level parts only."""

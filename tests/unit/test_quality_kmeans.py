@@ -4,13 +4,13 @@ import pytest
 
 from thresher.operators import schema as S
 from thresher.operators.kmeans import KMeans
-from thresher.operators.quality import LOWER, HeuristicQuality
+from thresher.operators.quality import LOWER, RankQuality
 
 
 def test_rank_normalisation_hand_computed():
     # Quantiles of 0..10 at 11 levels are 0..10, so x maps to x/10; "lower" flips it.
     sample = pa.table({"a": np.arange(11.0), "b": np.arange(11.0)})
-    hq = HeuristicQuality({"a": "higher", "b": LOWER}, n_quantiles=11).fit(sample)
+    hq = RankQuality({"a": "higher", "b": LOWER}, n_quantiles=11).fit(sample)
     out = hq.transform(pa.table({"a": [2.5, 10.0, np.nan], "b": [2.5, 0.0, 1.0]}))
     q = out.column(S.Q_HEURISTIC).to_pylist()
     assert q[0] == pytest.approx((0.25 + 0.75) / 2)
@@ -20,10 +20,10 @@ def test_rank_normalisation_hand_computed():
 
 def test_quality_save_load_roundtrip(tmp_path):
     sample = pa.table({"a": np.random.default_rng(0).random(100)})
-    hq = HeuristicQuality({"a": "typical"}).fit(sample)
+    hq = RankQuality({"a": "typical"}).fit(sample)
     hq.save(tmp_path)
     batch = pa.table({"a": [0.1, 0.5, 0.9]})
-    assert HeuristicQuality.load(tmp_path).transform(batch).equals(hq.transform(batch))
+    assert RankQuality.load(tmp_path).transform(batch).equals(hq.transform(batch))
 
 
 def test_kmeans_recovers_separated_blobs(tmp_path):
