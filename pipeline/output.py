@@ -52,6 +52,7 @@ def publish(spec: JobSpec, select_dir: Path, timings: dict, log: Callable[[str],
             "accounting_holds": timings["embed"]["rows"] == counts["input"] == counts["selected_docs"] + counts["not_selected"] + counts["invalid"],
             "shards": shards,
             "domains": domains,
+            "fit": {k: v for k, v in timings.get("fit", {}).items() if k not in ("seconds", "docs_per_s", "reused")},
             "selection": json.loads((select_dir / "_SUCCESS").read_text()) if (select_dir / "_SUCCESS").exists() else {},
             "timings": timings,
         }
