@@ -45,21 +45,37 @@ class ThresholdFilter:
     min: float | None = None
     max: float | None = None
 
-    def failing(self, batch: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    def reasons(self, batch: pa.Table) -> np.ndarray:
         x = np.asarray(batch.column(self.column).to_numpy(zero_copy_only=False), np.float64)
-        low = np.zeros(len(x), bool) if self.min is None else ~(x >= self.min)
-        high = np.zeros(len(x), bool) if self.max is None else ~(x <= self.max)
-        return low, high
+        out = np.full(len(x), None, dtype=object)
+        if self.max is not None:
+            out[~(x <= self.max)] = f"filter: {self.column} > {self.max}"
+        if self.min is not None:
+            out[~(x >= self.min)] = f"filter: {self.column} < {self.min}"
+        return out
 
 
-def filter_reasons(batch: pa.Table, filters: list[ThresholdFilter]) -> np.ndarray:
+@dataclass(frozen=True)
+class FlagFilter:
+    """Exclude a document when a decision column is set: a rule's reason string or a true flag."""
+
+    column: str
+
+    def reasons(self, batch: pa.Table) -> np.ndarray:
+        col = batch.column(self.column)
+        if pa.types.is_boolean(col.type):
+            hit = np.asarray(col.fill_null(False).to_numpy(zero_copy_only=False), bool)
+            return np.where(hit, self.column, None).astype(object)
+        values = np.asarray(col.cast(pa.string()).to_numpy(zero_copy_only=False), dtype=object)
+        return np.array([None if v is None else f"{self.column}: {v}" for v in values], dtype=object)
+
+
+def filter_reasons(batch: pa.Table, filters: list) -> np.ndarray:
     """The first failed filter per row as a reason string, None where all pass."""
     reasons = np.full(batch.num_rows, None, dtype=object)
     for f in filters:
-        low, high = f.failing(batch)
         free = np.equal(reasons, None)
-        reasons[free & low] = f"filter: {f.column} < {f.min}"
-        reasons[free & high & ~low] = f"filter: {f.column} > {f.max}"
+        reasons[free] = f.reasons(batch)[free]
     return reasons
 
 
@@ -116,7 +132,7 @@ class Uniform:
         return np.full(batch.num_rows, self.rate_), None
 
 
-def select(batch: pa.Table, strategy, seed: int, filters: list[ThresholdFilter]) -> pa.Table:
+def select(batch: pa.Table, strategy, seed: int, filters: list) -> pa.Table:
     """Append the `sel_*` columns: expected copies, drawn copies, percentile, strategy, reason."""
     n = batch.num_rows
     reasons = batch.column(S.INVALID_REASON).to_numpy(zero_copy_only=False).astype(object)

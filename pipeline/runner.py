@@ -32,7 +32,7 @@ from thresher.operators.embed import Embedder, ModelRef, embed_batch, resolve_mo
 from thresher.operators.dsir import DSIR, DSIRResample
 from thresher.operators.histogram import DomainHistograms
 from thresher.operators.quadmix import QuaDMix, QuaDMixParams
-from thresher.operators.selection import ThresholdFilter, TopK, Uniform, filter_reasons, select, uniform_from_ids
+from thresher.operators.selection import FlagFilter, ThresholdFilter, TopK, Uniform, filter_reasons, select, uniform_from_ids
 from thresher.operators.signals import SIGNALS, add_signals
 from thresher.operators.validate import ValidateConfig, validate
 
@@ -127,6 +127,9 @@ def _check_columns(spec: JobSpec, inputs: io.InputFiles) -> None:
     for i, f in enumerate(sel.filters):
         if f.column not in computed | given:
             raise JobError(f"selection.filters.{i}.column: no column {f.column!r}")
+    for i, col in enumerate(sel.exclude):
+        if col not in computed:
+            raise JobError(f"selection.exclude.{i}: no decision column {col!r} (is its scorer enabled?)")
     for p in [sel.quadmix, *sel.domains.values()]:
         for col in p.alpha:
             if col not in computed | given:
@@ -309,7 +312,7 @@ def make_strategy(spec: JobSpec, fit_dir: Path):
 def select_phase(ctx: Context, d: Path, score_dir: str, fit_dir: str) -> dict:
     spec = ctx.spec
     sel = spec.selection
-    filters = [ThresholdFilter(f.column, f.min, f.max) for f in sel.filters]
+    filters = [*(FlagFilter(c) for c in sel.exclude), *(ThresholdFilter(f.column, f.min, f.max) for f in sel.filters)]
     strategy = make_strategy(spec, Path(fit_dir))
     alpha_cols = {c for p in [sel.quadmix, *sel.domains.values()] for c in p.alpha}
     cols = sorted({S.DOC_ID, S.INVALID_REASON, S.DOMAIN, S.N_TOKENS, *alpha_cols, *(f.column for f in filters), *getattr(strategy, "columns", ())})

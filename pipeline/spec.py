@@ -127,6 +127,7 @@ class SelectionSpec(Strict):
     quadmix: QuaDMixParamsSpec = Field(default_factory=QuaDMixParamsSpec, description="QuaDMix parameters for every domain.")
     domains: dict[str, QuaDMixParamsSpec] = Field(default_factory=dict, description="Per-domain QuaDMix overrides, keyed by domain value.")
     filters: list[FilterSpec] = Field(default_factory=list, description="Eligibility thresholds applied before sampling; failures are recorded with a reason.")
+    exclude: list[str] = Field(default_factory=list, description="Decision columns that make a document ineligible when set: q_rule_* (a rule's reason), d_exact_dup, d_near_dup, d_semdup.")
     percentile_bins: int = Field(4096, ge=16, description="Histogram bins per domain for quality percentiles and budget thresholds.")
 
     @model_validator(mode="after")

@@ -69,3 +69,17 @@ def test_filters_and_invalid_rows_get_reasons():
     out = select(batch, uni, 0, f)
     assert out.column(S.SEL_REASON).to_pylist() == [None, f"filter: {S.Q_HEURISTIC} < 0.5", "empty text"]
     assert out.column(S.SEL_COPIES).to_pylist()[1:] == [0, 0]
+
+
+def test_flag_filters_exclude_with_the_decision_as_reason():
+    from thresher.operators.selection import FlagFilter
+
+    batch = pa.table(
+        {
+            "q_rule_c4": pa.array([None, "c4_lorem_ipsum", None, "c4_javascript"]),
+            "d_exact_dup": pa.array([False, True, True, None]),
+            "q": [0.9, 0.9, 0.1, 0.9],
+        }
+    )
+    filters = [FlagFilter("q_rule_c4"), FlagFilter("d_exact_dup"), ThresholdFilter("q", min=0.5)]
+    assert filter_reasons(batch, filters).tolist() == [None, "q_rule_c4: c4_lorem_ipsum", "d_exact_dup", "q_rule_c4: c4_javascript"]
