@@ -28,8 +28,11 @@ import ray
 import ray.data
 
 from thresher.operators import schema as S
-from thresher.operators.embed import Embedder, ModelRef, embed_batch, resolve_model
+from thresher.operators.embed import Embedder, ModelRef, embed_batch, from_fixed_list, resolve_model
+from thresher.operators.dedup import DuplicateMap, ExactDuplicates, NearDuplicates
 from thresher.operators.dsir import DSIR, DSIRResample
+from thresher.operators.kmeans import KMeans
+from thresher.operators.semdedup import SemanticDuplicates, SemDeDup, semdedup_group
 from thresher.operators.histogram import DomainHistograms
 from thresher.operators.quadmix import QuaDMix, QuaDMixParams
 from thresher.operators.selection import FlagFilter, ThresholdFilter, TopK, Uniform, filter_reasons, select, uniform_from_ids
@@ -98,7 +101,8 @@ def run(spec: JobSpec, log: Callable[[str], None] = print, progress: bool = True
     ctx.timings["model"] = {"seconds": round(time.perf_counter() - t, 3), "path": ctx.model.path}
     embed_dir = _phase(ctx, "embed", keys["embed"], embed_phase)
     fit_dir = _phase(ctx, "fit", keys["fit"], lambda c, d: fit_phase(c, d, embed_dir))
-    score_dir = _phase(ctx, "score", keys["score"], lambda c, d: score_phase(c, d, embed_dir, fit_dir))
+    dedup_dir = _phase(ctx, "dedup", keys["dedup"], lambda c, d: dedup_phase(c, d, embed_dir, fit_dir))
+    score_dir = _phase(ctx, "score", keys["score"], lambda c, d: score_phase(c, d, embed_dir, fit_dir, dedup_dir))
     select_dir = _phase(ctx, "select", keys["select"], lambda c, d: select_phase(c, d, score_dir, fit_dir))
     return output.publish(spec, Path(select_dir), ctx.timings, log, started=t0)
 
@@ -108,9 +112,13 @@ def scored_columns(spec: JobSpec) -> set[str]:
     sc = spec.scorers
     cols = {*SIGNALS, S.N_TOKENS, S.Q_HEURISTIC, S.D_CLUSTER, S.D_CENTROID_DIST, S.D_CLUSTER_SIZE, S.D_CLUSTER_RARITY}
     cols |= {f"q_{c.column}" for c in sc.columns}
-    for enabled, col in ((sc.classifier, S.Q_CLASSIFIER), (sc.dsir, S.U_DSIR), (sc.target_sim, S.U_TARGET_SIM)):
+    for enabled, col in ((sc.classifier, S.Q_CLASSIFIER), (sc.dsir, S.U_DSIR), (sc.target_sim, S.U_TARGET_SIM), (sc.semdedup, S.D_SEMDUP)):
         if enabled:
             cols.add(col)
+    if sc.dedup and sc.dedup.exact:
+        cols.add(S.D_EXACT_DUP)
+    if sc.dedup and sc.dedup.near:
+        cols.add(S.D_NEAR_DUP)
     return cols
 
 
@@ -145,9 +153,12 @@ def phase_keys(spec: JobSpec) -> dict[str, str]:
     import hashlib
 
     spec_json = spec.model_dump(mode="json")
+    scorers = dict(spec_json["scorers"])
+    duplicates = {k: scorers.pop(k) for k in ("dedup", "semdedup")}
     parts = {
         "embed": [spec_json["input"], spec.embedder.model],
-        "fit": [spec_json["clustering"], spec_json["scorers"], spec.seed],
+        "fit": [spec_json["clustering"], scorers, spec.seed],
+        "dedup": [duplicates],
         "score": [spec.selection.domain],
         "select": [spec_json["selection"]],
     }
@@ -253,6 +264,7 @@ def _count(directory: Path) -> int:
 
 
 def _read(directory: str | Path, columns: list[str] | None = None) -> ray.data.Dataset:
+    """A phase's output as a Dataset (optionally only some columns)."""
     return ray.data.read_parquet(str(Path(directory) / "data"), columns=columns)
 
 
@@ -287,8 +299,61 @@ def fit_phase(ctx: Context, d: Path, embed_dir: str) -> dict:
     return {"rows": sample.num_rows, **info}
 
 
-def score_phase(ctx: Context, d: Path, embed_dir: str, fit_dir: str) -> dict:
+def dedup_phase(ctx: Context, d: Path, embed_dir: str, fit_dir: str) -> dict:
+    """Corpus-wide duplicate decisions, saved as doc_id -> kept doc_id maps.
+
+    Exact and near duplicates stream text through the driver (hashes and
+    MinHash signatures are kept, not text); SemDeDup runs as a Ray Data
+    group-by on the k-means cluster, so memory is bounded by the largest
+    cluster (processed in blocks), not by the corpus.
+    """
+    sc = ctx.spec.scorers
+    info: dict = {}
+    finders = []
+    if sc.dedup and sc.dedup.exact:
+        finders.append(("exact", ExactDuplicates()))
+    if sc.dedup and sc.dedup.near:
+        finders.append(("near", NearDuplicates(sc.dedup.threshold, sc.dedup.num_perm, sc.dedup.ngram)))
+    if finders:
+        for t in _iter_tables(embed_dir, [S.DOC_ID, S.TEXT, S.INVALID_REASON]):
+            t = t.filter(t.column(S.INVALID_REASON).is_null())
+            for _, f in finders:
+                f.add(t)
+        for name, f in finders:
+            f.resolve()
+            f.save(d / name)
+            info[f"{name}_duplicates"] = len(f.duplicate_ids_)
+    if sc.semdedup:
+        p = sc.semdedup
+        kmeans = KMeans.load(Path(fit_dir) / "kmeans")
+        groups = (
+            _read(embed_dir, [S.DOC_ID, S.EMB, S.INVALID_REASON])
+            .map_batches(assign_clusters, fn_args=[kmeans], batch_format="pyarrow", batch_size=4096)
+            .groupby(S.D_CLUSTER)
+            .map_groups(semdedup_group, fn_args=[SemDeDup(p.epsilon, p.order, ctx.spec.seed, p.block)], batch_format="pyarrow")
+        )
+        pairs = [b for b in groups.iter_batches(batch_format="pyarrow", batch_size=None)]
+        table = pa.concat_tables(pairs) if pairs else pa.table({S.DOC_ID: pa.array([], pa.string()), S.D_SEMDUP_OF: pa.array([], pa.string())})
+        SemanticDuplicates.from_pairs(table.column(S.DOC_ID).combine_chunks(), table.column(S.D_SEMDUP_OF).combine_chunks()).save(d / "semdedup")
+        info["semantic_duplicates"] = table.num_rows
+    return info
+
+
+def assign_clusters(batch: pa.Table, kmeans: KMeans) -> pa.Table:
+    """Valid rows with their cluster and centroid distance: the input of SemDeDup's group-by."""
+    batch = batch.filter(batch.column(S.INVALID_REASON).is_null()).drop_columns([S.INVALID_REASON])
+    cluster, dist = kmeans.transform(from_fixed_list(batch.column(S.EMB)))
+    return batch.append_column(S.D_CLUSTER, pa.array(cluster)).append_column(S.D_CENTROID_DIST, pa.array(dist))
+
+
+def load_duplicate_maps(dedup_dir: Path) -> list[DuplicateMap]:
+    kinds = {"exact": ExactDuplicates, "near": NearDuplicates, "semdedup": SemanticDuplicates}
+    return [cls.load(dedup_dir / name) for name, cls in kinds.items() if (dedup_dir / name).exists()]
+
+
+def score_phase(ctx: Context, d: Path, embed_dir: str, fit_dir: str, dedup_dir: str) -> dict:
     scorers = Scorers.load(Path(fit_dir))
+    scorers.duplicates = load_duplicate_maps(Path(dedup_dir))
     ds = _read(embed_dir).map_batches(score_batch, fn_args=[scorers], batch_format="pyarrow", batch_size=4096)
     ds.write_parquet(str(d / "data"))
     return {"rows": _count(d / "data")}

@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from thresher.operators import schema as S
 from thresher.operators.classifier import QualityClassifier
+from thresher.operators.dedup import DuplicateMap
 from thresher.operators.dsir import DSIR
 from thresher.operators.embed import Embedder, ModelRef, embed_batch, from_fixed_list
 from thresher.operators.kmeans import KMeans
@@ -37,6 +38,7 @@ class Scorers:
     dsir: DSIR | None = None
     target_sim: TargetSimilarity | None = None
     cluster_sizes: np.ndarray | None = None  # estimated documents per cluster in the pool
+    duplicates: list[DuplicateMap] = field(default_factory=list)  # set per job from the dedup phase
 
     def score(self, batch: pa.Table) -> pa.Table:
         """Cluster, distance, size and rarity; every quality and utility score; domain. Drops `emb`."""
@@ -57,7 +59,7 @@ class Scorers:
             if step is not None:
                 out = step.transform(out)
         out = out.drop_columns([S.EMB])
-        for step in [self.quality, *self.columns, self.dsir]:
+        for step in [self.quality, *self.columns, self.dsir, *self.duplicates]:
             if step is not None:
                 out = step.transform(out)
         dom = out.column(S.D_CLUSTER) if self.domain == "cluster" else out.column(self.domain)

@@ -86,6 +86,20 @@ class ColumnScoreSpec(Strict):
     higher_is_better: bool = Field(True, description="Direction of the score.")
 
 
+class DedupSpec(Strict):
+    exact: bool = Field(True, description="Flag exact duplicates (same normalised text): d_exact_dup, d_exact_dup_of.")
+    near: bool = Field(True, description="Flag near duplicates (MinHash LSH): d_near_dup, d_near_dup_of.")
+    threshold: float = Field(0.8, gt=0, le=1, description="Jaccard similarity of word shingles above which documents are near duplicates.")
+    num_perm: int = Field(128, gt=0, description="MinHash permutations.")
+    ngram: int = Field(5, gt=0, description="Words per shingle.")
+
+
+class SemDeDupSpec(Strict):
+    epsilon: float = Field(0.05, gt=0, lt=1, description="Duplicate when the cosine similarity to an earlier document of the cluster exceeds 1 - epsilon.")
+    order: Literal["hard", "easy", "random"] = Field("hard", description="Which documents are kept first: far from the centroid (hard), close (easy) or random.")
+    block: int = Field(4096, gt=0, description="Rows per block of the pairwise similarity, bounding memory for large clusters.")
+
+
 class ScorersSpec(Strict):
     heuristic: bool = Field(True, description="Rank-normalised merged heuristic quality, q_heuristic.")
     fit_sample_size: int = Field(100_000, gt=0, description="Documents sampled to fit score normalisation.")
@@ -93,6 +107,8 @@ class ScorersSpec(Strict):
     columns: list[ColumnScoreSpec] = Field(default_factory=list, description="Input columns used as quality scores.")
     dsir: DSIRSpec | None = Field(None, description="DSIR importance weights, u_dsir; none = off.")
     target_sim: TargetSimSpec | None = Field(None, description="Embedding similarity to a target set, u_target_sim; none = off.")
+    dedup: DedupSpec | None = Field(None, description="Exact and near-duplicate flags; none = off.")
+    semdedup: SemDeDupSpec | None = Field(None, description="SemDeDup within each k-means cluster: d_semdup, d_semdup_of; none = off.")
 
 
 class QuaDMixParamsSpec(Strict):

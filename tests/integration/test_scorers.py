@@ -44,8 +44,15 @@ def scored(local_ray, tmp_path_factory):
             "dsir": {"target": {"paths": [str(root / "medicine.parquet")]}},
             "target_sim": {"target": {"paths": [str(root / "medicine.parquet")]}, "k": 5},
             "columns": [{"column": "my_score", "higher_is_better": False}],
+            "dedup": {},
+            "semdedup": {"epsilon": 0.02},
         },
-        selection={"strategy": "dsir", "budget": {"unit": "docs", "amount": 250}, "filters": []},
+        selection={
+            "strategy": "dsir",
+            "budget": {"unit": "docs", "amount": 250},
+            "filters": [],
+            "exclude": ["d_exact_dup", "d_near_dup", "d_semdup"],
+        },
     )
     m = run(spec, log=lambda m: None, progress=False)
     work = Path(spec.output.path).with_suffix(".work")
@@ -98,3 +105,41 @@ def test_cluster_size_and_rarity(scored):
     for c in np.unique(cluster):
         assert size[cluster == c].min() == size[cluster == c].max() == (cluster == c).sum()
     assert np.all(np.diff(rarity[np.argsort(size)]) <= 1e-6)  # rarer = smaller
+
+
+def _groups(t: pa.Table) -> dict[str, str]:
+    """Planted duplicate group of every document: its original's id (originals: their own)."""
+    return {i: (o or i) for i, o in zip(t.column("doc_id").to_pylist(), t.column("dup_of").to_pylist())}
+
+
+def test_planted_duplicates_found_with_high_recall_and_precision(scored):
+    spec, m, t = scored
+    group = _groups(t)
+    for flag, of in (("d_near_dup", "d_near_dup_of"), ("d_exact_dup", "d_exact_dup_of")):
+        rows = t.select(["doc_id", "planted", "dup_of", flag, of]).to_pylist()
+        flagged = [r for r in rows if r[flag]]
+        precision = np.mean([group[r["doc_id"]] == group[r[of]] for r in flagged])
+        kinds = ("exact_dup", "near_dup") if flag == "d_near_dup" else ("exact_dup",)
+        planted = [r for r in rows if r["planted"] in kinds]
+        kept = {r["doc_id"]: r[of] for r in flagged}
+        # a planted pair is found when one of the two points to the other, or both to the same kept copy
+        found = [
+            kept.get(r["doc_id"]) == r["dup_of"]
+            or kept.get(r["dup_of"]) == r["doc_id"]
+            or (r["doc_id"] in kept and kept.get(r["doc_id"]) == kept.get(r["dup_of"]))
+            for r in planted
+        ]
+        assert precision >= 0.95 and np.mean(found) >= 0.95, (flag, precision, np.mean(found))
+    assert m["fit"] and m["timings"]["dedup"]["exact_duplicates"] > 0
+
+
+def test_semdedup_flags_and_exclusion(scored):
+    spec, m, t = scored
+    flagged = {r["doc_id"] for r in t.select(["doc_id", "d_semdup"]).to_pylist() if r["d_semdup"]}
+    pairs = [r for r in t.select(["doc_id", "planted", "dup_of"]).to_pylist() if r["planted"] == "exact_dup"]
+    # identical texts embed identically: one of each planted pair is flagged (the other is kept)
+    assert np.mean([(r["doc_id"] in flagged) != (r["dup_of"] in flagged) for r in pairs]) > 0.95
+    assert len(flagged) < 0.25 * t.num_rows
+    out = pq.read_table(Path(spec.output.path) / "data", columns=["d_exact_dup", "d_near_dup", "d_semdup"]).to_pylist()
+    assert not any(r["d_exact_dup"] or r["d_near_dup"] or r["d_semdup"] for r in out)
+    assert any(k.startswith("d_") for k in m["counts"]["not_selected_by_reason"])

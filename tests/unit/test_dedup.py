@@ -1,0 +1,186 @@
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from thresher.operators import schema as S
+from thresher.operators.dedup import (
+    ExactDuplicates,
+    NearDuplicates,
+    _universal_hash,
+    connected_min_labels,
+    estimated_jaccard,
+    lsh_band_keys,
+    lsh_params,
+    minhash_signatures,
+    normalise_text,
+    permutation_params,
+    shingle_hashes,
+)
+from thresher.pipeline import demo_corpus
+
+
+def _table(ids, texts):
+    return pa.table({S.DOC_ID: pa.array(ids, pa.string()), S.TEXT: pa.array(texts, pa.string())})
+
+
+def _words(start, stop):
+    return " ".join(f"w{i}" for i in range(start, stop))
+
+
+# --- exact duplicates ---------------------------------------------------------
+
+
+def test_normalisation_ignores_case_whitespace_and_punctuation():
+    out = normalise_text(["Hello,  World!", "hello world", "HELLO\n\tworld", "hello-world", None]).to_list()
+    assert out == ["hello world"] * 4 + [None]
+
+
+def test_exact_duplicates_keep_the_smallest_doc_id():
+    ids = ["d3", "d1", "d2", "d0", "d4", "d5"]
+    texts = ["Hello World", "hello   world", "HELLO\nworld!", "hello there", None, "Hello there."]
+    ex = ExactDuplicates()
+    ex.add(_table(ids[:3], texts[:3]))
+    ex.add(_table(ids[3:], texts[3:]))
+    assert ex.resolve() == {"d2": "d1", "d3": "d1", "d5": "d0"}
+    out = ex.transform(_table(ids, texts))
+    assert out.column(S.D_EXACT_DUP).to_pylist() == [True, False, True, False, False, True]
+    assert out.column(S.D_EXACT_DUP_OF).to_pylist() == ["d1", None, "d1", None, None, "d0"]
+
+
+def test_exact_duplicates_save_load_roundtrip(tmp_path):
+    t = _table(["a", "b", "c"], ["x y", "X  y", "z"])
+    ex = ExactDuplicates().fit([t])
+    ex.save(tmp_path)
+    assert ExactDuplicates.load(tmp_path).transform(t).equals(ex.transform(t))
+
+
+# --- MinHash ------------------------------------------------------------------
+
+
+def test_universal_hash_is_exact_modulo_the_mersenne_prime():
+    a, b = permutation_params(8, seed=3)
+    a[0], b[0] = (1 << 61) - 2, (1 << 61) - 2  # the largest parameters
+    x = np.array([0, 1, 2**31, 2**32 - 1, 123456789], np.uint64)
+    p = (1 << 61) - 1
+    expected = [[(int(ai) * int(xi) + int(bi)) % p for ai, bi in zip(a, b)] for xi in x]
+    assert _universal_hash(x, a, b).tolist() == expected
+
+
+def test_shingles_are_word_5grams_of_normalised_words():
+    sh, off = shingle_hashes(["a b c d e f", "A, b c  d E F!", "a b", ""], ngram=5)
+    assert off.tolist() == [0, 2, 4, 5, 5]  # 6 words -> 2 shingles; 2 words -> 1; none -> 0
+    assert sh[0:2].tolist() == sh[2:4].tolist()
+    assert len(set(sh.tolist())) == 3
+    assert sh.max() < 2**32
+
+
+@pytest.mark.parametrize("overlap", [0, 25, 50, 80, 100])
+def test_minhash_estimates_jaccard(overlap):
+    # Distinct words: A has 100 shingles (104 words); B shifts by 100 - overlap,
+    # sharing exactly `overlap` shingles, so J = overlap / (200 - overlap).
+    shift = 100 - overlap
+    sig = minhash_signatures([_words(0, 104), _words(shift, shift + 104)], num_perm=256)
+    assert sig.dtype == np.uint32 and sig.shape == (2, 256)
+    true_j = overlap / (200 - overlap)
+    # sd of the estimate is sqrt(J(1-J)/256) <= 0.032
+    assert estimated_jaccard(sig[0], sig[1]) == pytest.approx(true_j, abs=0.1)
+
+
+def test_minhash_is_deterministic_and_empty_docs_have_no_signature():
+    texts = [_words(0, 50), "", None]
+    sig = minhash_signatures(texts)
+    assert np.array_equal(sig, minhash_signatures(texts))
+    assert (sig[1:] == 0xFFFFFFFF).all()
+    assert not np.array_equal(sig[:1], minhash_signatures(texts[:1], seed=2))
+
+
+def test_band_keys_collide_only_on_equal_bands():
+    sig = np.arange(3 * 16, dtype=np.uint32).reshape(3, 16)
+    sig[1, :8] = sig[0, :8]
+    keys = lsh_band_keys(sig, bands=2, rows=8)
+    assert keys.shape == (3, 2) and keys.dtype == np.uint64
+    assert keys[0, 0] == keys[1, 0] and keys[0, 1] != keys[1, 1]
+    assert len(set(keys[:, 1].tolist())) == 3
+    with pytest.raises(ValueError):
+        lsh_band_keys(sig, bands=3, rows=8)
+
+
+def test_lsh_params_match_datasketch_for_threshold_08():
+    assert lsh_params(0.8, 128) == (9, 13)
+
+
+def test_union_find_labels_components_by_their_smallest_node():
+    labels = connected_min_labels(7, np.array([5, 3, 4, 6]), np.array([3, 1, 5, 2]))
+    assert labels.tolist() == [0, 1, 2, 1, 1, 1, 2]
+
+
+# --- near duplicates on the demo corpus -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def demo():
+    t = demo_corpus.generate(4000, 0)
+    return _table(t.column("id").to_pylist(), t.column("text").to_pylist()), t
+
+
+def _fit(finder, table, batch_rows):
+    for s in range(0, table.num_rows, batch_rows):
+        finder.add(table.slice(s, batch_rows))
+    return finder.resolve()
+
+
+def _recall_precision(mapping, truth, kinds):
+    """Recall: a planted copy counts when it ends in the same group as its original
+    (same kept doc_id; the kept one may be either, whichever has the smaller id).
+    Precision: a flagged doc counts when its kept doc is from its planted group
+    (original plus its copies); any other flag - including a genuine but
+    unplanted duplicate - counts against it."""
+    ids = truth.column("id").to_pylist()
+    planted = truth.column("planted").to_pylist()
+    dup_of = truth.column("dup_of").to_pylist()
+    kept = lambda d: mapping.get(d, d)  # noqa: E731
+    copies = [(d, o) for d, o, p in zip(ids, dup_of, planted) if p in kinds]
+    recall = np.mean([kept(d) == kept(o) for d, o in copies])
+    group = {d: (o or d) for d, o in zip(ids, dup_of)}
+    precision = np.mean([group[d] == group[k] for d, k in mapping.items()]) if mapping else 1.0
+    return recall, precision
+
+
+def test_near_duplicates_find_the_planted_copies(demo):
+    table, truth = demo
+    near = NearDuplicates()
+    mapping = _fit(near, table, 1000)
+    recall, precision = _recall_precision(mapping, truth, ("near_dup", "exact_dup"))
+    near_only, _ = _recall_precision(mapping, truth, ("near_dup",))
+    assert recall >= 0.95 and near_only >= 0.95
+    assert precision >= 0.95
+    assert all(k < d for d, k in mapping.items())  # the smallest doc_id is kept
+    out = near.transform(table.slice(0, 500))
+    flagged = out.column(S.D_NEAR_DUP).to_numpy(zero_copy_only=False)
+    of = out.column(S.D_NEAR_DUP_OF).to_pylist()
+    assert flagged.any()
+    assert all((o is not None) == f for o, f in zip(of, flagged))
+
+
+def test_exact_duplicates_find_the_planted_exact_copies(demo):
+    table, truth = demo
+    mapping = _fit(ExactDuplicates(), table, 1000)
+    recall, precision = _recall_precision(mapping, truth, ("exact_dup",))
+    assert recall == 1.0 and precision == 1.0
+
+
+def test_near_duplicates_do_not_depend_on_batching_or_order(demo):
+    table, _ = demo
+    sub = table.slice(0, 1500)
+    a = _fit(NearDuplicates(), sub, 1500)
+    shuffled = sub.take(np.random.default_rng(0).permutation(sub.num_rows))
+    b = _fit(NearDuplicates(), shuffled, 333)
+    assert a == b and len(a) > 0
+
+
+def test_near_duplicates_without_verification_store_band_keys():
+    texts = [_words(0, 60), _words(0, 60) + " extra", _words(500, 560)]
+    near = NearDuplicates(verify=False)
+    near.add(_table(["b", "a", "c"], texts))
+    assert near._rows[0].shape == (3, 16) and near._rows[0].dtype == np.uint64
+    assert near.resolve() == {"b": "a"}
