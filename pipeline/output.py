@@ -25,6 +25,9 @@ import pyarrow.parquet as pq
 import ray.data
 
 from thresher.operators import schema as S
+from thresher.operators.diversity import VENDI_SAMPLE, cluster_entropy, vendi_score
+from thresher.operators.embed import from_fixed_list
+from thresher.operators.selection import uniform_from_ids
 
 from .spec import JobSpec
 
@@ -33,7 +36,7 @@ NOT_IN_SHARDS = (S.INVALID_REASON, S.SEL_REASON)
 NOT_IN_QUARANTINE_PREFIXES = ("sig_", "q_", "d_", "sel_", S.DOMAIN, S.N_TOKENS)
 
 
-def publish(spec: JobSpec, select_dir: Path, timings: dict, log: Callable[[str], None], started: float) -> dict:
+def publish(spec: JobSpec, select_dir: Path, embed_dir: Path, timings: dict, log: Callable[[str], None], started: float) -> dict:
     out = Path(spec.output.path)
     staging = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
@@ -41,6 +44,7 @@ def publish(spec: JobSpec, select_dir: Path, timings: dict, log: Callable[[str],
     try:
         shards = _write_shards(spec, select_dir, staging / "data")
         counts, domains = _account(spec, select_dir, staging)
+        diversity = _diversity(spec, select_dir, embed_dir)
         timings["write"] = {"seconds": round(time.perf_counter() - t, 3), "rows": counts["selected_docs"]}
         timings["total"] = {"seconds": round(time.perf_counter() - started, 3)}
         manifest = {
@@ -52,6 +56,7 @@ def publish(spec: JobSpec, select_dir: Path, timings: dict, log: Callable[[str],
             "accounting_holds": timings["embed"]["rows"] == counts["input"] == counts["selected_docs"] + counts["not_selected"] + counts["invalid"],
             "shards": shards,
             "domains": domains,
+            "diversity": diversity,
             "fit": {k: v for k, v in timings.get("fit", {}).items() if k not in ("seconds", "docs_per_s", "reused")},
             "selection": json.loads((select_dir / "_SUCCESS").read_text()) if (select_dir / "_SUCCESS").exists() else {},
             "timings": timings,
@@ -190,3 +195,52 @@ def _write_quarantine(dataset: pads.Dataset, directory: Path) -> None:
 
 def _natural(key: str):
     return (0, int(key), "") if key.lstrip("-").isdigit() else (1, 0, key)
+
+
+def _diversity(spec: JobSpec, select_dir: Path, embed_dir: Path, sample: int = VENDI_SAMPLE) -> dict:
+    """Vendi score and cluster-coverage entropy of the selection, next to the pool's.
+
+    Vendi is computed on at most `sample` embeddings of each, chosen by
+    hash(seed, doc_id), so two selections of one pool are compared on a stable
+    footing; entropy counts every copy.
+    """
+    cols = [S.DOC_ID, S.INVALID_REASON, S.SEL_COPIES, S.D_CLUSTER]
+    pool_mass: Counter = Counter()
+    sel_mass: Counter = Counter()
+    ids = {"pool": [], "selection": []}
+    for rb in pads.dataset(str(select_dir / "data"), format="parquet").to_batches(columns=cols, batch_size=65536):
+        t = pa.Table.from_batches([rb]).filter(pc.is_null(rb.column(S.INVALID_REASON)))
+        cl = np.asarray(t.column(S.D_CLUSTER).to_numpy(zero_copy_only=False))
+        copies = np.asarray(t.column(S.SEL_COPIES).to_numpy(zero_copy_only=False))
+        pool_mass.update(dict(enumerate(np.bincount(cl).tolist())))
+        sel_mass.update(dict(enumerate(np.bincount(cl, weights=copies).tolist())))
+        ids["pool"].append(t.column(S.DOC_ID))
+        ids["selection"].append(t.column(S.DOC_ID).filter(pa.array(copies > 0)))
+    out: dict = {}
+    picked = {}
+    for name, parts in ids.items():
+        arr = pa.chunked_array(parts, pa.string()).combine_chunks() if parts else pa.array([], pa.string())
+        rate = min(1.0, sample / max(len(arr), 1))
+        u = uniform_from_ids(f"vendi-{spec.seed}", arr.to_pylist())
+        picked[name] = arr.filter(pa.array(u < rate))
+    wanted = pa.concat_arrays(list(picked.values())).unique()
+    found_ids, found_emb = [], []
+    for rb in pads.dataset(str(embed_dir / "data"), format="parquet").to_batches(
+        columns=[S.DOC_ID, S.EMB], filter=pc.field(S.DOC_ID).isin(wanted), batch_size=8192
+    ):
+        found_ids += rb.column(0).to_pylist()
+        found_emb.append(from_fixed_list(rb.column(1)))
+    emb = np.concatenate(found_emb) if found_emb else np.zeros((0, 1), np.float32)
+    row = {d: i for i, d in enumerate(found_ids)}
+    k = len(pool_mass)
+    for name, mass in (("pool", pool_mass), ("selection", sel_mass)):
+        keys = np.array(sorted(mass), np.int64)
+        weights = np.array([mass[c] for c in keys], np.float64)
+        rows = [row[d] for d in picked[name].to_pylist() if d in row]
+        out[name] = {
+            "vendi": vendi_score(emb[rows], sample=sample, seed=spec.seed) if rows else 0.0,
+            "vendi_sample": len(rows),
+            "cluster_entropy": cluster_entropy(keys, weights),
+            "cluster_entropy_normalised": cluster_entropy(keys, weights, normalise=True, n_clusters=k),
+        }
+    return out

@@ -104,7 +104,7 @@ def run(spec: JobSpec, log: Callable[[str], None] = print, progress: bool = True
     dedup_dir = _phase(ctx, "dedup", keys["dedup"], lambda c, d: dedup_phase(c, d, embed_dir, fit_dir))
     score_dir = _phase(ctx, "score", keys["score"], lambda c, d: score_phase(c, d, embed_dir, fit_dir, dedup_dir))
     select_dir = _phase(ctx, "select", keys["select"], lambda c, d: select_phase(c, d, score_dir, fit_dir))
-    return output.publish(spec, Path(select_dir), ctx.timings, log, started=t0)
+    return output.publish(spec, Path(select_dir), Path(embed_dir), ctx.timings, log, started=t0)
 
 
 def scored_columns(spec: JobSpec) -> set[str]:

@@ -17,6 +17,7 @@ import pyarrow as pa
 from thresher.operators import schema as S
 from thresher.operators.classifier import QualityClassifier
 from thresher.operators.dedup import DuplicateMap
+from thresher.operators.diversity import add_cluster_features
 from thresher.operators.dsir import DSIR
 from thresher.operators.embed import Embedder, ModelRef, embed_batch, from_fixed_list
 from thresher.operators.kmeans import KMeans
@@ -45,16 +46,9 @@ class Scorers:
         emb = from_fixed_list(batch.column(S.EMB))
         invalid = ~np.asarray(batch.column(S.INVALID_REASON).is_null().to_numpy(zero_copy_only=False))
         cluster, dist = self.kmeans.transform(emb)
-        sizes = self.cluster_sizes[cluster]
-        rarity = -np.log(np.maximum(sizes, 1.0) / max(self.cluster_sizes.sum(), 1.0))
-        out = batch
-        for name, values in (
-            (S.D_CLUSTER, cluster),
-            (S.D_CENTROID_DIST, dist),
-            (S.D_CLUSTER_SIZE, sizes.astype(np.int64)),
-            (S.D_CLUSTER_RARITY, rarity.astype(np.float32)),
-        ):
-            out = out.append_column(name, pa.array(values, mask=invalid))
+        out = batch.append_column(S.D_CLUSTER, pa.array(cluster, mask=invalid))
+        out = out.append_column(S.D_CENTROID_DIST, pa.array(dist, mask=invalid))
+        out = add_cluster_features(out, self.cluster_sizes)
         for step in [self.classifier, self.target_sim]:
             if step is not None:
                 out = step.transform(out)
@@ -107,7 +101,7 @@ def fit_states(spec: JobSpec, sample: pa.Table, pool_size: int, model: ModelRef,
             RankQuality({col.column: HIGHER if col.higher_is_better else LOWER}, output=f"q_{col.column}").fit(sample)
             for col in sc.columns
         ],
-        cluster_sizes=np.round(counts * pool_size / max(len(assigned), 1)),
+        cluster_sizes=np.round(counts * pool_size / max(len(assigned), 1)).astype(np.int64),
     )
     if sc.dsir:
         target = _side_texts(sc.dsir.target)

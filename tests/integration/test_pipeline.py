@@ -121,3 +121,12 @@ def test_resume_reuses_phases_and_gives_the_same_selection(job):
     assert again["timings"]["embed"].get("reused") and again["timings"]["fit"].get("reused")
     assert "reused" not in again["timings"]["select"]
     assert selection(out) == before
+
+
+def test_diversity_of_the_selection_is_reported(job):
+    _, m, _ = job
+    d = m["diversity"]
+    for part in ("pool", "selection"):
+        assert 1.0 < d[part]["vendi"] <= d[part]["vendi_sample"]
+        assert 0.0 < d[part]["cluster_entropy_normalised"] <= 1.0
+    assert d["selection"]["vendi_sample"] == min(5000, m["counts"]["selected_docs"])
