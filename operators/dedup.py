@@ -67,6 +67,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import schema as S
+from .hashing import fmix64
 
 MERSENNE61 = np.uint64((1 << 61) - 1)
 _MASK32 = np.uint64(0xFFFFFFFF)
@@ -101,15 +102,6 @@ def text_hashes(texts) -> tuple[np.ndarray, np.ndarray]:
     return np.frombuffer(raw, dtype="<u8").reshape(-1, 2).copy(), valid
 
 
-def _mix64(x: np.ndarray) -> np.ndarray:
-    """SplitMix64 finaliser: a bijection on uint64 that spreads every input bit."""
-    x = x ^ (x >> np.uint64(30))
-    x = x * np.uint64(0xBF58476D1CE4E5B9)
-    x = x ^ (x >> np.uint64(27))
-    x = x * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
 def _word_hashes(flat_words: pa.Array) -> np.ndarray:
     """A stable uint64 per word: BLAKE2b of each distinct word, gathered back."""
     if isinstance(flat_words, pa.ChunkedArray):
@@ -142,8 +134,8 @@ def shingle_hashes(texts, ngram: int = 5) -> tuple[np.ndarray, np.ndarray]:
         idx = start + j
         inside = idx < end
         wj = w[np.minimum(idx, max(len(w) - 1, 0))] if len(w) else np.zeros(len(idx), np.uint64)
-        h = np.where(inside, _mix64(h * _GOLDEN + wj), h)
-    return _mix64(h) >> np.uint64(32), offsets
+        h = np.where(inside, fmix64(h * _GOLDEN + wj), h)
+    return fmix64(h) >> np.uint64(32), offsets
 
 
 # ---------------------------------------------------------------------------
@@ -228,7 +220,7 @@ def lsh_band_keys(signatures: np.ndarray, bands: int = 16, rows: int = 8) -> np.
     for k in range(bands):
         h = np.zeros(len(signatures), np.uint64)
         for j in range(k * rows, (k + 1) * rows):
-            h = _mix64(h * _GOLDEN + signatures[:, j].astype(np.uint64))
+            h = fmix64(h * _GOLDEN + signatures[:, j].astype(np.uint64))
         keys[:, k] = h
     return keys
 

@@ -54,6 +54,7 @@ import pyarrow.compute as pc
 from .histogram import DomainHistograms
 from .selection import ALL, TopK, uniform_from_ids
 from . import schema as S
+from .hashing import fmix64
 
 TOKEN_PATTERN = r"\w+|[^\w\s]+"  # NLTK WordPunctTokenizer
 EPS = 1e-8  # the reference's guard inside log(p + ε)
@@ -87,14 +88,6 @@ def _pow_table(n: int) -> np.ndarray:
     if n <= 1 << 20:  # keep the grown table, but not one sized by a pathological token
         _POW = table
     return table
-
-
-def _fmix64(h: np.ndarray) -> np.ndarray:
-    h = h ^ (h >> np.uint64(33))
-    h = h * np.uint64(0xFF51AFD7ED558CCD)
-    h = h ^ (h >> np.uint64(33))
-    h = h * np.uint64(0xC4CEB9FE1A85EC53)
-    return h ^ (h >> np.uint64(33))
 
 
 def _string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -158,7 +151,7 @@ def ngram_features(texts, num_buckets: int = 10000, ngrams: int = 2) -> tuple[np
         ok = ok[:-1] & (doc[nxt] == doc[first])
         docs.append(doc[first][ok])
         hashes.append(gram[ok])
-    buckets = (_fmix64(np.concatenate(hashes)) % np.uint64(num_buckets)).astype(np.int64)
+    buckets = (fmix64(np.concatenate(hashes)) % np.uint64(num_buckets)).astype(np.int64)
     return np.concatenate(docs), buckets
 
 
