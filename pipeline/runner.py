@@ -115,6 +115,9 @@ def scored_columns(spec: JobSpec) -> set[str]:
     for enabled, col in ((sc.classifier, S.Q_CLASSIFIER), (sc.dsir, S.U_DSIR), (sc.target_sim, S.U_TARGET_SIM), (sc.semdedup, S.D_SEMDUP)):
         if enabled:
             cols.add(col)
+    if sc.rules:
+        names = {"gopher_quality": S.Q_RULE_GOPHER_QUALITY, "gopher_repetition": S.Q_RULE_GOPHER_REPETITION, "c4": S.Q_RULE_C4, "fineweb": S.Q_RULE_FINEWEB}
+        cols |= {col for family, col in names.items() if getattr(sc.rules, family) is not None}
     if sc.dedup and sc.dedup.exact:
         cols.add(S.D_EXACT_DUP)
     if sc.dedup and sc.dedup.near:

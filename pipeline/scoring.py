@@ -20,6 +20,7 @@ from thresher.operators.dedup import DuplicateMap
 from thresher.operators.diversity import add_cluster_features
 from thresher.operators.dsir import DSIR
 from thresher.operators.embed import Embedder, ModelRef, embed_batch, from_fixed_list
+from thresher.operators.heuristic_rules import apply_rules, rule_configs
 from thresher.operators.kmeans import KMeans
 from thresher.operators.quality import HIGHER, LOWER, RankQuality
 from thresher.operators.signals import add_signals
@@ -39,6 +40,7 @@ class Scorers:
     dsir: DSIR | None = None
     target_sim: TargetSimilarity | None = None
     cluster_sizes: np.ndarray | None = None  # estimated documents per cluster in the pool
+    rules: dict | None = None  # heuristic rule family configs, none = off
     duplicates: list[DuplicateMap] = field(default_factory=list)  # set per job from the dedup phase
 
     def score(self, batch: pa.Table) -> pa.Table:
@@ -53,6 +55,8 @@ class Scorers:
             if step is not None:
                 out = step.transform(out)
         out = out.drop_columns([S.EMB])
+        if self.rules is not None:
+            out = apply_rules(out, **rule_configs(self.rules))
         for step in [self.quality, *self.columns, self.dsir, *self.duplicates]:
             if step is not None:
                 out = step.transform(out)
@@ -68,7 +72,7 @@ class Scorers:
             if getattr(self, name) is not None:
                 getattr(self, name).save(d / name)
         np.save(d / "cluster_sizes.npy", self.cluster_sizes)
-        (d / "scorers.json").write_text(json.dumps({"domain": self.domain, "columns": len(self.columns)}))
+        (d / "scorers.json").write_text(json.dumps({"domain": self.domain, "columns": len(self.columns), "rules": self.rules}))
 
     @classmethod
     def load(cls, d: Path) -> "Scorers":
@@ -77,6 +81,7 @@ class Scorers:
             kmeans=KMeans.load(d / "kmeans"),
             quality=RankQuality.load(d / "quality"),
             domain=meta["domain"],
+            rules=meta["rules"],
             columns=[RankQuality.load(d / f"column-{i}") for i in range(meta["columns"])],
             classifier=QualityClassifier.load(d / "classifier") if (d / "classifier").exists() else None,
             dsir=DSIR.load(d / "dsir") if (d / "dsir").exists() else None,
@@ -101,6 +106,7 @@ def fit_states(spec: JobSpec, sample: pa.Table, pool_size: int, model: ModelRef,
             RankQuality({col.column: HIGHER if col.higher_is_better else LOWER}, output=f"q_{col.column}").fit(sample)
             for col in sc.columns
         ],
+        rules=sc.rules.model_dump() if sc.rules else None,
         cluster_sizes=np.round(counts * pool_size / max(len(assigned), 1)).astype(np.int64),
     )
     if sc.dsir:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -86,6 +86,24 @@ class ColumnScoreSpec(Strict):
     higher_is_better: bool = Field(True, description="Direction of the score.")
 
 
+class RulesSpec(Strict):
+    """Heuristic rule families: each is a mapping of threshold overrides ({} = the published
+    defaults), or null to turn the family off. Field names are those of
+    operators/heuristic_rules.py (e.g. gopher_quality: {min_doc_words: 100})."""
+
+    gopher_quality: dict[str, Any] | None = Field(default_factory=dict, description="Gopher quality rules (Rae et al. 2021): q_rule_gopher_quality.")
+    gopher_repetition: dict[str, Any] | None = Field(default_factory=dict, description="Gopher repetition rules: q_rule_gopher_repetition.")
+    c4: dict[str, Any] | None = Field(default_factory=dict, description="C4 rules (Raffel et al. 2020), document-level keep/drop: q_rule_c4.")
+    fineweb: dict[str, Any] | None = Field(default_factory=dict, description="FineWeb rules (Penedo et al. 2024): q_rule_fineweb.")
+
+    @model_validator(mode="after")
+    def _known_thresholds(self) -> "RulesSpec":
+        from thresher.operators.heuristic_rules import rule_configs
+
+        rule_configs(self.model_dump())  # raises naming the family and the unknown threshold
+        return self
+
+
 class DedupSpec(Strict):
     exact: bool = Field(True, description="Flag exact duplicates (same normalised text): d_exact_dup, d_exact_dup_of.")
     near: bool = Field(True, description="Flag near duplicates (MinHash LSH): d_near_dup, d_near_dup_of.")
@@ -107,6 +125,7 @@ class ScorersSpec(Strict):
     columns: list[ColumnScoreSpec] = Field(default_factory=list, description="Input columns used as quality scores.")
     dsir: DSIRSpec | None = Field(None, description="DSIR importance weights, u_dsir; none = off.")
     target_sim: TargetSimSpec | None = Field(None, description="Embedding similarity to a target set, u_target_sim; none = off.")
+    rules: RulesSpec | None = Field(None, description="Gopher / C4 / FineWeb rule decisions with reasons (q_rule_*); none = off, {} = all four at published thresholds.")
     dedup: DedupSpec | None = Field(None, description="Exact and near-duplicate flags; none = off.")
     semdedup: SemDeDupSpec | None = Field(None, description="SemDeDup within each k-means cluster: d_semdup, d_semdup_of; none = off.")
 

@@ -45,6 +45,7 @@ def scored(local_ray, tmp_path_factory):
             "target_sim": {"target": {"paths": [str(root / "medicine.parquet")]}, "k": 5},
             "columns": [{"column": "my_score", "higher_is_better": False}],
             "dedup": {},
+            "rules": {"c4": {"min_num_sentences": 3}},
             "semdedup": {"epsilon": 0.02},
         },
         selection={
@@ -143,3 +144,14 @@ def test_semdedup_flags_and_exclusion(scored):
     out = pq.read_table(Path(spec.output.path) / "data", columns=["d_exact_dup", "d_near_dup", "d_semdup"]).to_pylist()
     assert not any(r["d_exact_dup"] or r["d_near_dup"] or r["d_semdup"] for r in out)
     assert any(k.startswith("d_") for k in m["counts"]["not_selected_by_reason"])
+
+
+def test_rule_families_flag_planted_low_quality(scored):
+    _, _, t = scored
+    planted = np.asarray(t.column("planted").to_pylist())
+    low = np.isin(planted, LOW_QUALITY_KINDS)
+    failed = np.zeros(t.num_rows, bool)
+    for col in ("q_rule_gopher_quality", "q_rule_gopher_repetition", "q_rule_c4", "q_rule_fineweb"):
+        reasons = t.column(col).to_pylist()
+        failed |= np.array([r is not None for r in reasons])
+    assert failed[low].mean() > 0.9 and failed[planted == "clean"].mean() < failed[low].mean() - 0.3
