@@ -27,6 +27,8 @@ test: setup
 bench: setup
 	$(BIN)/python bench/bench_embed.py
 	$(BIN)/python bench/bench_memory.py
+	$(BIN)/python bench/bench_filters.py
+	$(BIN)/python bench/bench_semdedup.py
 
 clean:
 	rm -rf $(DEMO) bench/out

@@ -85,6 +85,88 @@ def loadavg() -> str:
         return "n/a"
 
 
+# --- other people's load ------------------------------------------------------
+# The machine may be shared (other jobs, test suites).  Every timed segment is
+# wrapped in CpuWatch, which reports how much CPU the rest of the machine used
+# meanwhile ("foreign": busy CPU seconds of the whole machine minus those of
+# this process and its descendants, as a share of wall seconds x cores), and
+# wait_quiet() holds each segment back until the machine is idle.
+
+
+def _busy_s() -> float:
+    import psutil
+
+    t = psutil.cpu_times()
+    return t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
+
+
+class CpuWatch:
+    """Wall seconds, this process tree's CPU seconds and everyone else's, over a `with` block."""
+
+    def __init__(self, interval: float = 0.5):
+        self.interval = interval
+
+    def _sample(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        try:
+            procs = [me, *me.children(recursive=True)]
+        except psutil.Error:
+            procs = [me]
+        for p in procs:
+            try:
+                c = p.cpu_times()
+                key = (p.pid, p.create_time())
+            except psutil.Error:
+                continue
+            self._own[key] = max(self._own.get(key, 0.0), c.user + c.system)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def __enter__(self) -> "CpuWatch":
+        import threading
+
+        self._own: dict = {}
+        self._sample()
+        self._base = dict(self._own)
+        self._busy0 = _busy_s()
+        self._t0 = time.perf_counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        self.wall_s = time.perf_counter() - self._t0
+        busy = _busy_s() - self._busy0
+        self.own_s = sum(v - self._base.get(k, 0.0) for k, v in self._own.items())
+        self.foreign_s = max(0.0, busy - self.own_s)
+        self.foreign_frac = self.foreign_s / max(self.wall_s * (os.cpu_count() or 1), 1e-9)
+
+    def as_dict(self) -> dict:
+        return {"wall_s": round(self.wall_s, 2), "own_cpu_s": round(self.own_s, 2), "foreign_cpu_s": round(self.foreign_s, 2), "foreign_frac": round(self.foreign_frac, 3)}
+
+
+def wait_quiet(max_wait_s: float, threshold: float = 0.20, window_s: float = 3.0) -> float:
+    """Wait (at most max_wait_s) until the machine's busy share over window_s is below threshold."""
+    import psutil
+
+    t0 = time.perf_counter()
+    while True:
+        busy = psutil.cpu_percent(interval=window_s) / 100.0
+        waited = time.perf_counter() - t0
+        if busy < threshold or waited >= max_wait_s:
+            if waited > window_s + 0.5:
+                print(f"    (waited {waited:.0f} s for a quiet machine; busy {busy:.0%})", flush=True)
+            return busy
+
+
 # --- bare ---------------------------------------------------------------------
 
 
@@ -113,9 +195,9 @@ def bare_run(corpus: Path, embedder, batch_size: int) -> dict:
     t_read = time.perf_counter() - t
     n = table.num_rows
 
-    t = time.perf_counter()
-    prepared = [prepare_batch(b, cfg) for b in batches]
-    t_prepare = time.perf_counter() - t
+    with CpuWatch() as w_prep:
+        prepared = [prepare_batch(b, cfg) for b in batches]
+    t_prepare = w_prep.wall_s
 
     chunks = []
     for b in prepared:
@@ -125,19 +207,18 @@ def bare_run(corpus: Path, embedder, batch_size: int) -> dict:
     n_valid = sum(len(c) for c in chunks)
     del prepared, batches, table
 
-    cpu0 = time.process_time()
-    t = time.perf_counter()
-    for c in chunks:
-        embedder.encode(c)
-    t_encode = time.perf_counter() - t
-    cpu_encode = time.process_time() - cpu0
+    with CpuWatch() as w_enc:
+        for c in chunks:
+            embedder.encode(c)
+    t_encode = w_enc.wall_s
     return {
         "docs": n,
         "valid": n_valid,
         "read_s": t_read,
         "prepare_s": t_prepare,
         "encode_s": t_encode,
-        "encode_cpu_s": cpu_encode,
+        "prepare_cpu": w_prep.as_dict(),
+        "encode_cpu": w_enc.as_dict(),
         "read_docs_per_s": n / t_read,
         "prepare_docs_per_s": n / t_prepare,
         "encode_docs_per_s": n_valid / t_encode,
@@ -173,16 +254,16 @@ def pipeline_run(corpus: Path, run_dir: Path, model: str, args) -> dict:
         }
     )
     logs: list[str] = []
-    t = time.perf_counter()
     try:
-        manifest = runner.run(spec, log=logs.append, progress=False)
+        with CpuWatch() as w:
+            manifest = runner.run(spec, log=logs.append, progress=False)
     finally:
-        wall = time.perf_counter() - t
         if ray.is_initialized():
             ray.shutdown()  # nothing of Ray lingers while the next bare run is timed
     if not args.keep:
         shutil.rmtree(run_dir, ignore_errors=True)
-    return {"wall_s": wall, "timings": manifest["timings"], "counts": manifest["counts"]}
+    # foreign_frac covers the whole run() (all phases); the embed phase is most of it
+    return {"wall_s": w.wall_s, "cpu": w.as_dict(), "timings": manifest["timings"], "counts": manifest["counts"]}
 
 
 # --- report -------------------------------------------------------------------
@@ -192,7 +273,7 @@ def fmt_rate(x: float | None) -> str:
     return "-" if x is None else f"{x:,.1f}"
 
 
-def report(model: str, n_docs: int, load_s: float, bares: list[dict], pipes: list[dict]) -> dict:
+def report(model: str, n_docs: int, load_s: float, cold_s: float, bares: list[dict], pipes: list[dict]) -> dict:
     best_bare = max(bares, key=lambda b: b["encode_docs_per_s"])
     best_pipe = max(pipes, key=lambda p: p["timings"]["embed"]["docs_per_s"])
     emb = best_pipe["timings"]["embed"]
@@ -202,6 +283,7 @@ def report(model: str, n_docs: int, load_s: float, bares: list[dict], pipes: lis
 
     print(f"\n=== {model}: {n_docs:,} docs, best of {len(bares)} alternating runs ===")
     print(f"model load (Embedder(...), bare, not in any figure below): {load_s:.2f} s")
+    print(f"cold start (new process: imports + model load; an actor pays it inside the embed phase): {cold_s:.2f} s")
     print(f"{'stage':<44}{'docs':>9}{'seconds':>10}{'docs/s':>12}")
 
     def row(name, docs, secs):
@@ -212,7 +294,7 @@ def report(model: str, n_docs: int, load_s: float, bares: list[dict], pipes: lis
     row("bare encode (Embedder.encode loop)", best_bare["valid"], best_bare["encode_s"])
     row("bare read+prepare+encode, sequential", best_bare["docs"], best_bare["read_s"] + best_bare["prepare_s"] + best_bare["encode_s"])
     row("pipeline embed phase (whole stream)", emb["rows"], emb["seconds"])
-    for phase in ("fit", "score", "select", "write"):
+    for phase in ("fit", "dedup", "score", "select", "write"):
         tm = best_pipe["timings"].get(phase, {})
         if "seconds" in tm:
             rows = tm.get("rows") or 0
@@ -224,18 +306,38 @@ def report(model: str, n_docs: int, load_s: float, bares: list[dict], pipes: lis
     print(f"overhead ratio  pipeline embed / bare encode       = {ratio:.3f}  (target >= 0.85)")
     print(f"                pipeline embed / bare sequential   = {ratio_seq:.3f}")
     print("                per repeat (paired, same order)    = " + ", ".join(f"{r:.3f}" for r in ratios_paired))
-    print("bare encode docs/s per repeat:    " + ", ".join(fmt_rate(b["encode_docs_per_s"]) for b in bares))
-    print("pipeline embed docs/s per repeat: " + ", ".join(fmt_rate(p["timings"]["embed"]["docs_per_s"]) for p in pipes))
+    print("bare encode docs/s per repeat:    " + ", ".join(f"{fmt_rate(b['encode_docs_per_s'])} (foreign {b['encode_cpu']['foreign_frac']:.0%})" for b in bares))
+    print("pipeline embed docs/s per repeat: " + ", ".join(f"{fmt_rate(p['timings']['embed']['docs_per_s'])} (foreign {p['cpu']['foreign_frac']:.0%})" for p in pipes))
+    print("(foreign = CPU used by other processes on the machine during the run, share of all cores)")
     return {
         "model": model,
         "docs": n_docs,
         "model_load_s": load_s,
+        "cold_start_s": cold_s,
         "bare": bares,
         "pipeline": pipes,
         "ratio_best": ratio,
         "ratio_vs_sequential": ratio_seq,
         "ratios_paired": ratios_paired,
     }
+
+
+def cold_start(model: str, model_batch_size: int, threads: int) -> float:
+    """Seconds for a fresh Python process to import the embedder and load the model.
+
+    An embedding actor pays about this (plus Ray's own worker start) before its
+    first batch; it is part of the pipeline's embed phase and of no bare figure.
+    """
+    import subprocess
+
+    code = (
+        "import time; t = time.perf_counter(); import torch; torch.set_num_threads(%d); "
+        "from thresher.operators.embed import Embedder, resolve_model; "
+        "Embedder(resolve_model(%r), device='cpu', batch_size=%d); print(time.perf_counter() - t)"
+    ) % (threads, model, model_batch_size)
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return time.perf_counter() - t
 
 
 def bench_model(model: str, n_docs: int, args) -> dict:
@@ -247,16 +349,23 @@ def bench_model(model: str, n_docs: int, args) -> dict:
     embedder, load_s = load_embedder(model, args.model_batch_size, threads)
     # warm-up: first calls pay one-off costs (lazy imports, allocator, kernels)
     embedder.encode(["warm up the model with a short text"] * 8)
+    wait_quiet(args.quiet_wait)
+    cold_s = cold_start(model, args.model_batch_size, threads)
 
     bares, pipes = [], []
     for rep in range(args.repeats):
-        print(f"[{model}] repeat {rep + 1}/{args.repeats}: bare ... (load {loadavg()})", flush=True)
+        wait_quiet(args.quiet_wait)
+        print(f"[{model}] repeat {rep + 1}/{args.repeats}: bare ... (load avg {loadavg()})", flush=True)
         bares.append(bare_run(corpus, embedder, args.batch_size))
-        print(f"[{model}]   bare encode {bares[-1]['encode_docs_per_s']:,.1f} docs/s; pipeline ... (load {loadavg()})", flush=True)
+        b = bares[-1]
+        print(f"[{model}]   bare encode {b['encode_docs_per_s']:,.1f} docs/s (foreign CPU {b['encode_cpu']['foreign_frac']:.0%})", flush=True)
+        wait_quiet(args.quiet_wait)
+        print(f"[{model}]   pipeline ... (load avg {loadavg()})", flush=True)
         pipes.append(pipeline_run(corpus, out / f"run-{model}-{rep}", model, args))
-        print(f"[{model}]   pipeline embed {pipes[-1]['timings']['embed']['docs_per_s']:,.1f} docs/s", flush=True)
+        pr = pipes[-1]
+        print(f"[{model}]   pipeline embed {pr['timings']['embed']['docs_per_s']:,.1f} docs/s (foreign CPU {pr['cpu']['foreign_frac']:.0%})", flush=True)
     del embedder
-    return report(model, n_docs, load_s, bares, pipes)
+    return report(model, n_docs, load_s, cold_s, bares, pipes)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -271,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=2, help="alternating bare/pipeline runs; the best of each is reported")
     p.add_argument("--out", default=str(HERE / "out"), help="corpus cache, run directories and bench_embed.json")
     p.add_argument("--keep", action="store_true", help="keep each run's output and work directories")
+    p.add_argument("--quiet-wait", type=float, default=300.0, help="before each timed run, wait up to this many seconds for the machine to be idle (0: don't)")
     args = p.parse_args(argv)
     if args.ray_cpus is None:
         args.ray_cpus = int(args.cpus_per_actor) + 2

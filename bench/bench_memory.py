@@ -50,38 +50,22 @@ MiB = 2**20
 SESSION_RE = re.compile(r"session_\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_\d+_\d+")
 
 
-def corpus_path(out: Path, n_docs: int, seed: int = 0, row_group_rows: int | None = None) -> Path:
-    rg = f"-rg{row_group_rows}" if row_group_rows else ""
-    return out / f"corpus-{n_docs}-seed{seed}{rg}.parquet"
+def corpus_path(out: Path, n_docs: int, seed: int = 0) -> Path:
+    return out / f"corpus-{n_docs}-seed{seed}.parquet"
 
 
-def ensure_corpus(out: Path, n_docs: int, row_group_rows: int | None = None, seed: int = 0) -> Path:
-    """The demo corpus, generated once (in a subprocess, so this sampler stays small) and cached.
-
-    With row_group_rows the same table is rewritten with that many rows per
-    Parquet row group (`demo_corpus.write` keeps pyarrow's default, which for
-    these sizes is one row group per file).
-    """
-    path = corpus_path(out, n_docs, seed, row_group_rows)
+def ensure_corpus(out: Path, n_docs: int, seed: int = 0) -> Path:
+    """The demo corpus, generated once (in a subprocess, so this sampler stays small) and cached."""
+    path = corpus_path(out, n_docs, seed)
     if path.exists():
         return path
     out.mkdir(parents=True, exist_ok=True)
-    base = corpus_path(out, n_docs, seed)
-    if not base.exists():
-        t = time.perf_counter()
-        tmp = base.with_suffix(".tmp.parquet")
-        code = "import sys; from thresher.pipeline import demo_corpus; demo_corpus.write(sys.argv[1], n_docs=int(sys.argv[2]), seed=int(sys.argv[3]))"
-        subprocess.run([sys.executable, "-c", code, str(tmp), str(n_docs), str(seed)], check=True)
-        tmp.rename(base)
-        print(f"generated {base} in {time.perf_counter() - t:.1f} s", flush=True)
-    if row_group_rows:
-        code = (
-            "import sys, pyarrow.parquet as pq; "
-            "pq.write_table(pq.read_table(sys.argv[1]), sys.argv[2], compression='zstd', row_group_size=int(sys.argv[3]))"
-        )
-        tmp = path.with_suffix(".tmp.parquet")
-        subprocess.run([sys.executable, "-c", code, str(base), str(tmp), str(row_group_rows)], check=True)
-        tmp.rename(path)
+    t = time.perf_counter()
+    tmp = path.with_suffix(".tmp.parquet")
+    code = "import sys; from thresher.pipeline import demo_corpus; demo_corpus.write(sys.argv[1], n_docs=int(sys.argv[2]), seed=int(sys.argv[3]))"
+    subprocess.run([sys.executable, "-c", code, str(tmp), str(n_docs), str(seed)], check=True)
+    tmp.rename(path)
+    print(f"generated {path} in {time.perf_counter() - t:.1f} s", flush=True)
     return path
 
 
@@ -233,8 +217,8 @@ def _strays(psutil, session: str, pids: set[int]) -> list:
 
 def run_size(n_docs: int, args, psutil) -> dict:
     out = Path(args.out)
-    corpus = ensure_corpus(out, n_docs, args.row_group_rows)
-    tag = f"{n_docs}" + (f"-rg{args.row_group_rows}" if args.row_group_rows else "")
+    corpus = ensure_corpus(out, n_docs)
+    tag = str(n_docs)
     run_dir = out / f"mem-{tag}"
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
@@ -259,7 +243,7 @@ def run_size(n_docs: int, args, psutil) -> dict:
     if not args.keep:
         shutil.rmtree(run_dir / "result", ignore_errors=True)
         shutil.rmtree(run_dir / "work", ignore_errors=True)
-    r = {"docs": n_docs, "row_group_rows": args.row_group_rows, "wall_s": round(wall, 1), **sampled, **res}
+    r = {"docs": n_docs, "wall_s": round(wall, 1), **sampled, **res}
     pk = r["peak_mib"]
     print(
         f"[{tag}] {wall:.0f} s; peak RSS total {pk['rss']:,.0f} MiB, PSS total {pk['pss']:,.0f} MiB, "
@@ -276,7 +260,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--docs", default="100000,400000", help="comma-separated corpus sizes")
     p.add_argument("--budget-frac", type=float, default=0.25, help="selection budget in docs, as a share of the corpus")
     p.add_argument("--ray-cpus", type=int, default=None, help="ray.num_cpus (default: the spec's default, all cores)")
-    p.add_argument("--row-group-rows", type=int, default=None, help="rewrite the corpus with this many rows per Parquet row group")
     p.add_argument("--interval", type=float, default=0.2, help="seconds between samples")
     p.add_argument("--no-pss", action="store_true", help="sample RSS only (PSS/USS read /proc/PID/smaps_rollup)")
     p.add_argument("--out", default=str(HERE / "out"))
@@ -307,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {k:<11} {b['peak_mib'][k] / a['peak_mib'][k]:.2f}")
         print(f"  driver_max  {b['driver_maxrss_mib'] / a['driver_maxrss_mib']:.2f}")
     out = Path(args.out)
-    name = "bench_memory" + (f"-rg{args.row_group_rows}" if args.row_group_rows else "") + ".json"
+    name = "bench_memory.json"
     (out / name).write_text(json.dumps({"argv": sys.argv, "args": vars(args), "results": results}, indent=2))
     print(f"\nwrote {out / name}")
     return 0

@@ -762,11 +762,17 @@ def generate(n_docs: int = 4000, seed: int = 0) -> pa.Table:
     return pa.table(columns, schema=_SCHEMA)
 
 
+ROW_GROUP_ROWS = 10_000
+
+
 def write(path: str, n_docs: int = 4000, seed: int = 0, fmt: str = "parquet") -> str:
     """Generate the corpus and write it to one file at ``path``; returns ``path``.
 
     ``fmt`` is "parquet" (zstd-compressed) or "jsonl" (one UTF-8 JSON object
-    per line), so the CLI and Makefile can feed either reader.
+    per line), so the CLI and Makefile can feed either reader.  Parquet row
+    groups hold ROW_GROUP_ROWS documents, as a corpus writer would: a reader
+    decompresses a whole row group at once, so one huge group would make a
+    job's memory grow with the corpus.
     """
     if fmt not in ("parquet", "jsonl"):
         raise ValueError(f"fmt must be 'parquet' or 'jsonl', got {fmt!r}")
@@ -774,7 +780,7 @@ def write(path: str, n_docs: int = 4000, seed: int = 0, fmt: str = "parquet") ->
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     if fmt == "parquet":
-        pq.write_table(table, path, compression="zstd")
+        pq.write_table(table, path, compression="zstd", row_group_size=ROW_GROUP_ROWS)
     else:
         with open(path, "w", encoding="utf-8", newline="\n") as f:
             for row in table.to_pylist():

@@ -248,6 +248,12 @@ def test_write_parquet_round_trip(tmp_path: pathlib.Path) -> None:
     assert pq.ParquetFile(out).metadata.row_group(0).column(0).compression == "ZSTD"
 
 
+def test_write_parquet_bounds_row_groups(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(demo_corpus, "ROW_GROUP_ROWS", 128)
+    meta = pq.ParquetFile(demo_corpus.write(str(tmp_path / "demo.parquet"), n_docs=300, seed=5)).metadata
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [128, 128, 44]
+
+
 def test_write_jsonl_round_trip(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "out" / "demo.jsonl"
     out = demo_corpus.write(str(path), n_docs=300, seed=5, fmt="jsonl")
