@@ -15,6 +15,7 @@ the embeddings, fitted states and scores.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -199,6 +200,12 @@ def _init_ray(spec: JobSpec, progress: bool) -> None:
         if spec.ray.address:
             ray.init(address=spec.ray.address, log_to_driver=False)
         else:
+            # Ray Data indexes Parquet footers with 32 actors per read (one Python
+            # process each) whatever the machine; on a laptop-sized local Ray that
+            # start-up costs more than our few files' footers (bench/RESULTS.md).
+            # Workers inherit the driver's environment; a value the user set wins.
+            cpus = spec.ray.num_cpus or os.cpu_count() or 1
+            os.environ.setdefault("RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", str(min(32, cpus)))
             ray.init(
                 num_cpus=spec.ray.num_cpus,
                 object_store_memory=spec.ray.object_store_mb * 2**20 if spec.ray.object_store_mb else None,
