@@ -6,7 +6,6 @@ renamed into place last, so OUTPUT either does not exist or is complete.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import shutil
@@ -22,17 +21,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
-import ray.data
 
 from thresher.operators import schema as S
 from thresher.operators.diversity import VENDI_SAMPLE, cluster_entropy, vendi_score
 from thresher.operators.embed import from_fixed_list
 from thresher.operators.selection import uniform_from_ids
 
+from . import shards
 from .spec import JobSpec
 
 VERSIONED = ("thresher", "ray", "pyarrow", "polars", "numpy", "faiss-cpu", "faiss-gpu-cu12", "torch", "sentence-transformers", "model2vec")
-NOT_IN_SHARDS = (S.INVALID_REASON, S.SEL_REASON)
 NOT_IN_QUARANTINE_PREFIXES = ("sig_", "q_", "d_", "sel_", S.DOMAIN, S.N_TOKENS)
 
 
@@ -86,46 +84,13 @@ def versions() -> dict[str, str]:
     return found
 
 
-def _keep_selected(batch: pa.Table) -> pa.Table:
-    batch = batch.filter(pc.greater(batch.column(S.SEL_COPIES), 0))
-    return batch.drop_columns([c for c in NOT_IN_SHARDS if c in batch.column_names])
-
-
 def _write_shards(spec: JobSpec, select_dir: Path, data_dir: Path) -> list[dict]:
     files = sorted((select_dir / "data").glob("*.parquet"))
     rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
     size = sum(f.stat().st_size for f in files)
     rows_per_shard = max(1, int(spec.output.shard_bytes / max(size / max(rows, 1), 1.0)))
-    ds = ray.data.read_parquet([str(f) for f in files]).map_batches(_keep_selected, batch_format="pyarrow", batch_size=4096)
-    ds.write_parquet(
-        str(data_dir),
-        min_rows_per_file=rows_per_shard,
-        max_rows_per_file=rows_per_shard,
-        compression="zstd",
-        row_group_size=spec.output.row_group_rows,
-    )
-    written = sorted(data_dir.glob("*.parquet"))
-    shards = []
-    for i, f in enumerate(written):
-        n_rows = pq.ParquetFile(f).metadata.num_rows
-        if n_rows == 0:
-            f.unlink()
-            continue
-        shards.append((f, n_rows))
-    result = []
-    for i, (f, n_rows) in enumerate(shards):
-        name = f"part-{i:05d}-of-{len(shards):05d}.parquet"
-        f.rename(data_dir / name)
-        result.append({"path": f"data/{name}", "rows": n_rows, "bytes": (data_dir / name).stat().st_size, "sha256": _sha256(data_dir / name)})
-    return result
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    plan = shards.plan(files, rows_per_shard)
+    return shards.write_all(plan, data_dir, shards.shard_schema(files), spec.output.row_group_rows)
 
 
 def _account(spec: JobSpec, select_dir: Path, staging: Path) -> tuple[dict, dict]:
@@ -205,24 +170,31 @@ def _diversity(spec: JobSpec, select_dir: Path, embed_dir: Path, sample: int = V
     footing; entropy counts every copy.
     """
     cols = [S.DOC_ID, S.INVALID_REASON, S.SEL_COPIES, S.D_CLUSTER]
+
+    def valid_batches():
+        for rb in pads.dataset(str(select_dir / "data"), format="parquet").to_batches(columns=cols, batch_size=65536):
+            t = pa.Table.from_batches([rb]).filter(pc.is_null(rb.column(S.INVALID_REASON)))
+            yield t, np.asarray(t.column(S.SEL_COPIES).to_numpy(zero_copy_only=False))
+
+    # pass 1: cluster masses and sizes; pass 2: the hash sample (the driver keeps only that)
     pool_mass: Counter = Counter()
     sel_mass: Counter = Counter()
-    ids = {"pool": [], "selection": []}
-    for rb in pads.dataset(str(select_dir / "data"), format="parquet").to_batches(columns=cols, batch_size=65536):
-        t = pa.Table.from_batches([rb]).filter(pc.is_null(rb.column(S.INVALID_REASON)))
+    n = {"pool": 0, "selection": 0}
+    for t, copies in valid_batches():
         cl = np.asarray(t.column(S.D_CLUSTER).to_numpy(zero_copy_only=False))
-        copies = np.asarray(t.column(S.SEL_COPIES).to_numpy(zero_copy_only=False))
         pool_mass.update(dict(enumerate(np.bincount(cl).tolist())))
         sel_mass.update(dict(enumerate(np.bincount(cl, weights=copies).tolist())))
-        ids["pool"].append(t.column(S.DOC_ID))
-        ids["selection"].append(t.column(S.DOC_ID).filter(pa.array(copies > 0)))
+        n["pool"] += t.num_rows
+        n["selection"] += int(np.count_nonzero(copies > 0))
+    rate = {name: min(1.0, sample / max(count, 1)) for name, count in n.items()}
+    parts: dict[str, list] = {"pool": [], "selection": []}
+    for t, copies in valid_batches():
+        ids = t.column(S.DOC_ID).combine_chunks()
+        u = uniform_from_ids(f"vendi-{spec.seed}", ids.to_pylist())
+        parts["pool"].append(ids.filter(pa.array(u < rate["pool"])))
+        parts["selection"].append(ids.filter(pa.array((u < rate["selection"]) & (copies > 0))))
     out: dict = {}
-    picked = {}
-    for name, parts in ids.items():
-        arr = pa.chunked_array(parts, pa.string()).combine_chunks() if parts else pa.array([], pa.string())
-        rate = min(1.0, sample / max(len(arr), 1))
-        u = uniform_from_ids(f"vendi-{spec.seed}", arr.to_pylist())
-        picked[name] = arr.filter(pa.array(u < rate))
+    picked = {name: pa.chunked_array(p, pa.string()).combine_chunks() for name, p in parts.items()}
     wanted = pa.concat_arrays(list(picked.values())).unique()
     found_ids, found_emb = [], []
     for rb in pads.dataset(str(embed_dir / "data"), format="parquet").to_batches(

@@ -49,7 +49,7 @@ def write_corpus(path: Path, n_docs: int, with_bad_rows: bool = False, seed: int
 def make_spec(corpus: Path, out: Path, **overrides) -> JobSpec:
     raw = {
         "input": {"paths": [str(corpus)], "id_column": "id", "max_bytes": 4000 * 1000},
-        "output": {"path": str(out), "shard_bytes": 200_000},
+        "output": {"path": str(out), "shard_bytes": 200_000, "row_group_rows": 50},
         "embedder": {"model": "static"},
         "clustering": {"n_clusters": 8},
         "selection": {"strategy": "quadmix", "budget": {"unit": "docs", "amount": 800}, "filters": DEMO_FILTERS},

@@ -61,6 +61,8 @@ def test_shards_match_manifest(job):
         assert hashlib.sha256(data).hexdigest() == s["sha256"] and len(data) == s["bytes"]
         meta = pq.ParquetFile(out / s["path"]).metadata
         assert meta.num_rows == s["rows"] and meta.row_group(0).column(0).compression == "ZSTD"
+        groups = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+        assert groups[:-1] == [spec.output.row_group_rows] * (len(groups) - 1) and 0 < groups[-1] <= spec.output.row_group_rows
     table = pq.read_table(out / "data")
     assert table.num_rows == m["counts"]["selected_docs"]
     assert min(table.column("sel_copies").to_pylist()) >= 1
