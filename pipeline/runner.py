@@ -45,6 +45,7 @@ from .scoring import Scorers, fit_states, sample_columns, score_batch
 from .spec import JobSpec
 
 SUCCESS = "_SUCCESS"
+READ_TASK_BYTES = 32 * 2**20
 
 
 class JobError(RuntimeError):
@@ -196,6 +197,11 @@ def _phase(ctx: Context, name: str, key: str, body: Callable[[Context, Path], di
 
 
 def _init_ray(spec: JobSpec, progress: bool) -> None:
+    # Ray Data packs Parquet row groups into read tasks of this many uncompressed
+    # bytes (default 128 MiB), and a fused read -> map -> write task holds its
+    # whole output until the write (bench/RESULTS.md, memory): a smaller unit
+    # bounds each worker.  Read on the driver when a read is planned.
+    os.environ.setdefault("RAY_DATA_PARQUET_BIN_PACKING_BYTES", str(READ_TASK_BYTES))
     if not ray.is_initialized():
         if spec.ray.address:
             ray.init(address=spec.ray.address, log_to_driver=False)
