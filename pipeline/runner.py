@@ -219,6 +219,10 @@ def _init_ray(spec: JobSpec, progress: bool) -> None:
                 log_to_driver=False,
             )
     dctx = ray.data.DataContext.get_current()
+    # Without a limit Ray Data lets a fast reader run ahead of a slow embedder
+    # until half the object store is full: memory then follows the corpus up
+    # to that point (bench/RESULTS.md, memory).
+    dctx.execution_options.resource_limits = ray.data.ExecutionResources(object_store_memory=spec.ray.buffer_mb * 2**20)
     dctx.enable_progress_bars = progress
     dctx.print_on_execution_start = False
 
@@ -234,7 +238,17 @@ def embed_phase(ctx: Context, d: Path) -> dict:
     cfg = validate_config(spec)
     ds = io.read_raw(ctx.inputs, cfg)
     device = _device(spec)
-    ds = ds.map_batches(prepare_batch, fn_kwargs={"cfg": cfg}, batch_format="pyarrow", batch_size=spec.embedder.batch_size)
+    # A remote-args function keeps Ray Data from fusing prepare into the
+    # embedding actor (it fuses maps with equal remote args): fused, a CPU
+    # actor would validate and compute signals between its batches instead of
+    # leaving that to another core (bench/RESULTS.md, embedding).
+    ds = ds.map_batches(
+        prepare_batch,
+        fn_kwargs={"cfg": cfg},
+        batch_format="pyarrow",
+        batch_size=spec.embedder.batch_size,
+        ray_remote_args_fn=_one_cpu,
+    )
     gpu = device.startswith("cuda")
     if not gpu:
         _check_cpu_budget(spec)
@@ -255,6 +269,10 @@ def embed_phase(ctx: Context, d: Path) -> dict:
     ds.write_parquet(str(d / "data"))
     rows = _count(d / "data")
     return {"rows": rows, "files": len(ctx.inputs.files), "device": device, "model": spec.embedder.model}
+
+
+def _one_cpu() -> dict:
+    return {"num_cpus": 1}
 
 
 def _device(spec: JobSpec) -> str:

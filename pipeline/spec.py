@@ -185,6 +185,11 @@ class RaySpec(Strict):
     address: str | None = Field(None, description="Ray cluster address (ray://host:10001 or 'auto'); none = start a local Ray.")
     num_cpus: int | None = Field(None, gt=0, description="CPUs for a local Ray; none = all cores.")
     object_store_mb: int | None = Field(2048, gt=0, description="Object store size for a local Ray, MiB.")
+    buffer_mb: int = Field(
+        256,
+        gt=0,
+        description="Object-store memory Ray Data may fill with blocks between stages (read-ahead included), MiB; bounds a streaming phase's memory whatever the corpus size.",
+    )
 
 
 class JobSpec(Strict):
