@@ -330,6 +330,7 @@ def report(model: str, n_docs: int, load_s: float, cold_s: float, bares: list[di
     print(f"                pipeline marginal / bare encode    = {ratio_marginal:.3f}  (target >= 0.85)")
     print(f"                pipeline embed / bare sequential   = {ratio_seq:.3f}")
     print("                per repeat (paired, same order)    = " + ", ".join(f"{r:.3f}" for r in ratios_paired))
+    print("                marginal per repeat                = " + ", ".join(f"{m / best_bare['encode_docs_per_s']:.3f} ({fmt_rate(m)} docs/s)" for m in marginals))
     print("bare encode docs/s per repeat:    " + ", ".join(f"{fmt_rate(b['encode_docs_per_s'])} (foreign {b['encode_cpu']['foreign_frac']:.0%})" for b in bares))
     print("pipeline embed docs/s per repeat: " + ", ".join(f"{fmt_rate(p['timings']['embed']['docs_per_s'])} (foreign {p['cpu']['foreign_frac']:.0%})" for p in pipes))
     print("(foreign = CPU used by other processes on the machine during the run, share of all cores)")
