@@ -46,6 +46,7 @@ from .spec import JobSpec
 
 SUCCESS = "_SUCCESS"
 READ_TASK_BYTES = 32 * 2**20
+PREPARE_TASK_BYTES = 256 * 2**20
 
 
 class JobError(RuntimeError):
@@ -238,16 +239,18 @@ def embed_phase(ctx: Context, d: Path) -> dict:
     cfg = validate_config(spec)
     ds = io.read_raw(ctx.inputs, cfg)
     device = _device(spec)
-    # A remote-args function keeps Ray Data from fusing prepare into the
-    # embedding actor (it fuses maps with equal remote args): fused, a CPU
-    # actor would validate and compute signals between its batches instead of
-    # leaving that to another core (bench/RESULTS.md, embedding).
+    # Ray Data fuses consecutive maps whose remote args are equal. Prepare's
+    # memory request (a batch of text and its polars intermediates) makes them
+    # differ, so prepare stays out of the embedding actor: fused, a CPU actor
+    # would validate and compute signals between its batches instead of
+    # leaving that to another core (50k static docs: embed phase 102.7 s
+    # fused, 84.7 s not; bench/RESULTS.md).
     ds = ds.map_batches(
         prepare_batch,
         fn_kwargs={"cfg": cfg},
         batch_format="pyarrow",
         batch_size=spec.embedder.batch_size,
-        ray_remote_args_fn=_one_cpu,
+        memory=PREPARE_TASK_BYTES,
     )
     gpu = device.startswith("cuda")
     if not gpu:
@@ -269,10 +272,6 @@ def embed_phase(ctx: Context, d: Path) -> dict:
     ds.write_parquet(str(d / "data"))
     rows = _count(d / "data")
     return {"rows": rows, "files": len(ctx.inputs.files), "device": device, "model": spec.embedder.model}
-
-
-def _one_cpu() -> dict:
-    return {"num_cpus": 1}
 
 
 def _device(spec: JobSpec) -> str:
