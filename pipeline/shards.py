@@ -102,16 +102,15 @@ def write_all(shards: list[ShardPlan], directory: Path, schema: pa.Schema, row_g
     directory.mkdir(parents=True, exist_ok=True)
     if not shards:
         return []
-    items = [{"plan": json.dumps([s.name, s.parts, s.rows])} for s in shards]
+    # (file, row group) pairs travel as JSON: an Arrow column cannot hold mixed tuples
+    items = [{"name": s.name, "parts": json.dumps(s.parts), "rows": s.rows} for s in shards]
 
     def write(row: dict) -> dict:
-        name, parts, rows = json.loads(row["plan"])
-        entry = write_shard(ShardPlan(name, tuple(map(tuple, parts)), rows), directory, schema, row_group_rows)
-        return {"entry": json.dumps(entry)}
+        parts = tuple((f, rg) for f, rg in json.loads(row["parts"]))
+        return write_shard(ShardPlan(row["name"], parts, row["rows"]), directory, schema, row_group_rows)
 
     done = ray.data.from_items(items, override_num_blocks=len(items)).map(write).take_all()
-    entries = sorted((json.loads(r["entry"]) for r in done), key=lambda e: e["path"])
-    return entries
+    return sorted(({k: r[k] for k in ("path", "rows", "bytes", "sha256")} for r in done), key=lambda e: e["path"])
 
 
 def sha256(path: Path) -> str:
