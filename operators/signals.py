@@ -32,11 +32,13 @@ SIGNALS = (
 
 
 def _expressions() -> list[pl.Expr]:
+    # Counts come from regex matches on the text where a word list is not needed; the lists
+    # that are needed (lower-cased words, lines) are shared through lazy CSE.
     text = pl.col(S.TEXT)
-    words = text.str.extract_all(r"\S+")
-    lower_words = text.str.to_lowercase().str.extract_all(r"\S+")
-    n_words = words.list.len()
+    n_words = text.str.count_matches(r"\S+")
     per_word = pl.max_horizontal(n_words, pl.lit(1))
+    lower_words = text.str.to_lowercase().str.extract_all(r"\S+")
+    n_stopwords = lower_words.list.eval(pl.element().is_in(GOPHER_STOPWORDS)).list.sum()
     lines = (
         text.str.split("\n")
         .list.eval(pl.element().str.strip_chars())
@@ -46,18 +48,16 @@ def _expressions() -> list[pl.Expr]:
     return [
         text.str.len_chars().cast(pl.Int64).alias(S.SIG_N_CHARS),
         n_words.cast(pl.Int64).alias(S.SIG_N_WORDS),
-        (text.str.replace_all(r"\s+", "").str.len_chars() / per_word).alias(S.SIG_MEAN_WORD_LEN),
+        ((text.str.len_chars() - text.str.count_matches(r"\s")) / per_word).alias(S.SIG_MEAN_WORD_LEN),
         (text.str.count_matches(r"#|\.\.\.|…") / per_word).alias(S.SIG_SYMBOL_RATIO),
         pl.when(n_lines > 0)
         .then(1.0 - lines.list.n_unique() / n_lines)
         .otherwise(0.0)
         .alias(S.SIG_DUP_LINE_FRAC),
-        pl.when(n_words > 0)
-        .then(words.list.eval(pl.element().str.contains(r"\p{L}")).list.sum() / n_words)
-        .otherwise(0.0)
-        .alias(S.SIG_ALPHA_RATIO),
-        lower_words.list.eval(pl.element().is_in(GOPHER_STOPWORDS)).list.sum().cast(pl.Int64).alias(S.SIG_N_STOPWORDS),
-        (lower_words.list.eval(pl.element().is_in(GOPHER_STOPWORDS)).list.sum() / per_word).alias(S.SIG_STOPWORD_RATIO),
+        # A match of \S*\p{L}\S* is exactly one whole word holding a letter.
+        (text.str.count_matches(r"\S*\p{L}\S*") / per_word).alias(S.SIG_ALPHA_RATIO),
+        n_stopwords.cast(pl.Int64).alias(S.SIG_N_STOPWORDS),
+        (n_stopwords / per_word).alias(S.SIG_STOPWORD_RATIO),
         pl.when(n_words > 0)
         .then(lower_words.list.n_unique() / n_words)
         .otherwise(0.0)
@@ -69,7 +69,8 @@ def add_signals(batch: pa.Table) -> pa.Table:
     """Append the `sig_*` columns to a batch holding a `text` column."""
     df = pl.from_arrow(batch.select([S.TEXT]))
     is_null = pl.col(S.TEXT).is_null()
-    sig = df.select([pl.when(is_null).then(None).otherwise(e).alias(e.meta.output_name()) for e in _expressions()])
+    exprs = [pl.when(is_null).then(None).otherwise(e).alias(e.meta.output_name()) for e in _expressions()]
+    sig = df.lazy().select(exprs).collect()
     out = batch
     for name in SIGNALS:
         out = out.append_column(name, sig.get_column(name).to_arrow())
