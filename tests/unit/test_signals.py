@@ -26,3 +26,14 @@ def test_signals_null_and_empty():
     assert rows[0][S.SIG_N_WORDS] is None
     assert rows[1][S.SIG_N_WORDS] == 0 and rows[1][S.SIG_DUP_LINE_FRAC] == 0.0
     assert rows[2][S.SIG_SYMBOL_RATIO] == 1.0 and rows[2][S.SIG_ALPHA_RATIO] == 0.0
+
+
+def test_signals_unicode_whitespace_and_letters_inside_words():
+    # Words split on any Unicode whitespace (no-break space, ideographic space, tab):
+    # "été", "12b", "3.5", "中文", "..x", "42" -> 6 words, 3+3+3+2+3+2 = 16 non-space characters;
+    # a word holds a letter anywhere in it: été, 12b, 中文, ..x -> 4 of 6.
+    text = "été\u00a012b\t3.5\u3000中文 ..x  42"
+    row = add_signals(pa.table({S.TEXT: [text]})).to_pylist()[0]
+    assert row[S.SIG_N_WORDS] == 6
+    assert row[S.SIG_MEAN_WORD_LEN] == pytest.approx(16 / 6)
+    assert row[S.SIG_ALPHA_RATIO] == pytest.approx(4 / 6)
