@@ -25,7 +25,6 @@ Deviations, all deliberate:
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -34,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 
 from .embed import from_fixed_list
+from .fitted import Fitted
 from .signals import SIGNALS
 from . import schema as S
 
@@ -55,8 +55,10 @@ LIGHTGBM_PARAMS = {
 }
 
 
-class QualityClassifier:
+class QualityClassifier(Fitted):
     """scikit-learn shaped; learned state: `feature_columns_`, `model_`, `auc_` and the model."""
+
+    _extra_state = ("booster_",)  # saved in LightGBM's text format
 
     def __init__(
         self,
@@ -167,52 +169,12 @@ class QualityClassifier:
 
     # -- persistence -------------------------------------------------------
 
-    def save(self, directory: str | Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {
-            "features": list(self.features),
-            "model": self.model,
-            "seed": self.seed,
-            "min_class_for_lightgbm": self.min_class_for_lightgbm,
-            "holdout": self.holdout,
-            "n_jobs": self.n_jobs,
-            "feature_columns": self.feature_columns_,
-            "fitted_model": self.model_,
-            "auc": self.auc_,
-            "n_reference": self.n_reference_,
-            "n_pool": self.n_pool_,
-        }
+    def _save_extra(self, directory: Path) -> None:
         if self.model_ == LIGHTGBM:
             (directory / "lightgbm.txt").write_text(self.booster_.model_to_string())
-        else:
-            state["logistic"] = {
-                "impute": self.impute_.tolist(),
-                "mean": self.mean_.tolist(),
-                "scale": self.scale_.tolist(),
-                "coef": self.coef_.tolist(),
-                "intercept": self.intercept_,
-            }
-        (directory / "classifier.json").write_text(json.dumps(state))
 
-    @classmethod
-    def load(cls, directory: str | Path) -> "QualityClassifier":
-        directory = Path(directory)
-        state = json.loads((directory / "classifier.json").read_text())
-        qc = cls(state["features"], state["model"], state["seed"], state["min_class_for_lightgbm"], state["holdout"], state["n_jobs"])
-        qc.feature_columns_ = state["feature_columns"]
-        qc.model_ = state["fitted_model"]
-        qc.auc_ = state["auc"]
-        qc.n_reference_, qc.n_pool_ = state["n_reference"], state["n_pool"]
-        if qc.model_ == LIGHTGBM:
+    def _load_extra(self, directory: Path) -> None:
+        if self.model_ == LIGHTGBM:
             import lightgbm
 
-            qc.booster_ = lightgbm.Booster(model_str=(directory / "lightgbm.txt").read_text())
-        else:
-            lr = state["logistic"]
-            qc.impute_ = np.asarray(lr["impute"], np.float64)
-            qc.mean_ = np.asarray(lr["mean"], np.float64)
-            qc.scale_ = np.asarray(lr["scale"], np.float64)
-            qc.coef_ = np.asarray(lr["coef"], np.float64)
-            qc.intercept_ = float(lr["intercept"])
-        return qc
+            self.booster_ = lightgbm.Booster(model_str=(directory / "lightgbm.txt").read_text())

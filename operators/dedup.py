@@ -57,7 +57,6 @@ twice the accumulated arrays (concatenation, reordering by rank).
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +66,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import schema as S
+from .fitted import Fitted
 from .hashing import fmix64
 
 MERSENNE61 = np.uint64((1 << 61) - 1)
@@ -270,11 +270,12 @@ def connected_min_labels(n: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------
 
 
-class DuplicateMap:
+class DuplicateMap(Fitted):
     """Shared shape: `add` batches, `resolve` once, `transform` any batch, save/load."""
 
     flag_col: str
     of_col: str
+    _extra_state = ("duplicate_ids_", "kept_ids_")  # Arrow string arrays, saved as one Parquet table
 
     def _reset(self) -> None:
         self._ids: list[pa.Array] = []
@@ -308,20 +309,13 @@ class DuplicateMap:
         flag = pc.is_valid(pos)
         return batch.append_column(self.flag_col, flag).append_column(self.of_col, of)
 
-    def save(self, directory: str | Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.table({"doc_id": self.duplicate_ids_, "kept": self.kept_ids_}), directory / "groups.parquet")
-        (directory / "params.json").write_text(json.dumps(self.params()))
+    def _save_extra(self, directory: Path) -> None:
+        pq.write_table(pa.table({S.DOC_ID: self.duplicate_ids_, "kept": self.kept_ids_}), directory / "groups.parquet")
 
-    @classmethod
-    def load(cls, directory: str | Path):
-        directory = Path(directory)
-        obj = cls(**json.loads((directory / "params.json").read_text()))
+    def _load_extra(self, directory: Path) -> None:
         t = pq.read_table(directory / "groups.parquet")
-        obj.duplicate_ids_ = t.column("doc_id").combine_chunks()
-        obj.kept_ids_ = t.column("kept").combine_chunks()
-        return obj
+        self.duplicate_ids_ = t.column(S.DOC_ID).combine_chunks()
+        self.kept_ids_ = t.column("kept").combine_chunks()
 
 
 class ExactDuplicates(DuplicateMap):
@@ -334,9 +328,6 @@ class ExactDuplicates(DuplicateMap):
 
     def __init__(self):
         self._reset()
-
-    def params(self) -> dict:
-        return {}
 
     def add(self, batch: pa.Table) -> None:
         h, valid = text_hashes(batch.column(S.TEXT).to_pylist())
@@ -378,10 +369,6 @@ class NearDuplicates(DuplicateMap):
         self.threshold, self.num_perm, self.ngram = threshold, num_perm, ngram
         self.bands, self.rows, self.seed, self.verify = bands, rows, seed, verify
         self._reset()
-
-    def params(self) -> dict:
-        keys = ("threshold", "num_perm", "ngram", "bands", "rows", "seed", "verify")
-        return {k: getattr(self, k) for k in keys}
 
     def add(self, batch: pa.Table) -> None:
         """Keep doc_id and the signature (verify) or band keys (no verify) of docs with shingles."""

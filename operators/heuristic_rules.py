@@ -71,28 +71,6 @@ import pyarrow as pa
 
 from . import schema as S
 
-# Column names this module writes beyond schema.Q_RULE_*; to be moved into schema.py.
-SIG_GOPHER_N_WORDS = "sig_gopher_n_words"
-SIG_GOPHER_MEAN_WORD_LEN = "sig_gopher_mean_word_len"
-SIG_GOPHER_HASH_RATIO = "sig_gopher_hash_ratio"
-SIG_GOPHER_ELLIPSIS_RATIO = "sig_gopher_ellipsis_ratio"
-SIG_GOPHER_BULLET_LINE_FRAC = "sig_gopher_bullet_line_frac"
-SIG_GOPHER_ELLIPSIS_LINE_FRAC = "sig_gopher_ellipsis_line_frac"
-SIG_GOPHER_ALPHA_WORD_FRAC = "sig_gopher_alpha_word_frac"
-SIG_GOPHER_N_STOP_WORDS = "sig_gopher_n_stop_words"
-SIG_GOPHER_DUP_PARA_FRAC = "sig_gopher_dup_para_frac"
-SIG_GOPHER_DUP_PARA_CHAR_FRAC = "sig_gopher_dup_para_char_frac"
-SIG_GOPHER_DUP_LINE_FRAC = "sig_gopher_dup_line_frac"
-SIG_GOPHER_DUP_LINE_CHAR_FRAC = "sig_gopher_dup_line_char_frac"
-SIG_GOPHER_TOP_NGRAM_CHAR_FRAC = "sig_gopher_top_ngram_char_frac"
-SIG_GOPHER_DUP_NGRAM_CHAR_FRAC = "sig_gopher_dup_ngram_char_frac"
-SIG_C4_N_SENTENCES = "sig_c4_n_sentences"
-SIG_C4_KEPT_CHAR_FRAC = "sig_c4_kept_char_frac"
-SIG_FINEWEB_LINE_PUNCT_FRAC = "sig_fineweb_line_punct_frac"
-SIG_FINEWEB_SHORT_LINE_FRAC = "sig_fineweb_short_line_frac"
-SIG_FINEWEB_DUP_LINE_CHAR_FRAC = "sig_fineweb_dup_line_char_frac"
-SIG_FINEWEB_NEWLINE_WORD_RATIO = "sig_fineweb_newline_word_ratio"
-
 GOPHER_STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
 C4_POLICY_SUBSTRINGS = (
     "terms of use",
@@ -409,44 +387,44 @@ def _gopher_quality(df: pl.DataFrame, cfg: GopherQualityConfig, prefix: str) -> 
     stop = list(cfg.stop_words)
     out = df.select(
         n_words.alias("n_all"),
-        content.list.len().alias(SIG_GOPHER_N_WORDS),
-        content.list.eval(pl.element().str.len_chars()).list.mean().alias(SIG_GOPHER_MEAN_WORD_LEN),
-        _ratio(text.str.count_matches("#", literal=True), n_words).alias(SIG_GOPHER_HASH_RATIO),
+        content.list.len().alias(S.SIG_GOPHER_N_WORDS),
+        content.list.eval(pl.element().str.len_chars()).list.mean().alias(S.SIG_GOPHER_MEAN_WORD_LEN),
+        _ratio(text.str.count_matches("#", literal=True), n_words).alias(S.SIG_GOPHER_HASH_RATIO),
         _ratio(
             text.str.count_matches("...", literal=True) + text.str.count_matches("…", literal=True), n_words
-        ).alias(SIG_GOPHER_ELLIPSIS_RATIO),
+        ).alias(S.SIG_GOPHER_ELLIPSIS_RATIO),
         _ratio(
             lines.list.eval(pl.element().str.strip_chars_start().str.contains(r"^[•\-]")).list.sum(), n_lines
-        ).alias(SIG_GOPHER_BULLET_LINE_FRAC),
+        ).alias(S.SIG_GOPHER_BULLET_LINE_FRAC),
         _ratio(
             lines.list.eval(pl.element().str.strip_chars_end().str.contains(r"(?:\.\.\.|…)$")).list.sum(), n_lines
-        ).alias(SIG_GOPHER_ELLIPSIS_LINE_FRAC),
+        ).alias(S.SIG_GOPHER_ELLIPSIS_LINE_FRAC),
         _ratio(words.list.eval(pl.element().str.contains(r"\p{L}")).list.sum(), n_words).alias(
-            SIG_GOPHER_ALPHA_WORD_FRAC
+            S.SIG_GOPHER_ALPHA_WORD_FRAC
         ),
-        words.list.eval(pl.element().filter(pl.element().is_in(stop))).list.n_unique().alias(SIG_GOPHER_N_STOP_WORDS),
+        words.list.eval(pl.element().filter(pl.element().is_in(stop))).list.n_unique().alias(S.SIG_GOPHER_N_STOP_WORDS),
     )
     c = pl.col
     checks: list[tuple[pl.Expr, str]] = []
     if cfg.min_doc_words:
-        checks.append((c(SIG_GOPHER_N_WORDS) < cfg.min_doc_words, "short_doc"))
+        checks.append((c(S.SIG_GOPHER_N_WORDS) < cfg.min_doc_words, "short_doc"))
     if cfg.max_doc_words:
-        checks.append((c(SIG_GOPHER_N_WORDS) > cfg.max_doc_words, "long_doc"))
+        checks.append((c(S.SIG_GOPHER_N_WORDS) > cfg.max_doc_words, "long_doc"))
     if cfg.min_avg_word_length:
-        checks.append((c(SIG_GOPHER_MEAN_WORD_LEN) < cfg.min_avg_word_length, "below_avg_threshold"))
+        checks.append((c(S.SIG_GOPHER_MEAN_WORD_LEN) < cfg.min_avg_word_length, "below_avg_threshold"))
     if cfg.max_avg_word_length:
-        checks.append((c(SIG_GOPHER_MEAN_WORD_LEN) > cfg.max_avg_word_length, "above_avg_threshold"))
+        checks.append((c(S.SIG_GOPHER_MEAN_WORD_LEN) > cfg.max_avg_word_length, "above_avg_threshold"))
     if cfg.max_symbol_word_ratio:
-        checks.append((c(SIG_GOPHER_HASH_RATIO) > cfg.max_symbol_word_ratio, "too_many_hashes"))
-        checks.append((c(SIG_GOPHER_ELLIPSIS_RATIO) > cfg.max_symbol_word_ratio, "too_many_ellipsis"))
+        checks.append((c(S.SIG_GOPHER_HASH_RATIO) > cfg.max_symbol_word_ratio, "too_many_hashes"))
+        checks.append((c(S.SIG_GOPHER_ELLIPSIS_RATIO) > cfg.max_symbol_word_ratio, "too_many_ellipsis"))
     if cfg.max_bullet_lines_ratio:
-        checks.append((c(SIG_GOPHER_BULLET_LINE_FRAC) > cfg.max_bullet_lines_ratio, "too_many_bullets"))
+        checks.append((c(S.SIG_GOPHER_BULLET_LINE_FRAC) > cfg.max_bullet_lines_ratio, "too_many_bullets"))
     if cfg.max_ellipsis_lines_ratio:
-        checks.append((c(SIG_GOPHER_ELLIPSIS_LINE_FRAC) > cfg.max_ellipsis_lines_ratio, "too_many_end_ellipsis"))
+        checks.append((c(S.SIG_GOPHER_ELLIPSIS_LINE_FRAC) > cfg.max_ellipsis_lines_ratio, "too_many_end_ellipsis"))
     if cfg.max_non_alpha_words_ratio:
-        checks.append((c(SIG_GOPHER_ALPHA_WORD_FRAC) < cfg.max_non_alpha_words_ratio, "below_alpha_threshold"))
+        checks.append((c(S.SIG_GOPHER_ALPHA_WORD_FRAC) < cfg.max_non_alpha_words_ratio, "below_alpha_threshold"))
     if cfg.min_stop_words:
-        checks.append((c(SIG_GOPHER_N_STOP_WORDS) < cfg.min_stop_words, "too_few_stop_words"))
+        checks.append((c(S.SIG_GOPHER_N_STOP_WORDS) < cfg.min_stop_words, "too_few_stop_words"))
     checks = [(cond, prefix + name) for cond, name in checks]
     return out.with_columns(_reason(checks).alias("_reason")).drop("n_all")
 
@@ -640,10 +618,10 @@ def _gopher_repetition(df: pl.DataFrame, cfg: GopherRepetitionConfig, prefix: st
     out = df.select(
         "_doc",
         n_chars.alias("_n_chars"),
-        (para_dup / n_para).alias(SIG_GOPHER_DUP_PARA_FRAC),
-        _ratio(para_dup_chars, n_chars).alias(SIG_GOPHER_DUP_PARA_CHAR_FRAC),
-        _ratio(line_dup, n_lines).alias(SIG_GOPHER_DUP_LINE_FRAC),
-        _ratio(line_dup_chars, n_chars).alias(SIG_GOPHER_DUP_LINE_CHAR_FRAC),
+        (para_dup / n_para).alias(S.SIG_GOPHER_DUP_PARA_FRAC),
+        _ratio(para_dup_chars, n_chars).alias(S.SIG_GOPHER_DUP_PARA_CHAR_FRAC),
+        _ratio(line_dup, n_lines).alias(S.SIG_GOPHER_DUP_LINE_FRAC),
+        _ratio(line_dup_chars, n_chars).alias(S.SIG_GOPHER_DUP_LINE_CHAR_FRAC),
     )
     grams = _ngram_stats(df, cfg)
     out = out.join(grams, on="_doc", how="left")
@@ -653,29 +631,29 @@ def _gopher_repetition(df: pl.DataFrame, cfg: GopherRepetitionConfig, prefix: st
     dup_fracs = [frac(f"_dup{n}").fill_null(0.0) for n, _ in cfg.dup_n_grams]
     checks: list[tuple[pl.Expr, str]] = [(c("_n_chars") == 0, "empty")]
     if cfg.dup_para_frac:
-        checks.append((c(SIG_GOPHER_DUP_PARA_FRAC) > cfg.dup_para_frac, "dup_para_frac"))
+        checks.append((c(S.SIG_GOPHER_DUP_PARA_FRAC) > cfg.dup_para_frac, "dup_para_frac"))
     if cfg.dup_para_char_frac:
-        checks.append((c(SIG_GOPHER_DUP_PARA_CHAR_FRAC) > cfg.dup_para_char_frac, "dup_para_char_frac"))
+        checks.append((c(S.SIG_GOPHER_DUP_PARA_CHAR_FRAC) > cfg.dup_para_char_frac, "dup_para_char_frac"))
     if cfg.dup_line_frac:
-        checks.append((c(SIG_GOPHER_DUP_LINE_FRAC) > cfg.dup_line_frac, "dup_line_frac"))
+        checks.append((c(S.SIG_GOPHER_DUP_LINE_FRAC) > cfg.dup_line_frac, "dup_line_frac"))
     if cfg.dup_line_char_frac:
-        checks.append((c(SIG_GOPHER_DUP_LINE_CHAR_FRAC) > cfg.dup_line_char_frac, "dup_line_char_frac"))
+        checks.append((c(S.SIG_GOPHER_DUP_LINE_CHAR_FRAC) > cfg.dup_line_char_frac, "dup_line_char_frac"))
     for (n, thr), f in zip(cfg.top_n_grams, top_fracs):
         checks.append((f > thr, f"top_{n}_gram"))
     for (n, thr), f in zip(cfg.dup_n_grams, dup_fracs):
         checks.append((f > thr, f"duplicated_{n}_n_grams"))
     checks = [(cond, prefix + name) for cond, name in checks]
     return out.select(
-        c(SIG_GOPHER_DUP_PARA_FRAC),
-        c(SIG_GOPHER_DUP_PARA_CHAR_FRAC),
-        c(SIG_GOPHER_DUP_LINE_FRAC),
-        c(SIG_GOPHER_DUP_LINE_CHAR_FRAC),
-        pl.concat_list(top_fracs).alias(SIG_GOPHER_TOP_NGRAM_CHAR_FRAC)
+        c(S.SIG_GOPHER_DUP_PARA_FRAC),
+        c(S.SIG_GOPHER_DUP_PARA_CHAR_FRAC),
+        c(S.SIG_GOPHER_DUP_LINE_FRAC),
+        c(S.SIG_GOPHER_DUP_LINE_CHAR_FRAC),
+        pl.concat_list(top_fracs).alias(S.SIG_GOPHER_TOP_NGRAM_CHAR_FRAC)
         if top_fracs
-        else pl.lit(None, pl.List(pl.Float64)).alias(SIG_GOPHER_TOP_NGRAM_CHAR_FRAC),
-        pl.concat_list(dup_fracs).alias(SIG_GOPHER_DUP_NGRAM_CHAR_FRAC)
+        else pl.lit(None, pl.List(pl.Float64)).alias(S.SIG_GOPHER_TOP_NGRAM_CHAR_FRAC),
+        pl.concat_list(dup_fracs).alias(S.SIG_GOPHER_DUP_NGRAM_CHAR_FRAC)
         if dup_fracs
-        else pl.lit(None, pl.List(pl.Float64)).alias(SIG_GOPHER_DUP_NGRAM_CHAR_FRAC),
+        else pl.lit(None, pl.List(pl.Float64)).alias(S.SIG_GOPHER_DUP_NGRAM_CHAR_FRAC),
         _reason(checks).alias("_reason"),
     )
 
@@ -723,22 +701,22 @@ def _c4(df: pl.DataFrame, cfg: C4Config, prefix: str) -> pl.DataFrame:
         pl.when(c("_kept")).then(c("_cited").str.len_chars()).otherwise(0).alias("_kept_chars"),
     ).group_by("_doc").agg(
         c("_fail").drop_nulls().first(),
-        c("_sent").sum().alias(SIG_C4_N_SENTENCES),
+        c("_sent").sum().alias(S.SIG_C4_N_SENTENCES),
         c("_kept_chars").sum(),
     )
     out = (
         df.select("_doc", c("_text").str.len_chars().alias("_n_chars"))
         .join(per_doc, on="_doc", how="left")
-        .with_columns(c(SIG_C4_N_SENTENCES).fill_null(0), c("_kept_chars").fill_null(0))
+        .with_columns(c(S.SIG_C4_N_SENTENCES).fill_null(0), c("_kept_chars").fill_null(0))
     )
     too_few = (
-        c(SIG_C4_N_SENTENCES) < cfg.min_num_sentences
+        c(S.SIG_C4_N_SENTENCES) < cfg.min_num_sentences
         if cfg.min_num_sentences is not None and cfg.min_num_sentences >= 0
         else pl.lit(False)
     )
     return out.sort("_doc").select(
-        c(SIG_C4_N_SENTENCES).cast(pl.Int64),
-        pl.when(c("_n_chars") > 0).then(c("_kept_chars") / c("_n_chars")).otherwise(0.0).alias(SIG_C4_KEPT_CHAR_FRAC),
+        c(S.SIG_C4_N_SENTENCES).cast(pl.Int64),
+        pl.when(c("_n_chars") > 0).then(c("_kept_chars") / c("_n_chars")).otherwise(0.0).alias(S.SIG_C4_KEPT_CHAR_FRAC),
         pl.coalesce(c("_fail"), pl.when(too_few).then(pl.lit(prefix + "too_few_sentences"))).alias("_reason"),
     )
 
@@ -754,27 +732,27 @@ def _fineweb(df: pl.DataFrame, cfg: FineWebConfig, prefix: str) -> pl.DataFrame:
     _, dup_chars = _dup_count_and_chars(lines)
     out = df.select(
         n_lines.alias("_n_lines"),
-        _ratio(lines.list.eval(pl.element().str.contains(ends)).list.sum(), n_lines).alias(SIG_FINEWEB_LINE_PUNCT_FRAC),
+        _ratio(lines.list.eval(pl.element().str.contains(ends)).list.sum(), n_lines).alias(S.SIG_FINEWEB_LINE_PUNCT_FRAC),
         _ratio(
             lines.list.eval(pl.element().str.len_chars() <= cfg.short_line_length).list.sum(), n_lines
-        ).alias(SIG_FINEWEB_SHORT_LINE_FRAC),
+        ).alias(S.SIG_FINEWEB_SHORT_LINE_FRAC),
         _ratio(dup_chars, text.str.len_chars() - text.str.count_matches("\n", literal=True)).alias(
-            SIG_FINEWEB_DUP_LINE_CHAR_FRAC
+            S.SIG_FINEWEB_DUP_LINE_CHAR_FRAC
         ),
         _ratio(text.str.count_matches("\n", literal=True), pl.col("_words").list.len()).alias(
-            SIG_FINEWEB_NEWLINE_WORD_RATIO
+            S.SIG_FINEWEB_NEWLINE_WORD_RATIO
         ),
     )
     c = pl.col
-    punct_fail = c(SIG_FINEWEB_LINE_PUNCT_FRAC) < cfg.line_punct_thr
+    punct_fail = c(S.SIG_FINEWEB_LINE_PUNCT_FRAC) < cfg.line_punct_thr
     if cfg.line_punct_exclude_zero:
-        punct_fail = punct_fail & (c(SIG_FINEWEB_LINE_PUNCT_FRAC) != 0)
+        punct_fail = punct_fail & (c(S.SIG_FINEWEB_LINE_PUNCT_FRAC) != 0)
     checks = [
         (c("_n_lines") == 0, "empty"),
         (punct_fail, "line_punct_ratio"),
-        (c(SIG_FINEWEB_SHORT_LINE_FRAC) > cfg.short_line_thr, "short_line_ratio"),
-        (c(SIG_FINEWEB_DUP_LINE_CHAR_FRAC) > cfg.char_duplicates_ratio, "char_dup_ratio"),
-        (c(SIG_FINEWEB_NEWLINE_WORD_RATIO) > cfg.new_line_ratio, "list_ratio"),
+        (c(S.SIG_FINEWEB_SHORT_LINE_FRAC) > cfg.short_line_thr, "short_line_ratio"),
+        (c(S.SIG_FINEWEB_DUP_LINE_CHAR_FRAC) > cfg.char_duplicates_ratio, "char_dup_ratio"),
+        (c(S.SIG_FINEWEB_NEWLINE_WORD_RATIO) > cfg.new_line_ratio, "list_ratio"),
     ]
     checks = [(cond, prefix + name) for cond, name in checks]
     return out.with_columns(_reason(checks).alias("_reason")).drop("_n_lines")

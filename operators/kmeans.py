@@ -7,19 +7,21 @@ assigns every document its nearest centroid and the cosine distance to it,
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import faiss
 import numpy as np
+
+from .fitted import Fitted
 
 
 def gpu_available() -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
-class KMeans:
-    """scikit-learn shaped: parameters in `__init__`, learned state in `centroids_`."""
+class KMeans(Fitted):
+    """scikit-learn shaped: parameters in `__init__`, learned state in `centroids_` and `inertia_`."""
+
+    # A loaded state only assigns (CPU `transform`); it must not try a GPU on the node that loads it.
+    _load_overrides = {"use_gpu": False}
 
     def __init__(self, n_clusters: int = 16, n_iter: int = 25, n_redo: int = 1, seed: int = 0, use_gpu: bool | None = None):
         self.n_clusters = n_clusters
@@ -56,22 +58,6 @@ class KMeans:
         index.add(self.centroids_)
         sims, ids = index.search(_normalised(x), 1)
         return ids[:, 0].astype(np.int32), (1.0 - sims[:, 0]).astype(np.float32)
-
-    def save(self, directory: str | Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        np.save(directory / "centroids.npy", self.centroids_)
-        params = {"n_clusters": self.n_clusters, "n_iter": self.n_iter, "n_redo": self.n_redo, "seed": self.seed}
-        (directory / "kmeans.json").write_text(json.dumps({**params, "inertia": self.inertia_}))
-
-    @classmethod
-    def load(cls, directory: str | Path) -> "KMeans":
-        directory = Path(directory)
-        meta = json.loads((directory / "kmeans.json").read_text())
-        km = cls(meta["n_clusters"], meta["n_iter"], meta["n_redo"], meta["seed"], use_gpu=False)
-        km.centroids_ = np.load(directory / "centroids.npy")
-        km.inertia_ = meta["inertia"]
-        return km
 
 
 def _normalised(x: np.ndarray) -> np.ndarray:

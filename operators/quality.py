@@ -12,13 +12,11 @@ mean of the percentiles.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pyarrow as pa
 
 from . import schema as S
+from .fitted import Fitted
 
 HIGHER, LOWER, TYPICAL = "higher", "lower", "typical"
 
@@ -35,7 +33,7 @@ DEFAULT_DIRECTIONS = {
 }
 
 
-class RankQuality:
+class RankQuality(Fitted):
     def __init__(self, directions: dict[str, str] | None = None, n_quantiles: int = 1001, output: str = S.Q_HEURISTIC):
         self.directions = dict(DEFAULT_DIRECTIONS if directions is None else directions)
         self.n_quantiles = n_quantiles
@@ -72,18 +70,6 @@ class RankQuality:
             parts.append(_percentile(self._oriented(name, x), q, levels))
         score = np.mean(parts, axis=0) if parts else np.zeros(batch.num_rows)
         return batch.append_column(self.output, pa.array(score.astype(np.float32), from_pandas=True))
-
-    def save(self, directory: str | Path) -> None:
-        state = {"directions": self.directions, "n_quantiles": self.n_quantiles, "output": self.output, "medians": self.medians_, "quantiles": self.quantiles_}
-        Path(directory).mkdir(parents=True, exist_ok=True)
-        (Path(directory) / "rank_quality.json").write_text(json.dumps(state))
-
-    @classmethod
-    def load(cls, directory: str | Path) -> "RankQuality":
-        state = json.loads((Path(directory) / "rank_quality.json").read_text())
-        hq = cls(state["directions"], state["n_quantiles"], state["output"])
-        hq.medians_, hq.quantiles_ = state["medians"], state["quantiles"]
-        return hq
 
 
 def _values(table: pa.Table, name: str) -> np.ndarray:

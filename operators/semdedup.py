@@ -155,9 +155,6 @@ class SemanticDuplicates(DuplicateMap):
 
     flag_col, of_col = S.D_SEMDUP, S.D_SEMDUP_OF
 
-    def params(self) -> dict:
-        return {}
-
     @classmethod
     def from_pairs(cls, duplicate_ids: pa.Array, kept_ids: pa.Array) -> "SemanticDuplicates":
         obj = cls()

@@ -15,8 +15,7 @@ import polars as pl
 import pyarrow as pa
 
 from . import schema as S
-
-GOPHER_STOPWORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
+from .heuristic_rules import GOPHER_STOP_WORDS
 
 SIGNALS = (
     S.SIG_N_CHARS,
@@ -38,7 +37,7 @@ def _expressions() -> list[pl.Expr]:
     n_words = text.str.count_matches(r"\S+")
     per_word = pl.max_horizontal(n_words, pl.lit(1))
     lower_words = text.str.to_lowercase().str.extract_all(r"\S+")
-    n_stopwords = lower_words.list.eval(pl.element().is_in(GOPHER_STOPWORDS)).list.sum()
+    n_stopwords = lower_words.list.eval(pl.element().is_in(GOPHER_STOP_WORDS)).list.sum()
     lines = (
         text.str.split("\n")
         .list.eval(pl.element().str.strip_chars())

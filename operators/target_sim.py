@@ -11,7 +11,6 @@ size, which moves the last float bits).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import faiss
@@ -19,10 +18,11 @@ import numpy as np
 import pyarrow as pa
 
 from .embed import from_fixed_list
+from .fitted import Fitted
 from . import schema as S
 
 
-class TargetSimilarity:
+class TargetSimilarity(Fitted):
     """fit: the target vectors; transform: append `u_target_sim` in [-1, 1]."""
 
     def __init__(self, k: int = 10):
@@ -42,6 +42,9 @@ class TargetSimilarity:
         self._index = faiss.IndexFlatIP(self.targets_.shape[1])
         self._index.add(self.targets_)
 
+    def _load_extra(self, directory: Path) -> None:
+        self._build_index()  # the index is derived from `targets_`, never saved
+
     def similarity(self, x: np.ndarray) -> np.ndarray:
         """Mean of the top-min(k, n_targets) cosine similarities per row (float64)."""
         x = _normalised(x)
@@ -59,20 +62,6 @@ class TargetSimilarity:
         null = np.asarray(column.is_null().to_numpy(zero_copy_only=False), bool)
         sim[null] = np.nan
         return batch.append_column(S.U_TARGET_SIM, pa.array(sim.astype(np.float32), from_pandas=True))
-
-    def save(self, directory: str | Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        np.save(directory / "targets.npy", self.targets_)
-        (directory / "target_sim.json").write_text(json.dumps({"k": self.k, "n_targets": len(self.targets_)}))
-
-    @classmethod
-    def load(cls, directory: str | Path) -> "TargetSimilarity":
-        directory = Path(directory)
-        ts = cls(json.loads((directory / "target_sim.json").read_text())["k"])
-        ts.targets_ = np.load(directory / "targets.npy")
-        ts._build_index()
-        return ts
 
 
 def _normalised(x: np.ndarray) -> np.ndarray:

@@ -8,7 +8,8 @@ from thresher.operators import schema as S
 from thresher.operators.classifier import LIGHTGBM, LOGISTIC, QualityClassifier
 from thresher.operators.embed import to_fixed_list
 from thresher.operators.signals import add_signals
-from thresher.pipeline.demo_corpus import generate
+
+from .toy_corpus import JUNK, generate
 
 
 def _docs(n, shift, rng, emb_mask=None):
@@ -80,10 +81,10 @@ def test_save_load_gives_identical_predictions(tmp_path, model):
 
 
 def test_signals_alone_tell_clean_prose_from_planted_junk():
-    # Real signals on the demo corpus: reference = clean prose, pool = the whole corpus.
-    corpus = add_signals(generate(1200, seed=0))
+    # Real signals on a toy corpus: reference = clean prose, pool = the whole corpus.
+    corpus = add_signals(generate(1000, seed=0))
     clean = corpus.filter(pc.equal(corpus["planted"], "clean"))
-    junk = np.isin(np.asarray(corpus.column("planted").to_pylist()), ["boilerplate", "keyword_spam", "gibberish"])
+    junk = np.isin(np.asarray(corpus.column("planted").to_pylist()), JUNK)
     qc = QualityClassifier(features=(S.EMB, S.SIG_ALPHA_RATIO, S.SIG_STOPWORD_RATIO, S.SIG_DUP_LINE_FRAC, S.SIG_MEAN_WORD_LEN)).fit(
         clean.slice(0, 400), corpus
     )

@@ -16,7 +16,8 @@ from thresher.operators.dedup import (
     permutation_params,
     shingle_hashes,
 )
-from thresher.pipeline import demo_corpus
+
+from .toy_corpus import generate
 
 
 def _table(ids, texts):
@@ -114,13 +115,13 @@ def test_union_find_labels_components_by_their_smallest_node():
     assert labels.tolist() == [0, 1, 2, 1, 1, 1, 2]
 
 
-# --- near duplicates on the demo corpus -----------------------------------------
+# --- duplicates planted in a toy corpus ------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def demo():
-    t = demo_corpus.generate(4000, 0)
-    return _table(t.column("id").to_pylist(), t.column("text").to_pylist()), t
+def corpus():
+    t = generate(1000, seed=0)
+    return t.select([S.DOC_ID, S.TEXT]), t
 
 
 def _fit(finder, table, batch_rows):
@@ -135,7 +136,7 @@ def _recall_precision(mapping, truth, kinds):
     Precision: a flagged doc counts when its kept doc is from its planted group
     (original plus its copies); any other flag - including a genuine but
     unplanted duplicate - counts against it."""
-    ids = truth.column("id").to_pylist()
+    ids = truth.column(S.DOC_ID).to_pylist()
     planted = truth.column("planted").to_pylist()
     dup_of = truth.column("dup_of").to_pylist()
     kept = lambda d: mapping.get(d, d)  # noqa: E731
@@ -146,10 +147,10 @@ def _recall_precision(mapping, truth, kinds):
     return recall, precision
 
 
-def test_near_duplicates_find_the_planted_copies(demo):
-    table, truth = demo
+def test_near_duplicates_find_the_planted_copies(corpus):
+    table, truth = corpus
     near = NearDuplicates()
-    mapping = _fit(near, table, 1000)
+    mapping = _fit(near, table, 300)
     recall, precision = _recall_precision(mapping, truth, ("near_dup", "exact_dup"))
     near_only, _ = _recall_precision(mapping, truth, ("near_dup",))
     assert recall >= 0.95 and near_only >= 0.95
@@ -162,19 +163,19 @@ def test_near_duplicates_find_the_planted_copies(demo):
     assert all((o is not None) == f for o, f in zip(of, flagged))
 
 
-def test_exact_duplicates_find_the_planted_exact_copies(demo):
-    table, truth = demo
-    mapping = _fit(ExactDuplicates(), table, 1000)
+def test_exact_duplicates_find_the_planted_exact_copies(corpus):
+    table, truth = corpus
+    mapping = _fit(ExactDuplicates(), table, 300)
     recall, precision = _recall_precision(mapping, truth, ("exact_dup",))
     assert recall == 1.0 and precision == 1.0
 
 
-def test_near_duplicates_do_not_depend_on_batching_or_order(demo):
-    table, _ = demo
-    sub = table.slice(0, 1500)
-    a = _fit(NearDuplicates(), sub, 1500)
+def test_near_duplicates_do_not_depend_on_batching_or_order(corpus):
+    table, _ = corpus
+    sub = table.slice(0, 500)
+    a = _fit(NearDuplicates(), sub, 500)
     shuffled = sub.take(np.random.default_rng(0).permutation(sub.num_rows))
-    b = _fit(NearDuplicates(), shuffled, 333)
+    b = _fit(NearDuplicates(), shuffled, 111)
     assert a == b and len(a) > 0
 
 
@@ -184,3 +185,13 @@ def test_near_duplicates_without_verification_store_band_keys():
     near.add(_table(["b", "a", "c"], texts))
     assert near._rows[0].shape == (3, 16) and near._rows[0].dtype == np.uint64
     assert near.resolve() == {"b": "a"}
+
+
+def test_near_duplicates_save_load_keeps_params_and_groups(tmp_path):
+    t = _table(["b", "a", "c"], [_words(0, 60), _words(0, 60) + " extra", _words(500, 560)])
+    near = NearDuplicates(threshold=0.7, num_perm=64, bands=8, rows=8, verify=False).fit([t])
+    near.save(tmp_path)
+    again = NearDuplicates.load(tmp_path)
+    assert (again.threshold, again.num_perm, again.bands, again.verify) == (0.7, 64, 8, False)
+    assert again.n_union_pairs_ == near.n_union_pairs_
+    assert again.transform(t).equals(near.transform(t))

@@ -183,7 +183,7 @@ def test_top_ngram_character_fraction():
     ok, bad = doc(23, 6), doc(22, 6)
     assert (len(ok), len(bad)) == (150, 145)
     assert gr([ok, bad]) == [None, "gopher_top_2_gram"]
-    fracs = gr([ok], signals=True).column(H.SIG_GOPHER_TOP_NGRAM_CHAR_FRAC).to_pylist()[0]
+    fracs = gr([ok], signals=True).column(S.SIG_GOPHER_TOP_NGRAM_CHAR_FRAC).to_pylist()[0]
     # Every 3- and 4-gram occurs once; the first ones (two words, then 'ab' and 'ab cd') have 12 and 15.
     assert fracs == [pytest.approx(0.2), pytest.approx(12 / 150), pytest.approx(15 / 150)]
 
@@ -191,16 +191,16 @@ def test_top_ngram_character_fraction():
 def test_duplicated_ngrams_follow_the_greedy_scan():
     # n = 5 over "a b c d e a b c d e": the n-gram at 5 was seen at 0 -> 5 characters; 5 / 19.
     out = gr(["a b c d e a b c d e"], signals=True, top_n_grams=(), dup_n_grams=((5, 0.5),))
-    assert out.column(H.SIG_GOPHER_DUP_NGRAM_CHAR_FRAC).to_pylist()[0] == [pytest.approx(5 / 19)]
+    assert out.column(S.SIG_GOPHER_DUP_NGRAM_CHAR_FRAC).to_pylist()[0] == [pytest.approx(5 / 19)]
     assert out.column(S.Q_RULE_GOPHER_REPETITION).to_pylist() == [None]
     assert gr(["a b c d e a b c d e"], top_n_grams=(), dup_n_grams=((5, 0.25),)) == ["gopher_duplicated_5_n_grams"]
     # n = 2 over "x y x y z y z": (x,y) at 2 repeats 0 -> count 2, jump to 4; (y,z) at 5 first
     # appeared at 3, which the jump skipped, so it is new: 2 characters, not 4; 2 / 13.
     out = gr(["x y x y z y z"], signals=True, top_n_grams=(), dup_n_grams=((2, 0.5),))
-    assert out.column(H.SIG_GOPHER_DUP_NGRAM_CHAR_FRAC).to_pylist()[0] == [pytest.approx(2 / 13)]
+    assert out.column(S.SIG_GOPHER_DUP_NGRAM_CHAR_FRAC).to_pylist()[0] == [pytest.approx(2 / 13)]
     # Words are compared concatenated, as in datatrove: "ab"+"c" equals "a"+"bc": 3 / 9.
     out = gr(["ab c a bc"], signals=True, top_n_grams=(), dup_n_grams=((2, 0.5),))
-    assert out.column(H.SIG_GOPHER_DUP_NGRAM_CHAR_FRAC).to_pylist()[0] == [pytest.approx(3 / 9)]
+    assert out.column(S.SIG_GOPHER_DUP_NGRAM_CHAR_FRAC).to_pylist()[0] == [pytest.approx(3 / 9)]
 
 
 def test_repetition_edge_cases():
@@ -308,9 +308,9 @@ def test_apply_rules_columns_nulls_and_signals():
     assert rows[2][S.Q_RULE_FINEWEB] == "fineweb_empty"
     with_signals = apply_rules(batch, signals=True)
     row = with_signals.to_pylist()[0]
-    assert row[H.SIG_GOPHER_N_WORDS] == 60
-    assert row[H.SIG_GOPHER_N_STOP_WORDS] == 2
-    assert len(row[H.SIG_GOPHER_DUP_NGRAM_CHAR_FRAC]) == 6
-    assert with_signals.to_pylist()[1][H.SIG_GOPHER_N_WORDS] is None
+    assert row[S.SIG_GOPHER_N_WORDS] == 60
+    assert row[S.SIG_GOPHER_N_STOP_WORDS] == 2
+    assert len(row[S.SIG_GOPHER_DUP_NGRAM_CHAR_FRAC]) == 6
+    assert with_signals.to_pylist()[1][S.SIG_GOPHER_N_WORDS] is None
     assert apply_rules(batch, **ONLY) is batch
     assert apply_rules(batch.slice(0, 0)).num_rows == 0

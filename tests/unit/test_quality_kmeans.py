@@ -38,6 +38,14 @@ def test_kmeans_recovers_separated_blobs(tmp_path):
     km.save(tmp_path)
     again = KMeans.load(tmp_path)
     assert np.array_equal(again.transform(x)[0], labels)
+    assert again.inertia_ == km.inertia_
+
+
+def test_loaded_kmeans_never_uses_the_gpu(tmp_path):
+    km = KMeans(n_clusters=1, use_gpu=True)  # as fitted on a GPU node
+    km.centroids_, km.inertia_ = np.eye(2, dtype=np.float32)[:1], 0.0
+    km.save(tmp_path)
+    assert KMeans.load(tmp_path).use_gpu is False
 
 
 def test_centroid_distance_is_cosine_distance():

@@ -5,7 +5,7 @@ import pytest
 from thresher.operators import schema as S
 from thresher.operators.embed import to_fixed_list
 from thresher.operators.selection import uniform_from_ids
-from thresher.operators.semdedup import SemDeDup, semdedup_cluster, semdedup_order
+from thresher.operators.semdedup import SemanticDuplicates, SemDeDup, semdedup_cluster, semdedup_order
 
 # Six unit vectors with hand-picked distances to the centroid (a farthest).
 # Cosines: a.b = 0.96, b.c = 0.8*0.96 + 0.6*0.28 = 0.936, a.c = 0.8, c.d = 0.6,
@@ -108,3 +108,12 @@ def test_semdedup_table_handles_several_clusters_and_missing_embeddings():
     # cluster 0: q (farther) is kept, p flagged; t has no embedding; cluster 1: r and s differ.
     assert out.column(S.D_SEMDUP).to_pylist() == [True, False, False, False, False]
     assert out.column(S.D_SEMDUP_OF).to_pylist() == ["q", None, None, None, None]
+
+
+def test_semantic_duplicates_save_load_roundtrip(tmp_path):
+    dups = SemanticDuplicates.from_pairs(pa.array(["b", "c"]), pa.array(["a", "a"]))
+    dups.save(tmp_path)
+    batch = pa.table({S.DOC_ID: ["a", "b", "c", "d"]})
+    out = SemanticDuplicates.load(tmp_path).transform(batch)
+    assert out.equals(dups.transform(batch))
+    assert out.column(S.D_SEMDUP_OF).to_pylist() == [None, "a", "a", None]
