@@ -43,9 +43,6 @@ Deviations:
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import polars as pl
 import pyarrow as pa
@@ -54,6 +51,7 @@ import pyarrow.compute as pc
 from .histogram import DomainHistograms
 from .selection import ALL, TopK, uniform_from_ids
 from . import schema as S
+from .fitted import Fitted
 from .hashing import fmix64
 
 TOKEN_PATTERN = r"\w+|[^\w\s]+"  # NLTK WordPunctTokenizer
@@ -160,7 +158,7 @@ def ngram_features(texts, num_buckets: int = 10000, ngrams: int = 2) -> tuple[np
 # --------------------------------------------------------------------------
 
 
-class DSIR:
+class DSIR(Fitted):
     """Hashed n-gram importance weights; `transform` appends `u_dsir` = log w."""
 
     def __init__(self, num_buckets: int = 10000, ngrams: int = 2, pseudocount: float = 0.0, eps: float = EPS):
@@ -215,34 +213,6 @@ class DSIR:
         w = self.log_weights(batch.column(S.TEXT))
         return batch.append_column(S.U_DSIR, pa.array(w.astype(np.float32), from_pandas=True))
 
-    def save(self, directory: str | Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        np.save(directory / "raw_counts.npy", self.raw_counts_)
-        np.save(directory / "target_counts.npy", self.target_counts_)
-        state = {
-            "num_buckets": self.num_buckets,
-            "ngrams": self.ngrams,
-            "pseudocount": self.pseudocount,
-            "eps": self.eps,
-            "raw_docs": self.raw_docs_,
-            "target_docs": self.target_docs_,
-            "raw_log_w_quantiles": self.raw_log_w_quantiles_,
-        }
-        (directory / "dsir.json").write_text(json.dumps(state))
-
-    @classmethod
-    def load(cls, directory: str | Path) -> "DSIR":
-        directory = Path(directory)
-        state = json.loads((directory / "dsir.json").read_text())
-        d = cls(state["num_buckets"], state["ngrams"], state["pseudocount"], state["eps"])
-        d.raw_counts_ = np.load(directory / "raw_counts.npy")
-        d.target_counts_ = np.load(directory / "target_counts.npy")
-        d.raw_docs_, d.target_docs_ = state["raw_docs"], state["target_docs"]
-        d.raw_log_w_quantiles_ = state["raw_log_w_quantiles"]
-        d._set_log_diff()
-        return d
-
 
 def _text_array(texts) -> pa.Array:
     if isinstance(texts, pa.ChunkedArray):
@@ -289,7 +259,8 @@ class DSIRResample(TopK):
       holding the threshold, documents are assumed spread evenly, so the
       selection has ≈k documents (exactly k when that bin is uniform);
       equivalently, document i is kept when log w_i + g_i > t, that is with
-      probability 1 − exp(−w_i e^{−t}).
+      probability 1 − exp(−w_i e^{−t}). A budget above the pool keeps every
+      document, once, and `facts()` reports the shortfall.
 
     Keys are mapped monotonically into [0, 1] for the histogram by a Cauchy
     CDF, 1/2 + arctan((key − center) / scale) / π: heavy tails keep some

@@ -14,9 +14,16 @@ Deviations, all deliberate:
   (dividing by Σα keeps ranks and maps q̄ to [0, 1]); inside a histogram bin
   documents are ordered by interpolation. Memory stays bounded by
   domains x bins, not corpus size.
-- A budget is met in expectation: S is multiplied by one global factor
-  c = budget / Σ S(r̄(x)) w(x) (w = tokens or 1). The paper instead tunes the
-  parameters so the sample fits the training budget; c = 1 when no budget is set.
+- A budget is met in expectation, and no document is given more than
+  `max_copies` (M) expected copies: a document gets min(c·S(r̄(x)), M), with
+  one global factor c solving Σ_x min(c·S(r̄(x)), M)·w(x) = budget
+  (w = tokens or 1) exactly (`capped_scale`). Without the cap a small pool and a large budget would
+  hand a few documents a hundred copies each. When M copies of every
+  document with S > 0 still fall short, they all get M and `facts()` reports
+  the shortfall. The paper instead tunes the parameters so the sample fits
+  the training budget; with no budget c = 1, still capped.
+- The sums over x are read from the histograms: each non-empty (domain, bin)
+  cell counts as its weight at S of the bin centre.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from .histogram import DomainHistograms
+from .histogram import DomainHistograms, index_of
 from . import schema as S
 
 
@@ -39,12 +46,22 @@ class QuaDMixParams:
     alpha: dict[str, float] = field(default_factory=lambda: {S.Q_HEURISTIC: 1.0})
 
 
-def sampling_value(r: np.ndarray, lam: float, omega: float, eta: float, epsilon: float) -> np.ndarray:
-    """S(r̄): about 2^η copies for the best document, 1 + ε at r̄ = ω, ε beyond."""
+def sampling_value(
+    r: np.ndarray, lam: float | np.ndarray, omega: float | np.ndarray, eta: float | np.ndarray, epsilon: float | np.ndarray
+) -> np.ndarray:
+    """S(r̄): about 2^η copies for the best document, 1 + ε at r̄ = ω, ε beyond.
+
+    The parameters are scalars or arrays that broadcast against r.
+    """
     r = np.asarray(r, np.float64)
     with np.errstate(over="ignore"):
         head = (2.0 / (1.0 + np.exp(-lam * (omega - r)))) ** eta + epsilon
     return np.where(r <= omega, head, epsilon)
+
+
+def quality_column(batch: pa.Table, name: str) -> np.ndarray:
+    """A quality column as float64, nulls and NaN read as 0."""
+    return np.nan_to_num(np.asarray(batch.column(name).to_numpy(zero_copy_only=False), np.float64))
 
 
 def merged_quality(batch: pa.Table, alpha: dict[str, float]) -> np.ndarray:
@@ -54,55 +71,116 @@ def merged_quality(batch: pa.Table, alpha: dict[str, float]) -> np.ndarray:
         raise ValueError("QuaDMix alpha weights must sum to a positive number")
     q = np.zeros(batch.num_rows)
     for name, weight in alpha.items():
-        q += weight * np.nan_to_num(np.asarray(batch.column(name).to_numpy(zero_copy_only=False), np.float64))
+        q += weight * quality_column(batch, name)
     return q / total
 
 
+def capped_scale(s: np.ndarray, w: np.ndarray, budget: float, cap: float) -> float:
+    """The c with Σ min(c·s, cap)·w = budget (s, w >= 0), exact up to rounding.
+
+    E(c) = Σ min(c·s, cap)·w is concave, nondecreasing and piecewise linear,
+    with a kink where a cell reaches the cap. Newton's method from the
+    uncapped answer budget / Σ s·w, which is at most the root, climbs towards
+    it (a tangent of a concave function lies above it), and each step solves
+    the linear piece of the cells capped so far; when a step caps no new cell
+    it has landed on the root. So it ends, after at most one step per cell; on
+    QuaDMix's S (1 + ε to 2^η + ε, or ε) after a handful, each one pass over
+    the cells, where sorting the kinks would cost n log n. When even
+    E(∞) = cap·Σ_{s>0} w falls short, c = cap / min s puts every cell at the cap.
+    """
+    live = (s > 0) & (w > 0)
+    s, w = s[live], w[live]
+    if len(s) == 0:
+        return 0.0
+    if budget >= cap * w.sum():
+        return cap / float(s.min())
+    sw = s * w
+    c, capped = budget / float(sw.sum()), 0
+    while True:
+        at_cap = c * s >= cap
+        n = int(np.count_nonzero(at_cap))
+        if n <= capped or n == len(s):
+            return c
+        capped = n
+        c = (budget - cap * float(w @ at_cap)) / float(sw @ ~at_cap)
+
+
 class QuaDMix:
-    """fit: per-domain histograms (+ budget) -> scale; transform: expected copies per document."""
+    """fit: per-domain histograms (+ budget) -> scale; transform: expected copies per document.
+
+    `default` applies to every domain not named in `domains`; no document is
+    given more than `max_copies` expected copies.
+    """
 
     name = "quadmix"
+    needs_budget = False
 
-    def __init__(self, default: QuaDMixParams | None = None, domains: dict[str, QuaDMixParams] | None = None):
+    def __init__(self, default: QuaDMixParams | None = None, domains: dict[str, QuaDMixParams] | None = None, max_copies: int = 4):
+        if max_copies < 1:
+            raise ValueError("QuaDMix max_copies must be at least 1")
         self.default = default or QuaDMixParams()
         self.per_domain = dict(domains or {})
+        self.max_copies = max_copies
+        # Parameter set of a row: 0 = the default, 1 + i = the i-th named domain in sorted order.
+        self._named = np.asarray(sorted(self.per_domain), str)
+        sets = [self.default, *(self.per_domain[k] for k in self._named)]
+        if any(sum(p.alpha.values()) <= 0 for p in sets):
+            raise ValueError("QuaDMix alpha weights must sum to a positive number")
+        self.columns = tuple(sorted({c for p in sets for c in p.alpha}))
+        self._alpha = np.array([[p.alpha.get(c, 0.0) for c in self.columns] for p in sets])
+        self._alpha_total = np.array([sum(p.alpha.values()) for p in sets])
 
     def params(self, domain: str) -> QuaDMixParams:
         return self.per_domain.get(domain, self.default)
 
     def keys_and_scores(self, batch: pa.Table) -> tuple[np.ndarray, np.ndarray]:
         domains = _domains(batch)
+        p = index_of(self._named, domains) + 1
         q = np.zeros(batch.num_rows)
-        for key in np.unique(domains):
-            m = domains == key
-            q[m] = merged_quality(batch.filter(pa.array(m)), self.params(key).alpha)
-        return domains, q
+        for j, name in enumerate(self.columns):
+            q += self._alpha[p, j] * quality_column(batch, name)
+        return domains, q / self._alpha_total[p]
 
     def fit(self, hist: DomainHistograms, budget_unit: str | None, budget: float | None) -> "QuaDMix":
         self.hist_ = hist
-        expected = 0.0
-        centres = (np.arange(hist.bins) + 0.5) / hist.bins
-        for key, toks in hist.tokens.items():
-            domains = np.full(hist.bins, key)
-            r = hist.top_fraction(domains, centres, by_tokens=True)
-            p = self.params(key)
-            s = sampling_value(r, p.lam, p.omega, p.eta, p.epsilon)
-            weight = toks if budget_unit == "tokens" else hist.docs[key]
-            expected += float((s * weight).sum())
-        self.expected_unscaled_ = expected
-        self.scale_ = 1.0 if budget is None else (budget / expected if expected > 0 else 0.0)
+        # lam, omega, eta, epsilon (rows) of each histogram domain (columns), aligned with hist.keys.
+        self.domain_params_ = np.array([[p.lam, p.omega, p.eta, p.epsilon] for p in map(self.params, hist.keys)]).reshape(-1, 4).T
+        d, b, r = hist.centre_ranks()
+        s, w = sampling_value(r, *self.domain_params_[:, d]), hist.weights(budget_unit == "tokens")[d, b]
+        self.scale_ = 1.0 if budget is None else capped_scale(s, w, budget, self.max_copies)
+        copies = np.minimum(self.scale_ * s, self.max_copies)
+        at_cap = self.scale_ * s >= self.max_copies
+        self.budget_, self.unit_, self.pool_ = budget, budget_unit or "docs", float(w.sum())
+        self.expected_ = float(copies @ w)
+        self.capped_share_ = float(copies[at_cap] @ w[at_cap]) / self.expected_ if self.expected_ > 0 else 0.0
         return self
 
     def transform(self, batch: pa.Table) -> tuple[np.ndarray, np.ndarray]:
-        """(expected copies S·c, percentile r̄) for every row of the batch."""
+        """(expected copies min(c·S, max_copies), percentile r̄) for every row of the batch.
+
+        A domain the histograms never saw has r̄ = NaN and no copies: the
+        budget was fitted without it.
+        """
         domains, q = self.keys_and_scores(batch)
-        r = self.hist_.top_fraction(domains, q, by_tokens=True)
-        s = np.zeros(batch.num_rows)
-        for key in np.unique(domains):
-            m = domains == key
-            p = self.params(key)
-            s[m] = sampling_value(r[m], p.lam, p.omega, p.eta, p.epsilon)
-        return s * self.scale_, r
+        code = self.hist_.codes(domains)
+        r = self.hist_.top_fraction_at(code, q, by_tokens=True)
+        s, known = np.zeros(len(code)), code >= 0
+        s[known] = sampling_value(r[known], *self.domain_params_[:, code[known]])
+        return np.minimum(self.scale_ * s, self.max_copies), r
+
+    def facts(self) -> dict:
+        """What the fit decided, for the manifest; sizes in the budget's unit, copies counted."""
+        short = 0.0 if self.budget_ is None else max(0.0, self.budget_ - self.expected_)
+        return {
+            "budget": self.budget_,
+            "unit": self.unit_,
+            "expected": self.expected_,
+            "shortfall": short,
+            "max_copies": self.max_copies,
+            "pool": self.pool_,
+            "scale": self.scale_,
+            "capped_share": self.capped_share_,
+        }
 
 
 def _domains(batch: pa.Table) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 Every strategy has one shape: `keys_and_scores` feeds the corpus-wide
 histograms, `fit` reads them (and the budget), `transform` gives each document
-its expected number of copies S. `select` then draws
+its expected number of copies S (the `Strategy` protocol below). `select` then draws
 copies = floor(S) + Bernoulli(frac(S)) with a uniform derived from
 (seed, doc_id) alone, so a selection never depends on batch order,
 partitioning, worker count or a resume.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -79,25 +80,61 @@ def filter_reasons(batch: pa.Table, filters: list) -> np.ndarray:
     return reasons
 
 
+class Strategy(Protocol):
+    """What the select phase and `select` need from a selection strategy.
+
+    `columns`: the batch columns `keys_and_scores` and `transform` read,
+    besides domain and n_tokens. `needs_budget`: whether `fit` refuses to run
+    without a budget. `max_copies`: the most expected copies `transform`
+    gives any document. `fit` never raises because the pool is smaller than
+    the budget: it selects what it can and `facts()` (budget, unit, expected,
+    shortfall, max_copies, and the strategy's own figures) says by how much
+    it fell short, so the caller decides between a warning and an error.
+    """
+
+    name: str
+    columns: tuple[str, ...]
+    needs_budget: bool
+    max_copies: int
+
+    def keys_and_scores(self, batch: pa.Table) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def fit(self, hist: DomainHistograms, budget_unit: str | None, budget: float | None) -> "Strategy": ...
+
+    def transform(self, batch: pa.Table) -> tuple[np.ndarray, np.ndarray | None]: ...
+
+    def facts(self) -> dict: ...
+
+
+def _pool(hist: DomainHistograms, budget_unit: str | None) -> np.ndarray:
+    """Weight per score bin, all domains together, in the budget's unit."""
+    return hist.weights(budget_unit == "tokens").sum(axis=0)
+
+
 class TopK:
     """The best documents by merged quality until the budget is filled (one copy each).
 
+    `by` weighs the quality columns into one score, as QuaDMix's alpha does.
     The quality threshold is read from a histogram and interpolated inside its
     bin, so the selected size matches the budget up to ties within one bin.
+    A budget above the pool takes the whole pool.
     """
 
     name = "topk"
+    needs_budget = True
+    max_copies = 1
 
-    def __init__(self, alpha: dict[str, float]):
-        self.alpha = alpha
+    def __init__(self, by: dict[str, float]):
+        self.by = dict(by)
+        self.columns = tuple(self.by)
 
     def keys_and_scores(self, batch: pa.Table) -> tuple[np.ndarray, np.ndarray]:
-        return np.full(batch.num_rows, ALL), merged_quality(batch, self.alpha)
+        return np.full(batch.num_rows, ALL), merged_quality(batch, self.by)
 
     def fit(self, hist: DomainHistograms, budget_unit: str | None, budget: float | None) -> "TopK":
         if budget is None:
-            raise ValueError("topk needs a budget")
-        w = hist.weights(budget_unit == "tokens").get(ALL, np.zeros(hist.bins))
+            raise ValueError(f"{self.name} needs a budget")
+        w = _pool(hist, budget_unit)
         above = w[::-1].cumsum()[::-1] - w  # weight strictly above each bin
         reach = np.nonzero(above + w >= budget)[0]
         if len(reach) == 0:
@@ -106,33 +143,53 @@ class TopK:
             b = reach[-1]
             need = budget - above[b]
             self.threshold_ = (b + 1.0 - need / w[b]) / hist.bins if w[b] > 0 else (b + 1.0) / hist.bins
+        self.budget_, self.unit_, self.pool_ = budget, budget_unit or "docs", float(w.sum())
         return self
 
     def transform(self, batch: pa.Table) -> tuple[np.ndarray, np.ndarray | None]:
         _, q = self.keys_and_scores(batch)
         return (q > self.threshold_).astype(np.float64), None
 
+    def facts(self) -> dict:
+        threshold = None if np.isneginf(self.threshold_) else float(self.threshold_)  # None: the whole pool
+        return {**_without_replacement(self.budget_, self.unit_, self.pool_), "threshold": threshold}
+
 
 class Uniform:
-    """Every eligible document with the same probability budget / pool size."""
+    """Every eligible document with the same probability min(1, budget / pool size).
+
+    Without replacement: a budget above the pool takes the whole pool once.
+    """
 
     name = "uniform"
+    columns: tuple[str, ...] = ()
+    needs_budget = True
+    max_copies = 1
 
     def keys_and_scores(self, batch: pa.Table) -> tuple[np.ndarray, np.ndarray]:
         return np.full(batch.num_rows, ALL), np.zeros(batch.num_rows)
 
     def fit(self, hist: DomainHistograms, budget_unit: str | None, budget: float | None) -> "Uniform":
         if budget is None:
-            raise ValueError("uniform needs a budget")
-        total = float(hist.weights(budget_unit == "tokens").get(ALL, np.zeros(1)).sum())
-        self.rate_ = budget / total if total > 0 else 0.0
+            raise ValueError(f"{self.name} needs a budget")
+        self.budget_, self.unit_, self.pool_ = budget, budget_unit or "docs", float(_pool(hist, budget_unit).sum())
+        self.rate_ = min(1.0, budget / self.pool_) if self.pool_ > 0 else 0.0
         return self
 
     def transform(self, batch: pa.Table) -> tuple[np.ndarray, np.ndarray | None]:
         return np.full(batch.num_rows, self.rate_), None
 
+    def facts(self) -> dict:
+        return {**_without_replacement(self.budget_, self.unit_, self.pool_), "rate": self.rate_}
 
-def select(batch: pa.Table, strategy, seed: int, filters: list) -> pa.Table:
+
+def _without_replacement(budget: float, unit: str, pool: float) -> dict:
+    """Facts of a one-copy strategy: it yields the budget, or the whole pool when that is smaller."""
+    expected = min(budget, pool)
+    return {"budget": budget, "unit": unit, "expected": expected, "shortfall": budget - expected, "max_copies": 1, "pool": pool}
+
+
+def select(batch: pa.Table, strategy: Strategy, seed: int, filters: list) -> pa.Table:
     """Append the `sel_*` columns: expected copies, drawn copies, percentile, strategy, reason."""
     n = batch.num_rows
     reasons = batch.column(S.INVALID_REASON).to_numpy(zero_copy_only=False).astype(object)

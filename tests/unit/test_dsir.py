@@ -10,7 +10,8 @@ from thresher.operators import schema as S
 from thresher.operators.dsir import DSIR, EPS, DSIRResample, gumbel_from_ids, ngram_features
 from thresher.operators.histogram import DomainHistograms
 from thresher.operators.selection import select
-from thresher.pipeline.demo_corpus import generate
+
+from .toy_corpus import generate
 
 M64 = 2**64
 
@@ -81,19 +82,19 @@ def test_dsir_save_load_roundtrip(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def demo():
-    return generate(1500, seed=0), generate(400, seed=1)
+def corpora():
+    return generate(1000, seed=0), generate(300, seed=1)
 
 
 @pytest.mark.parametrize("topic", ["medicine", "programming"])
-def test_dsir_ranks_the_target_topic_first(demo, topic):
-    pool, other = demo
+def test_dsir_ranks_the_target_topic_first(corpora, topic):
+    pool, other = corpora
     target = other.filter(pc.and_(pc.equal(other["topic"], topic), pc.equal(other["planted"], "clean")))
     dsir = DSIR().fit(pool.column("text"), target.column("text"))
     u = np.asarray(dsir.transform(pa.table({S.TEXT: pool.column("text")})).column(S.U_DSIR))
     topics = np.asarray(pool.column("topic").to_pylist())
     planted = np.asarray(pool.column("planted").to_pylist())
-    # Prose of the topic (clean and its duplicates); the topic's boilerplate and spam are not target-like.
+    # Prose of the topic: clean and its duplicates (junk has no topic).
     relevant = (topics == topic) & np.isin(planted, ["clean", "exact_dup", "near_dup"])
     n = int(relevant.sum())
     top = np.argsort(-u, kind="stable")[:n]

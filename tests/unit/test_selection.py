@@ -83,3 +83,49 @@ def test_flag_filters_exclude_with_the_decision_as_reason():
     )
     filters = [FlagFilter("q_rule_c4"), FlagFilter("d_exact_dup"), ThresholdFilter("q", min=0.5)]
     assert filter_reasons(batch, filters).tolist() == [None, "q_rule_c4: c4_lorem_ipsum", "d_exact_dup", "q_rule_c4: c4_javascript"]
+
+
+def test_topk_takes_the_whole_pool_and_reports_the_shortfall():
+    batch = _scored([0.05, 0.95, 0.55], tokens=[100, 10, 50])
+    topk = _fitted(TopK({S.Q_HEURISTIC: 1.0}), batch, "docs", 10)
+    assert select(batch, topk, 0, []).column(S.SEL_COPIES).to_pylist() == [1, 1, 1]
+    assert topk.facts() == {"budget": 10, "unit": "docs", "expected": 3.0, "shortfall": 7.0, "max_copies": 1, "pool": 3.0, "threshold": None}
+    # 60 of 160 tokens: the budget is met, no shortfall.
+    facts = _fitted(TopK({S.Q_HEURISTIC: 1.0}), batch, "tokens", 60).facts()
+    assert (facts["expected"], facts["shortfall"], facts["pool"]) == (60, 0, 160.0)
+
+
+def test_topk_threshold_interpolates_inside_the_bin():
+    # 10 bins, one document each in bins 0, 3, 5, 7, 9. A budget of 2.5 documents takes bins 9 and 7,
+    # then half of bin 5: threshold = (5 + 1 - 0.5) / 10.
+    topk = _fitted(TopK({S.Q_HEURISTIC: 1.0}), _scored([0.05, 0.95, 0.55, 0.35, 0.75]), "docs", 2.5)
+    assert topk.threshold_ == pytest.approx(0.55)
+    assert topk.facts()["expected"] == 2.5
+
+
+def test_uniform_never_repeats_a_document():
+    batch = _scored([0.5, 0.5, 0.5], tokens=[10, 20, 30])
+    uni = _fitted(Uniform(), batch, "docs", 5)
+    assert uni.rate_ == 1.0
+    assert select(batch, uni, 0, []).column(S.SEL_COPIES).to_pylist() == [1, 1, 1]
+    assert uni.facts() == {"budget": 5, "unit": "docs", "expected": 3.0, "shortfall": 2.0, "max_copies": 1, "pool": 3.0, "rate": 1.0}
+    half = _fitted(Uniform(), batch, "tokens", 30)
+    assert (half.rate_, half.facts()["shortfall"]) == (0.5, 0.0)
+    assert _fitted(Uniform(), batch, "tokens", 100).facts()["shortfall"] == 40.0
+
+
+def test_strategies_declare_their_columns_and_budget_needs():
+    from thresher.operators.dsir import DSIRResample
+    from thresher.operators.quadmix import QuaDMix, QuaDMixParams
+
+    cases = [
+        (QuaDMix(QuaDMixParams(alpha={"q_b": 1.0, "q_a": 2.0})), ("q_a", "q_b"), False, 4),
+        (TopK({"q_c": 1.0}), ("q_c",), True, 1),
+        (Uniform(), (), True, 1),
+        (DSIRResample(), (S.DOC_ID, S.U_DSIR), True, 1),
+    ]
+    for strategy, columns, needs_budget, max_copies in cases:
+        assert (strategy.columns, strategy.needs_budget, strategy.max_copies) == (columns, needs_budget, max_copies)
+    for strategy in (TopK({S.Q_HEURISTIC: 1.0}), Uniform(), DSIRResample()):
+        with pytest.raises(ValueError, match="needs a budget"):
+            strategy.fit(DomainHistograms(10), None, None)
