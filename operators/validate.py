@@ -30,7 +30,6 @@ class ValidateConfig:
     token_column: str | None = None
     max_bytes: int = 1_000_000
     bytes_per_token: float = 4.0
-    domain_column: str | None = None  # lifted out of JSONL metadata when selection uses it
 
 
 def content_id(text: str) -> str:
@@ -99,11 +98,11 @@ def validate(batch: pa.Table, cfg: ValidateConfig) -> pa.Table:
 def parse_jsonl(lines: pa.Table, cfg: ValidateConfig, line_column: str = "text") -> pa.Table:
     """Parse one JSON object per line; a malformed line becomes a row with a reason.
 
-    The text, id, token and domain fields become columns; every other key travels in one
+    The text, id and token fields become columns; every other key travels in one
     JSON string column `metadata`, so every batch has the same schema whatever
     keys its lines carry.
     """
-    fields = [f for f in dict.fromkeys((cfg.text_column, cfg.id_column, cfg.token_column, cfg.domain_column)) if f]
+    fields = [f for f in dict.fromkeys((cfg.text_column, cfg.id_column, cfg.token_column)) if f]
     cols: dict[str, list] = {f: [] for f in fields}
     meta: list[str | None] = []
     reasons: list[str | None] = []
@@ -131,11 +130,28 @@ def parse_jsonl(lines: pa.Table, cfg: ValidateConfig, line_column: str = "text")
         table[cfg.token_column] = pa.array(
             [v if isinstance(v, int) and not isinstance(v, bool) else None for v in cols[cfg.token_column]], pa.int64()
         )
-    if cfg.domain_column and cfg.domain_column not in table:
-        table[cfg.domain_column] = pa.array([None if v is None else str(v) for v in cols[cfg.domain_column]], pa.string())
     table["metadata"] = pa.array(meta, pa.string())
     table[S.INVALID_REASON] = pa.array(reasons, pa.string())
     return pa.table(table)
+
+
+def lift_json_keys(batch: pa.Table, numeric: list[str] = (), text: list[str] = (), metadata_column: str = "metadata") -> pa.Table:
+    """Lift top-level keys of the JSONL `metadata` column into real columns, so they read like Parquet columns.
+
+    The caller says how a key is used: `numeric` keys (filters, score columns)
+    become float64, null where a line lacks the key or its value is not a
+    number; `text` keys (a domain) become strings. Typing by use, not by the
+    values, gives every batch the same schema.
+    """
+    import polars as pl
+
+    if not numeric and not text:
+        return batch
+    meta = pl.from_arrow(batch.column(metadata_column).combine_chunks())
+    for key, dtype in [*((k, pl.Float64) for k in numeric), *((k, pl.String) for k in text)]:
+        raw = meta.str.json_path_match(f"$[{json.dumps(key)}]")
+        batch = batch.append_column(key, raw.cast(dtype, strict=False).to_arrow())
+    return batch
 
 
 def _isnone(a: np.ndarray) -> np.ndarray:

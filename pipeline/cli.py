@@ -6,15 +6,28 @@ import argparse
 import sys
 from pathlib import Path
 
-from .spec import JobSpec, SpecError, load_spec
+from .errors import ThresherError
+from .spec import JobSpec, load_spec
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    return metadata.version("thresher")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="thresher", description="Curate LLM pretraining corpora on Ray Data.")
+    parser.add_argument("--version", action="version", version=f"thresher {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     run_p = sub.add_parser("run", help="run a selection job from a YAML/JSON spec")
     run_p.add_argument("spec", help="path to the job spec")
     run_p.add_argument("--no-progress", action="store_true", help="hide Ray Data progress bars")
+    run_p.add_argument("--force", action="append", default=[], metavar="PHASE", help="rerun PHASE (and every phase after it) even if complete; repeatable")
+    gc_p = sub.add_parser("gc", help="remove phase directories of a work directory that the given specs do not use")
+    gc_p.add_argument("work_dir", help="the work directory (OUTPUT.work by default)")
+    gc_p.add_argument("specs", nargs="*", help="specs whose phases to keep; none = keep what the last job there used")
+    gc_p.add_argument("--dry-run", action="store_true", help="print what would be removed, remove nothing")
     demo_p = sub.add_parser("demo-corpus", help="write the bundled deterministic demo corpus")
     demo_p.add_argument("path", help="output file (.parquet or .jsonl)")
     demo_p.add_argument("--docs", type=int, default=4000)
@@ -23,7 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
-            return _run(args.spec, progress=not args.no_progress)
+            return _run(args.spec, progress=not args.no_progress, force=tuple(args.force))
+        if args.command == "gc":
+            return _gc(Path(args.work_dir), args.specs, args.dry_run)
         if args.command == "demo-corpus":
             from .demo_corpus import write
 
@@ -33,20 +48,42 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         print(spec_reference())
         return 0
-    except SpecError as e:
-        print(f"thresher: invalid spec: {e}", file=sys.stderr)
-        return 2
-    except (ValueError, RuntimeError, OSError) as e:
-        print(f"thresher: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
+    except ThresherError as e:
+        print(f"thresher: {e.label}: {e}", file=sys.stderr)
+        return e.exit_code
 
 
-def _run(spec_path: str, progress: bool) -> int:
+def _run(spec_path: str, progress: bool, force: tuple[str, ...]) -> int:
     spec = load_spec(spec_path)  # refuses a bad spec before Ray starts
     from .runner import run
 
-    manifest = run(spec, log=lambda m: print(m, file=sys.stderr), progress=progress)
+    manifest = run(spec, log=lambda m: print(m, file=sys.stderr), progress=progress, force=force)
     print(summary(spec, manifest))
+    return 0
+
+
+def _gc(work: Path, spec_paths: list[str], dry_run: bool) -> int:
+    """Keep the phases the given specs (or the last job's manifest in status.json) point to."""
+    import json
+
+    from .errors import InputError
+    from .plan import gc
+    from .runner import job_phase_dirs
+
+    if not work.is_dir():
+        raise InputError(f"{work}: no such work directory")
+    if spec_paths:
+        keep = {name for p in spec_paths for name in job_phase_dirs(load_spec(p))}
+    else:
+        status = work / "status.json"
+        if not status.exists():
+            raise InputError(f"{work}: no status.json (no job has run there); name the specs whose phases to keep")
+        keep = {f"{name}-{p['key']}" for name, p in json.loads(status.read_text())["phases"].items() if p.get("key")}
+    removed = gc(work, keep, dry_run)
+    verb = "would remove" if dry_run else "removed"
+    for d in removed:
+        print(f"{verb} {d}")
+    print(f"{verb} {len(removed)} phase directories, kept {len(keep)}")
     return 0
 
 
@@ -63,25 +100,78 @@ def summary(spec: JobSpec, manifest: dict) -> str:
 
 
 def spec_reference() -> str:
-    """Markdown tables of every field, generated from the pydantic models themselves."""
+    """Markdown tables of every field, generated from the pydantic models themselves.
+
+    Nested models are listed under their dotted path, whether required,
+    optional (`scorers.dsir`), in a list (`selection.filters.N`) or in a
+    mapping (`selection.domains.KEY`); rule thresholds come from the rule
+    families' own configs; each selection strategy's own fields get a table.
+    """
+    import dataclasses
+    import types
+    import typing
+
     from pydantic import BaseModel
 
-    out = []
+    from thresher.operators.heuristic_rules import FAMILY_CONFIGS
 
-    def table(model: type[BaseModel], prefix: str) -> None:
-        rows, nested = [], []
-        for name, f in model.model_fields.items():
-            ann = f.annotation
-            if isinstance(ann, type) and issubclass(ann, BaseModel):
-                nested.append((ann, f"{prefix}{name}."))
-                continue
+    from .spec import STRATEGIES, JobSpec, RulesSpec, SelectionBase
+
+    out: list[str] = []
+    done: set[str] = set()
+
+    def models_in(ann) -> list[type[BaseModel]]:
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            return [ann]
+        return [m for a in typing.get_args(ann) if a is not types.NoneType for m in models_in(a)]
+
+    def suffix(ann) -> str:
+        for a in [ann, *typing.get_args(ann)]:
+            origin = typing.get_origin(a)
+            if origin in (list, dict):
+                return ".N" if origin is list else ".KEY"
+        return ""
+
+    def heading(title: str) -> None:
+        out.append(f"\n**{title}**\n\n| field | default | meaning |\n|---|---|---|")
+
+    def table(model: type[BaseModel], prefix: str, fields: list[str] | None = None, title: str | None = None) -> None:
+        if prefix in done and fields is None:
+            return
+        done.add(prefix)
+        nested: list = []
+        start = len(out)
+        heading(title or prefix.rstrip(".") or "top level")
+        for name in fields if fields is not None else model.model_fields:
+            f = model.model_fields[name]
+            nested += [(m, f"{prefix}{name}{suffix(f.annotation)}.") for m in models_in(f.annotation)]
+            if models_in(f.annotation) and (isinstance(f.annotation, type) or typing.get_origin(f.annotation) is typing.Union and types.NoneType not in typing.get_args(f.annotation)):
+                continue  # a model or a union of models (not optional): a section of its own, listed below
             default = "required" if f.is_required() else repr(f.get_default(call_default_factory=True))
-            rows.append(f"| `{prefix}{name}` | `{default}` | {f.description or ''} |")
-        if rows:
-            out.append(f"\n**{prefix.rstrip('.') or 'top level'}**\n\n| field | default | meaning |\n|---|---|---|")
-            out.extend(rows)
+            out.append(f"| `{prefix}{name}` | `{default}` | {f.description or ''} |")
+        if len(out) == start + 1:
+            out.pop()  # nothing but sections
         for m, p in nested:
-            table(m, p)
+            if m is RulesSpec:
+                table(m, p)
+                for family, cls in FAMILY_CONFIGS.items():
+                    heading(f"{p}{family} thresholds")
+                    out.extend(f"| `{p}{family}.{c.name}` | `{c.default!r}` | |" for c in dataclasses.fields(cls))
+            elif m in STRATEGIES:
+                if m is STRATEGIES[0]:
+                    strategies(p)
+            else:
+                table(m, p)
+
+    def strategies(prefix: str) -> None:
+        common = ["strategy", *SelectionBase.model_fields]
+        table(STRATEGIES[0], prefix, common, title="selection (every strategy)")
+        for variant in STRATEGIES:
+            own = [n for n in variant.model_fields if n not in SelectionBase.model_fields and n != "strategy"]
+            own += [n for n in SelectionBase.model_fields if variant.model_fields[n].is_required()]
+            if own:
+                name = variant.model_fields["strategy"].annotation.__args__[0]
+                table(variant, prefix, own, title=f"selection (strategy: {name})")
 
     table(JobSpec, "")
     return "\n".join(out).strip()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import fnmatch
+import json
+import os
 import posixpath
 from dataclasses import dataclass
 
@@ -12,12 +14,10 @@ import ray.data
 
 from thresher.operators.validate import ValidateConfig, parse_jsonl
 
+from .errors import InputError
+
 PARQUET_EXT = (".parquet", ".pq")
 JSONL_EXT = (".jsonl", ".json", ".ndjson")
-
-
-class InputError(ValueError):
-    """No readable input: the message says which path and why."""
 
 
 def filesystem_for(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -78,6 +78,16 @@ class InputFiles:
     fs: pafs.FileSystem
     files: list[str]
     format: str
+    directories: tuple[str, ...] = ()  # input paths that were directories (listed recursively)
+
+    def fingerprint(self) -> list[dict]:
+        """Every input file with its size and modification time: what a cache of this input depends on.
+
+        Object stores report the last-modified time pyarrow exposes; a rewritten
+        object changes it even when its size does not.
+        """
+        infos = self.fs.get_file_info(self.files)
+        return [{"path": i.path, "size": i.size, "mtime_ns": i.mtime_ns} for i in infos]
 
 
 def locate(paths: list[str], fmt: str, cfg: ValidateConfig) -> InputFiles:
@@ -86,7 +96,46 @@ def locate(paths: list[str], fmt: str, cfg: ValidateConfig) -> InputFiles:
     fmt = detect_format(files, fmt)
     if fmt == "parquet":
         _check_parquet_columns(fs, files[0], cfg)
-    return InputFiles(fs, files, fmt)
+    dirs = tuple(p for _, p in map(filesystem_for, paths) if fs.get_file_info(p).type == pafs.FileType.Directory)
+    return InputFiles(fs, files, fmt, dirs)
+
+
+def input_columns(found: InputFiles, sample_lines: int = 1000) -> tuple[set[str], str]:
+    """The columns (Parquet) or JSON keys (JSONL, from the first lines of each file) the input offers,
+    and where they were read from, for checking a spec before any work."""
+    import pyarrow.parquet as pq
+
+    if found.format == "parquet":
+        return set(pq.read_schema(found.files[0], filesystem=found.fs).names), found.files[0]
+    keys: set[str] = set()
+    for path in found.files[:8]:
+        with found.fs.open_input_stream(path) as fh:
+            head = fh.read(8 * 2**20).split(b"\n")[:sample_lines]
+        for line in head:
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(obj, dict):
+                keys.update(obj)
+    where = f"the first {sample_lines} lines of {found.files[0]}" + (f" and {min(len(found.files), 8) - 1} more files" if len(found.files) > 1 else "")
+    return keys, where
+
+
+def check_not_inside(found: InputFiles, *outputs: str) -> None:
+    """Refuse an output or work directory that is an input, holds an input, or lies inside an input directory."""
+    if found.fs.type_name != "local":
+        return
+    files = [os.path.realpath(f) for f in found.files]
+    dirs = [os.path.realpath(d) for d in found.directories]
+    for out in outputs:
+        o = os.path.realpath(out)
+        for f in files:
+            if f == o or f.startswith(o.rstrip("/") + "/"):
+                raise InputError(f"{out} holds the input file {f}; writing there would delete or read back the input")
+        for d in dirs:
+            if o == d or o.startswith(d.rstrip("/") + "/"):
+                raise InputError(f"{out} lies inside the input directory {d}; a rerun would read its own output as input")
 
 
 def read_raw(found: InputFiles, cfg: ValidateConfig) -> ray.data.Dataset:

@@ -34,29 +34,37 @@ VERSIONED = ("thresher", "ray", "pyarrow", "polars", "numpy", "faiss-cpu", "fais
 NOT_IN_QUARANTINE_PREFIXES = ("sig_", "q_", "d_", "sel_", S.DOMAIN, S.N_TOKENS)
 
 
-def publish(spec: JobSpec, select_dir: Path, embed_dir: Path, timings: dict, log: Callable[[str], None], started: float) -> dict:
+def publish(spec: JobSpec, dirs: dict[str, Path | None], timings: dict, facts: dict, log: Callable[[str], None], started: float) -> dict:
+    """Write OUT from the score and select phases, manifest last, then one rename."""
     out = Path(spec.output.path)
+    score_dir, select_dir, embed_dir = dirs["score"], dirs["select"], dirs["embed"]
+    for stale in out.parent.glob(f".{out.name}.partial-*"):  # left by a killed job of this output
+        shutil.rmtree(stale, ignore_errors=True)
     staging = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
     t = time.perf_counter()
     try:
-        shards = _write_shards(spec, select_dir, staging / "data")
-        counts, domains = _account(spec, select_dir, staging)
-        diversity = _diversity(spec, select_dir, embed_dir)
+        shards = _write_shards(spec, score_dir, select_dir, staging / "data")
+        counts, domains = _account(spec, score_dir, select_dir, staging)
+        diversity = _diversity(spec, score_dir, select_dir, embed_dir)
         timings["write"] = {"seconds": round(time.perf_counter() - t, 3), "rows": counts["selected_docs"]}
         timings["total"] = {"seconds": round(time.perf_counter() - started, 3)}
+        fit_facts = {k: v for phase in ("clusters", "fit") for k, v in timings.get(phase, {}).items() if k not in ("seconds", "docs_per_s", "reused", "key", "rows")}
         manifest = {
             "spec": spec.model_dump(mode="json"),
             "spec_hash": spec.hash(),
             "created_unix": round(time.time(), 3),
             "versions": versions(),
+            "inputs": facts["inputs"],
             "counts": counts,
             "accounting_holds": timings["embed"]["rows"] == counts["input"] == counts["selected_docs"] + counts["not_selected"] + counts["invalid"],
             "shards": shards,
             "domains": domains,
             "diversity": diversity,
-            "fit": {k: v for k, v in timings.get("fit", {}).items() if k not in ("seconds", "docs_per_s", "reused")},
-            "selection": json.loads((select_dir / "_SUCCESS").read_text()) if (select_dir / "_SUCCESS").exists() else {},
+            "fit": fit_facts,
+            "selection": {k: v for k, v in timings["select"].items() if k not in ("seconds", "docs_per_s", "reused", "key", "rows")},
+            "warnings": facts["warnings"],
+            "phases": {name: {"key": v.get("key"), "reused": bool(v.get("reused"))} for name, v in timings.items() if "key" in v},
             "timings": timings,
         }
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
@@ -84,19 +92,30 @@ def versions() -> dict[str, str]:
     return found
 
 
-def _write_shards(spec: JobSpec, select_dir: Path, data_dir: Path) -> list[dict]:
+def _write_shards(spec: JobSpec, score_dir: Path, select_dir: Path, data_dir: Path) -> list[dict]:
     files = sorted((select_dir / "data").glob("*.parquet"))
     rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-    size = sum(f.stat().st_size for f in files)
+    size = sum(shards.score_file_of(f, score_dir).stat().st_size + f.stat().st_size for f in files)
     rows_per_shard = max(1, int(spec.output.shard_bytes / max(size / max(rows, 1), 1.0)))
     plan = shards.plan(files, rows_per_shard)
-    return shards.write_all(plan, data_dir, shards.shard_schema(files), spec.output.row_group_rows)
+    return shards.write_all(plan, data_dir, shards.shard_schema(files, score_dir), spec.output.row_group_rows, score_dir) if files else []
 
 
-def _account(spec: JobSpec, select_dir: Path, staging: Path) -> tuple[dict, dict]:
-    """One streaming pass over the decisions: counts, per-domain before/after, rejected/, quarantine/."""
-    dataset = pads.dataset(str(select_dir / "data"), format="parquet")
-    cols = [S.DOC_ID, S.INVALID_REASON, S.SEL_REASON, S.SEL_COPIES, S.DOMAIN, S.N_TOKENS]
+def _decisions(score_dir: Path, select_dir: Path, score_columns: list[str], select_columns: list[str]):
+    """Every row's score columns and its decision, row group by row group (the two files read side by side)."""
+    for f in sorted((select_dir / "data").glob("*.parquet")):
+        sel = pq.ParquetFile(f)
+        score = pq.ParquetFile(shards.score_file_of(f, score_dir))
+        for rg in range(sel.num_row_groups):
+            yield shards.read_joined(score, sel, rg, score_columns, select_columns)
+
+
+def _account(spec: JobSpec, score_dir: Path, select_dir: Path, staging: Path) -> tuple[dict, dict]:
+    """One streaming pass over the decisions: counts, per-domain before/after, rejected/, quarantine/.
+
+    Every input row lands in exactly one place: data/ (selected), rejected/
+    (valid, not selected) or quarantine/ (invalid).
+    """
     counts = Counter()
     reasons: Counter = Counter()
     invalid_reasons: Counter = Counter()
@@ -104,8 +123,7 @@ def _account(spec: JobSpec, select_dir: Path, staging: Path) -> tuple[dict, dict
     after: dict[str, Counter] = defaultdict(Counter)
     rejected_writer = None
     try:
-        for rb in dataset.to_batches(columns=cols, batch_size=65536):
-            t = pa.Table.from_batches([rb])
+        for t in _decisions(score_dir, select_dir, [S.INVALID_REASON, S.N_TOKENS], [S.DOC_ID, S.SEL_REASON, S.SEL_COPIES, S.DOMAIN]):
             copies = np.asarray(t.column(S.SEL_COPIES).to_numpy(zero_copy_only=False))
             tokens = np.asarray(t.column(S.N_TOKENS).to_numpy(zero_copy_only=False))
             invalid = np.asarray(t.column(S.INVALID_REASON).is_valid().to_numpy(zero_copy_only=False))
@@ -126,7 +144,7 @@ def _account(spec: JobSpec, select_dir: Path, staging: Path) -> tuple[dict, dict
                 s = m & selected
                 after[key].update(docs=int(s.sum()), copies=int(copies[s].sum()), tokens=int((copies[s] * tokens[s]).sum()))
             if spec.output.write_rejected:
-                rejected = t.filter(pa.array(~selected)).select([S.DOC_ID, S.SEL_REASON]).rename_columns([S.DOC_ID, "reason"])
+                rejected = t.filter(pa.array(~selected & ~invalid)).select([S.DOC_ID, S.SEL_REASON]).rename_columns([S.DOC_ID, "reason"])
                 if rejected_writer is None:
                     (staging / "rejected").mkdir()
                     rejected_writer = pq.ParquetWriter(staging / "rejected" / "part-00000.parquet", rejected.schema, compression="zstd")
@@ -137,7 +155,7 @@ def _account(spec: JobSpec, select_dir: Path, staging: Path) -> tuple[dict, dict
     counts["valid"] = counts["input"] - counts["invalid"]
     counts["not_selected_by_reason"] = dict(sorted(reasons.items()))
     counts["invalid_by_reason"] = dict(sorted(invalid_reasons.items()))
-    _write_quarantine(dataset, staging / "quarantine")
+    _write_quarantine(pads.dataset(str(score_dir / "data"), format="parquet"), staging / "quarantine")
     domains = {k: {"before": dict(before[k]), "after": dict(after.get(k, {}))} for k in sorted(before, key=_natural)}
     return dict(counts), domains
 
@@ -162,18 +180,16 @@ def _natural(key: str):
     return (0, int(key), "") if key.lstrip("-").isdigit() else (1, 0, key)
 
 
-def _diversity(spec: JobSpec, select_dir: Path, embed_dir: Path, sample: int = VENDI_SAMPLE) -> dict:
+def _diversity(spec: JobSpec, score_dir: Path, select_dir: Path, embed_dir: Path, sample: int = VENDI_SAMPLE) -> dict:
     """Vendi score and cluster-coverage entropy of the selection, next to the pool's.
 
     Vendi is computed on at most `sample` embeddings of each, chosen by
     hash(seed, doc_id), so two selections of one pool are compared on a stable
     footing; entropy counts every copy.
     """
-    cols = [S.DOC_ID, S.INVALID_REASON, S.SEL_COPIES, S.D_CLUSTER]
-
     def valid_batches():
-        for rb in pads.dataset(str(select_dir / "data"), format="parquet").to_batches(columns=cols, batch_size=65536):
-            t = pa.Table.from_batches([rb]).filter(pc.is_null(rb.column(S.INVALID_REASON)))
+        for t in _decisions(score_dir, select_dir, [S.INVALID_REASON, S.D_CLUSTER], [S.DOC_ID, S.SEL_COPIES]):
+            t = t.filter(pc.is_null(t.column(S.INVALID_REASON)))
             yield t, np.asarray(t.column(S.SEL_COPIES).to_numpy(zero_copy_only=False))
 
     # pass 1: cluster masses and sizes; pass 2: the hash sample (the driver keeps only that)

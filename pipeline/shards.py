@@ -1,5 +1,9 @@
 """Output shards: planned on the driver, written row group by row group on Ray.
 
+The select phase writes only doc_id + domain + sel_* beside each score file,
+row-group aligned with it (same file name, same row groups); a shard's rows
+are the two read side by side (`read_joined`).
+
 Ray Data's own Parquet sink holds every block of a write task in memory and
 makes each file one row group when a minimum file size is set, so a shard
 would cost its whole uncompressed size in one worker.  Instead the driver
@@ -26,7 +30,26 @@ import ray.data
 
 from thresher.operators import schema as S
 
+from .errors import JobError
+
 NOT_IN_SHARDS = (S.INVALID_REASON, S.SEL_REASON)
+
+
+def score_file_of(select_file: str | Path, score_dir: Path) -> Path:
+    """The score file a select file was written beside (same name)."""
+    return score_dir / "data" / Path(select_file).name
+
+
+def read_joined(score: pq.ParquetFile, select: pq.ParquetFile, rg: int, score_columns: list[str], select_columns: list[str]) -> pa.Table:
+    """Row group rg of a score file and of its select file, side by side (checked to be the same rows)."""
+    left = score.read_row_group(rg, columns=score_columns + [S.DOC_ID])
+    right = select.read_row_group(rg, columns=select_columns + [S.DOC_ID])
+    if not left.column(S.DOC_ID).equals(right.column(S.DOC_ID)):
+        raise JobError(f"select output is not aligned with its score file at row group {rg}; rerun with --force select")
+    out = left.select(score_columns)
+    for name in select_columns:
+        out = out.append_column(name, right.column(name))
+    return out
 
 
 @dataclass(frozen=True)
@@ -64,25 +87,33 @@ def plan(files: list[Path], rows_per_shard: int) -> list[ShardPlan]:
     return [ShardPlan(f"part-{i:05d}-of-{total:05d}.parquet", tuple(g), c) for i, (g, c) in enumerate(zip(groups, counts))]
 
 
-def shard_schema(files: list[Path]) -> pa.Schema:
-    """The shards' schema: the select phase's columns (unified over its files) less the decision internals."""
-    schema = pa.unify_schemas([pq.read_schema(f) for f in files], promote_options="permissive")
-    return pa.schema([f for f in schema if f.name not in NOT_IN_SHARDS])
+def shard_schema(files: list[Path], score_dir: Path) -> pa.Schema:
+    """The shards' schema: the score columns (unified over the files), then domain and sel_*, less the decision internals."""
+    score = pa.unify_schemas([pq.read_schema(score_file_of(f, score_dir)) for f in files], promote_options="permissive")
+    select = pq.read_schema(files[0])
+    fields = [f for f in score if f.name not in NOT_IN_SHARDS] + [f for f in select if f.name != S.DOC_ID and f.name not in NOT_IN_SHARDS]
+    return pa.schema(fields)
 
 
-def write_shard(shard: ShardPlan, directory: Path, schema: pa.Schema, row_group_rows: int, compression: str = "zstd") -> dict:
+def write_shard(shard: ShardPlan, directory: Path, schema: pa.Schema, row_group_rows: int, score_dir: Path, compression: str = "zstd") -> dict:
     """Stream one shard's selected rows into DIRECTORY/name in row groups of exactly row_group_rows (the last may be short)."""
     path = directory / shard.name
     pending: list[pa.Table] = []
     buffered = 0
     rows = 0
-    open_file: tuple[str, pq.ParquetFile] | None = None
+    open_file: tuple[str, pq.ParquetFile, pq.ParquetFile] | None = None
     with pq.ParquetWriter(path, schema, compression=compression) as writer:
         for file, rg in shard.parts:
             if open_file is None or open_file[0] != file:
-                open_file = (file, pq.ParquetFile(file))
-            t = open_file[1].read_row_group(rg, columns=schema.names)
-            t = t.filter(pc.greater(t.column(S.SEL_COPIES), 0)).select(schema.names).cast(schema)
+                open_file = (file, pq.ParquetFile(score_file_of(file, score_dir)), pq.ParquetFile(file))
+            names = set(open_file[2].schema_arrow.names)
+            score_cols = [n for n in schema.names if n not in names and n in open_file[1].schema_arrow.names]
+            t = read_joined(open_file[1], open_file[2], rg, score_cols, [n for n in schema.names if n in names])
+            t = t.filter(pc.greater(t.column(S.SEL_COPIES), 0))
+            for f in schema:  # a column some score files lack (schema drift across files) is null there
+                if f.name not in t.column_names:
+                    t = t.append_column(f.name, pa.nulls(t.num_rows, f.type))
+            t = t.select(schema.names).cast(schema)
             pending.append(t)
             buffered += t.num_rows
             while buffered >= row_group_rows:
@@ -97,7 +128,7 @@ def write_shard(shard: ShardPlan, directory: Path, schema: pa.Schema, row_group_
     return {"path": f"{directory.name}/{shard.name}", "rows": rows, "bytes": path.stat().st_size, "sha256": sha256(path)}
 
 
-def write_all(shards: list[ShardPlan], directory: Path, schema: pa.Schema, row_group_rows: int) -> list[dict]:
+def write_all(shards: list[ShardPlan], directory: Path, schema: pa.Schema, row_group_rows: int, score_dir: Path) -> list[dict]:
     """Write every shard, one Ray Data task each; returns the manifest entries in shard order."""
     directory.mkdir(parents=True, exist_ok=True)
     if not shards:
@@ -107,7 +138,7 @@ def write_all(shards: list[ShardPlan], directory: Path, schema: pa.Schema, row_g
 
     def write(row: dict) -> dict:
         parts = tuple((f, rg) for f, rg in json.loads(row["parts"]))
-        return write_shard(ShardPlan(row["name"], parts, row["rows"]), directory, schema, row_group_rows)
+        return write_shard(ShardPlan(row["name"], parts, row["rows"]), directory, schema, row_group_rows, score_dir)
 
     done = ray.data.from_items(items, override_num_blocks=len(items)).map(write).take_all()
     return sorted(({k: r[k] for k in ("path", "rows", "bytes", "sha256")} for r in done), key=lambda e: e["path"])

@@ -10,12 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from thresher.operators import schema as S
+
+from .errors import SpecError
 
 
 class Strict(BaseModel):
@@ -119,7 +121,6 @@ class SemDeDupSpec(Strict):
 
 
 class ScorersSpec(Strict):
-    heuristic: bool = Field(True, description="Rank-normalised merged heuristic quality, q_heuristic.")
     fit_sample_size: int = Field(100_000, gt=0, description="Documents sampled to fit score normalisation.")
     classifier: ClassifierSpec | None = Field(None, description="Learned quality classifier, q_classifier; none = off.")
     columns: list[ColumnScoreSpec] = Field(default_factory=list, description="Input columns used as quality scores.")
@@ -136,6 +137,11 @@ class QuaDMixParamsSpec(Strict):
     eta: float = Field(1.0, gt=0, description="η: exponent; the best document gets about 2^η copies.")
     epsilon: float = Field(0.0, ge=0, description="ε: baseline copies added everywhere, and all a document beyond ω gets.")
     alpha: dict[str, float] = Field(default_factory=lambda: {S.Q_HEURISTIC: 1.0}, description="Weights α of the quality columns merged into q̄.")
+
+    def params(self):
+        from thresher.operators.quadmix import QuaDMixParams
+
+        return QuaDMixParams(self.lam, self.omega, self.eta, self.epsilon, dict(self.alpha))
 
 
 class FilterSpec(Strict):
@@ -155,21 +161,88 @@ class BudgetSpec(Strict):
     amount: float = Field(gt=0, description="Target size of the selection, met in expectation.")
 
 
-class SelectionSpec(Strict):
-    strategy: Literal["quadmix", "topk", "uniform", "dsir"] = Field("quadmix", description="quadmix (quality-diversity sampling), topk (best by quality), uniform (random baseline) or dsir (Gumbel top-k on DSIR weights; needs scorers.dsir).")
-    budget: BudgetSpec | None = Field(None, description="Selection size; none = QuaDMix's own expected size (topk and uniform need one).")
-    domain: str = Field("cluster", description="'cluster' = the k-means cluster id, or the name of an input column.")
-    quadmix: QuaDMixParamsSpec = Field(default_factory=QuaDMixParamsSpec, description="QuaDMix parameters for every domain.")
-    domains: dict[str, QuaDMixParamsSpec] = Field(default_factory=dict, description="Per-domain QuaDMix overrides, keyed by domain value.")
+class SelectionBase(Strict):
+    """What every strategy shares: the eligible pool, the budget and what happens when the pool is too small."""
+
+    budget: BudgetSpec | None = Field(None, description="Selection size; none = the strategy's own expected size (only quadmix has one).")
+    domain: str = Field("cluster", description="'cluster' = the k-means cluster id, or the name of an input column (or JSONL key).")
     filters: list[FilterSpec] = Field(default_factory=list, description="Eligibility thresholds applied before sampling; failures are recorded with a reason.")
     exclude: list[str] = Field(default_factory=list, description="Decision columns that make a document ineligible when set: q_rule_* (a rule's reason), d_exact_dup, d_near_dup, d_semdup.")
     percentile_bins: int = Field(4096, ge=16, description="Histogram bins per domain for quality percentiles and budget thresholds.")
+    max_copies: int = Field(4, ge=1, description="No document gets more copies than this (strategies that sample without replacement give at most one).")
+    on_shortfall: Literal["warn", "error"] = Field("warn", description="When the eligible pool cannot fill the budget: warn (select what it can, report the shortfall in the manifest) or error (stop).")
 
-    @model_validator(mode="after")
-    def _budget_needed(self) -> "SelectionSpec":
-        if self.strategy in ("topk", "uniform", "dsir") and self.budget is None:
-            raise ValueError(f"strategy {self.strategy} needs a budget")
-        return self
+    def columns(self) -> set[str]:
+        """Columns the strategy reads, besides domain and n_tokens."""
+        return set()
+
+    def build(self, fit_dir: Path, seed: int):
+        raise NotImplementedError
+
+
+class QuaDMixSelection(SelectionBase):
+    """QuaDMix quality-diversity sampling (operators/quadmix.py)."""
+
+    strategy: Literal["quadmix"] = Field("quadmix", description="quadmix (quality-diversity sampling), topk (best by merged quality), uniform (random baseline) or dsir (Gumbel top-k on DSIR weights; needs scorers.dsir).")
+    quadmix: QuaDMixParamsSpec = Field(default_factory=QuaDMixParamsSpec, description="QuaDMix parameters for every domain.")
+    domains: dict[str, QuaDMixParamsSpec] = Field(default_factory=dict, description="Per-domain QuaDMix overrides, keyed by domain value.")
+
+    def columns(self) -> set[str]:
+        return {c for p in [self.quadmix, *self.domains.values()] for c in p.alpha}
+
+    def build(self, fit_dir: Path, seed: int):
+        from thresher.operators.quadmix import QuaDMix
+
+        return QuaDMix(self.quadmix.params(), {k: v.params() for k, v in self.domains.items()}, max_copies=self.max_copies)
+
+
+class TopKSelection(SelectionBase):
+    """The best documents by a weighted mean of quality columns, one copy each."""
+
+    strategy: Literal["topk"]
+    budget: BudgetSpec = Field(description="Selection size.")
+    by: dict[str, float] = Field(default_factory=lambda: {S.Q_HEURISTIC: 1.0}, description="Quality columns and their weights, merged into the ranking score.")
+
+    def columns(self) -> set[str]:
+        return set(self.by)
+
+    def build(self, fit_dir: Path, seed: int):
+        from thresher.operators.selection import TopK
+
+        return TopK(dict(self.by))
+
+
+class UniformSelection(SelectionBase):
+    """Every eligible document with the same probability: the random baseline."""
+
+    strategy: Literal["uniform"]
+    budget: BudgetSpec = Field(description="Selection size.")
+
+    def build(self, fit_dir: Path, seed: int):
+        from thresher.operators.selection import Uniform
+
+        return Uniform()
+
+
+class DSIRSelection(SelectionBase):
+    """DSIR resampling toward a target corpus: Gumbel top-k on the importance weights (needs scorers.dsir)."""
+
+    strategy: Literal["dsir"]
+    budget: BudgetSpec = Field(description="Selection size.")
+
+    def columns(self) -> set[str]:
+        return {S.U_DSIR}
+
+    def build(self, fit_dir: Path, seed: int):
+        from thresher.operators.dsir import DSIR, DSIRResample
+
+        return DSIRResample.from_dsir(DSIR.load(fit_dir / "dsir"), seed=seed)
+
+
+# The strategy registry: one spec variant per strategy, told apart by `strategy`.
+STRATEGIES = (QuaDMixSelection, TopKSelection, UniformSelection, DSIRSelection)
+SelectionSpec = Annotated[Union[STRATEGIES], Field(discriminator="strategy")]
+_VARIANTS = {v.model_fields["strategy"].annotation.__args__[0]: v for v in STRATEGIES}
 
 
 class OutputSpec(Strict):
@@ -198,9 +271,16 @@ class JobSpec(Strict):
     embedder: EmbedderSpec = Field(default_factory=EmbedderSpec)
     clustering: ClusteringSpec = Field(default_factory=ClusteringSpec)
     scorers: ScorersSpec = Field(default_factory=ScorersSpec)
-    selection: SelectionSpec = Field(default_factory=SelectionSpec)
+    selection: SelectionSpec = Field(default_factory=QuaDMixSelection)
     seed: int = Field(0, description="Seeds k-means and the per-document sampling uniforms.")
     ray: RaySpec = Field(default_factory=RaySpec)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_strategy(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and isinstance(raw.get("selection"), dict) and "strategy" not in raw["selection"]:
+            raw = {**raw, "selection": {**raw["selection"], "strategy": "quadmix"}}
+        return raw
 
     @model_validator(mode="after")
     def _dsir_strategy_needs_scorer(self) -> "JobSpec":
@@ -214,10 +294,6 @@ class JobSpec(Strict):
         if parts:
             data = {p: data[p] for p in parts}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
-
-
-class SpecError(ValueError):
-    """An invalid spec; the message names the offending field."""
 
 
 def load_spec(path: str | Path) -> JobSpec:
@@ -238,6 +314,13 @@ def parse_spec(raw: object, source: str = "spec") -> JobSpec:
         return JobSpec.model_validate(raw)
     except ValidationError as e:
         first = e.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "(spec)"
+        loc = list(first["loc"])
+        if loc[:1] == ["selection"] and len(loc) > 1 and loc[1] in _VARIANTS:
+            loc.pop(1)  # the union's tag (selection.topk.budget) is not a field the user wrote
+        msg = first["msg"]
+        if first["type"] == "union_tag_invalid":  # an unknown strategy
+            loc.append(first["ctx"]["discriminator"].strip("'"))
+            msg = f"unknown {loc[-1]} {first['ctx']['tag']!r} (known: {first['ctx']['expected_tags']})"
+        field = ".".join(str(p) for p in loc) or "(spec)"
         more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
-        raise SpecError(f"{source}: {field}: {first['msg']}{more}") from None
+        raise SpecError(f"{source}: {field}: {msg}{more}") from None

@@ -84,5 +84,5 @@ def test_unknown_filter_column_is_refused_before_work(tmp_path):
         )
     )
     p = _run("run", str(spec))
-    assert p.returncode == 1 and "selection.filters.0.column: no column 'sig_nonsense'" in p.stderr
+    assert p.returncode == 2 and "selection.filters.0.column: no input column 'sig_nonsense'" in p.stderr
     assert not (tmp_path / "o.work").exists()

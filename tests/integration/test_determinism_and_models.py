@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from thresher.operators.embed import from_fixed_list
-from thresher.pipeline.runner import phase_keys, run
+from thresher.pipeline.runner import keys_for, run
 
 from .helpers import make_spec, selection, write_corpus
 
@@ -38,7 +38,7 @@ def test_minilm_end_to_end(local_ray, tmp_path):
     m = run(spec, log=lambda m: None, progress=False)
     assert m["counts"]["input"] == 300 and m["accounting_holds"]
     assert m["timings"]["embed"]["model"] == "minilm"
-    emb_dir = Path(spec.output.path).with_suffix(".work") / f"embed-{phase_keys(spec)['embed']}" / "data"
+    emb_dir = Path(spec.output.path).with_suffix(".work") / f"embed-{keys_for(spec)['embed']}" / "data"
     emb = from_fixed_list(pq.read_table(emb_dir, columns=["emb"]).column("emb"))
     assert emb.shape == (300, 384)
     assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)
@@ -82,7 +82,7 @@ def test_gpu_fp16_embedding_and_faiss_kmeans():
 
 
 def test_cpu_actors_that_would_starve_reading_are_refused(local_ray, tmp_path):
-    from thresher.pipeline.runner import JobError
+    from thresher.pipeline.errors import JobError
 
     corpus = write_corpus(tmp_path / "corpus", 20)
     spec = make_spec(corpus, tmp_path / "out", embedder={"actors": 2, "cpus_per_actor": 1, "device": "cpu"})

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from thresher.pipeline.demo_corpus import LOW_QUALITY_KINDS, generate
-from thresher.pipeline.runner import phase_keys, run
+from thresher.pipeline.runner import keys_for, run
 
 from .helpers import make_spec, write_corpus
 
@@ -57,7 +57,7 @@ def scored(local_ray, tmp_path_factory):
     )
     m = run(spec, log=lambda m: None, progress=False)
     work = Path(spec.output.path).with_suffix(".work")
-    table = pq.read_table(work / f"score-{phase_keys(spec)['score']}" / "data")
+    table = pq.read_table(work / f"score-{keys_for(spec)['score']}" / "data")
     return spec, m, table
 
 

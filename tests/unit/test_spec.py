@@ -15,7 +15,7 @@ def test_defaults_fill_in():
     [
         ({"selection": {"strategy": "best"}}, "selection.strategy"),
         ({"clustering": {"n_clusters": 0}}, "clustering.n_clusters"),
-        ({"selection": {"strategy": "topk"}}, "selection"),
+        ({"selection": {"strategy": "topk"}}, "selection.budget"),
         ({"embedder": {"modle": "minilm"}}, "embedder.modle"),
         ({"input": {"paths": []}}, "input.paths"),
         ({"selection": {"quadmix": {"omega": 2}}}, "selection.quadmix.omega"),
