@@ -98,6 +98,7 @@ def _write_shards(spec: JobSpec, score_dir: Path, select_dir: Path, data_dir: Pa
     size = sum(shards.score_file_of(f, score_dir).stat().st_size + f.stat().st_size for f in files)
     rows_per_shard = max(1, int(spec.output.shard_bytes / max(size / max(rows, 1), 1.0)))
     plan = shards.plan(files, rows_per_shard)
+    data_dir.mkdir()  # present even when nothing was selected
     return shards.write_all(plan, data_dir, shards.shard_schema(files, score_dir), spec.output.row_group_rows, score_dir) if files else []
 
 

@@ -62,3 +62,13 @@ def make_spec(corpus: Path, out: Path, **overrides) -> JobSpec:
 def selection(out: Path) -> dict[str, int]:
     t = pq.read_table(out / "data", columns=["doc_id", "sel_copies"])
     return dict(zip(t.column("doc_id").to_pylist(), t.column("sel_copies").to_pylist()))
+
+
+def write_jsonl_corpus(path: Path, n_docs: int, seed: int = 0) -> Path:
+    """The demo corpus as JSON lines (id, text, topic, planted): extra keys live in `metadata`."""
+    import json
+
+    rows = generate(n_docs, seed).select(["id", "text", "topic", "planted"]).to_pylist()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
