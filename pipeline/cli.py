@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run_p = sub.add_parser("run", help="run a selection job from a YAML/JSON spec")
     run_p.add_argument("spec", help="path to the job spec")
-    run_p.add_argument("--no-progress", action="store_true", help="hide Ray Data progress bars")
+    run_p.add_argument("--no-progress", action="store_true", help="no live progress bars: one plain line per phase")
     run_p.add_argument("--force", action="append", default=[], metavar="PHASE", help="rerun PHASE (and every phase after it) even if complete; repeatable")
     gc_p = sub.add_parser("gc", help="remove phase directories of a work directory that the given specs do not use")
     gc_p.add_argument("work_dir", help="the work directory (OUTPUT.work by default)")
@@ -55,9 +55,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(spec_path: str, progress: bool, force: tuple[str, ...]) -> int:
     spec = load_spec(spec_path)  # refuses a bad spec before Ray starts
+    from .console import JobConsole
     from .runner import run
 
-    manifest = run(spec, log=lambda m: print(m, file=sys.stderr), progress=progress, force=force)
+    with JobConsole(live=progress) as console:
+        manifest = run(spec, log=lambda m: None, progress=False, on_event=console.on_event, force=force, capture_output=True)
     print(summary(spec, manifest))
     return 0
 
@@ -94,8 +96,9 @@ def summary(spec: JobSpec, manifest: dict) -> str:
         f"  shards: {len(manifest['shards'])} under data/, plus manifest.json",
         f"  input {c['input']}  = selected {c['selected_docs']} + not selected {c['not_selected']} + invalid {c['invalid']}",
         f"  copies {c['selected_copies']}, tokens {c['selected_tokens']} ({spec.selection.strategy}, {len(manifest['domains'])} domains)",
-        f"  total {manifest['timings']['total']['seconds']:.1f}s",
+        f"  total {manifest['timings']['total']['seconds']:.1f}s; Ray's log: {Path(spec.output.work_dir or f'{spec.output.path}.work').resolve() / 'job.log'}",
     ]
+    lines += [f"  warning: {w}" for w in manifest.get("warnings", [])]
     return "\n".join(lines)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -26,13 +27,20 @@ class RunStatus:
         self.status_path = work / "status.json"
         self.events_path = work / "events.jsonl"
         self.state: dict = {"state": "running", "phase": None, "phases": {}, "started_unix": round(time.time(), 3), "pid": os.getpid()}
+        self._lock = threading.Lock()  # progress events come from a polling thread
 
     def __call__(self, event: Event) -> None:
-        event = {"unix": round(time.time(), 3), **event}
-        with open(self.events_path, "a") as fh:
-            fh.write(json.dumps(event, default=str) + "\n")
+        with self._lock:
+            self._fold({"unix": round(time.time(), 3), **event})
+
+    def _fold(self, event: Event) -> None:
         kind, phase = event["event"], event.get("phase")
-        if kind == "phase_start":
+        if kind != "progress":  # the log keeps decisions; status.json keeps the latest count
+            with open(self.events_path, "a") as fh:
+                fh.write(json.dumps(event, default=str) + "\n")
+        if kind == "progress":
+            self.state["phases"].setdefault(phase, {}).update({k: event[k] for k in ("rows_done", "rows_total", "elapsed", "rate")})
+        elif kind == "phase_start":
             self.state["phase"] = phase
             self.state["phases"][phase] = {"state": "running", "key": event.get("key"), "reused": False}
         elif kind == "phase_end":

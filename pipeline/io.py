@@ -89,6 +89,14 @@ class InputFiles:
         infos = self.fs.get_file_info(self.files)
         return [{"path": i.path, "size": i.size, "mtime_ns": i.mtime_ns} for i in infos]
 
+    def num_rows(self) -> int | None:
+        """Rows in the input from the Parquet footers; None for JSONL (known only once read)."""
+        import pyarrow.parquet as pq
+
+        if self.format != "parquet":
+            return None
+        return sum(pq.ParquetFile(self.fs.open_input_file(f)).metadata.num_rows for f in self.files)
+
 
 def locate(paths: list[str], fmt: str, cfg: ValidateConfig) -> InputFiles:
     """Find and check the input before any work starts: files exist, one format, columns present."""

@@ -16,7 +16,9 @@ threshold rescores without refitting k-means, and a new budget reselects only.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +44,7 @@ from . import io, output
 from .errors import InputError, JobError, SpecError
 from .events import OnEvent, RunStatus
 from .plan import Phase, WorkDir, downstream, phase_keys
+from .progress import PhaseProgress, count_rows
 from .scoring import Clusters, FittedScorers, Scorers, fit_clusters, fit_scorers, score_batch, scorer_sample_columns
 from .spec import CorpusRef, JobSpec
 
@@ -75,6 +78,7 @@ class Context:
     model: ModelRef | None = None
     timings: dict[str, dict] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    progress: PhaseProgress | None = None  # the running phase's row count
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
@@ -144,10 +148,11 @@ def dedup_phase(ctx: Context, d: Path, needed: dict) -> dict:
     p = ctx.spec.scorers.dedup
     finders = [(n, f) for n, f, on in (("exact", ExactDuplicates(), p.exact), ("near", NearDuplicates(p.threshold, p.num_perm, p.ngram), p.near)) if on]
     for t in _iter_tables(needed["embed"], [S.DOC_ID, S.TEXT, S.INVALID_REASON]):
+        ctx.progress.add(t.num_rows)
         t = t.filter(t.column(S.INVALID_REASON).is_null())
         for _, f in finders:
             f.add(t)
-    info = {}
+    info = {"rows": ctx.progress.rows()}
     for name, f in finders:
         f.resolve()
         f.save(d / name)
@@ -186,7 +191,7 @@ def score_phase(ctx: Context, d: Path, needed: dict) -> dict:
         duplicates=duplicates,
         lift_numeric=[c.column for c in sc.columns if c.column in ctx.lift.numeric],
     )
-    ds = _read(needed["embed"]).map_batches(score_batch, fn_args=[scorers], batch_format="pyarrow", batch_size=4096)
+    ds = _read(needed["embed"]).map_batches(score_batch, fn_args=[scorers, ctx.progress.counter], batch_format="pyarrow", batch_size=4096)
     ds.write_parquet(str(d / "data"))
     return {"rows": _count(d / "data")}
 
@@ -205,6 +210,7 @@ def select_phase(ctx: Context, d: Path, needed: dict) -> dict:
     cols = sorted({S.DOC_ID, S.INVALID_REASON, S.N_TOKENS, _domain_source(sel.domain), *(f.column for f in filters), *strategy.columns})
     hist = DomainHistograms(sel.percentile_bins)
     for t in _iter_tables(needed["score"], cols, ctx.lift):
+        ctx.progress.add(t.num_rows)
         t = with_domain(t.filter(t.column(S.INVALID_REASON).is_null()), sel.domain)
         t = t.filter(pa.array(np.equal(filter_reasons(t, filters), None)))
         if t.num_rows:
@@ -224,7 +230,7 @@ def select_phase(ctx: Context, d: Path, needed: dict) -> dict:
     hist.save(d / "histograms.json")
     files = sorted((needed["score"] / "data").glob("*.parquet"))
     (d / "data").mkdir()
-    task = {"strategy": strategy, "seed": spec.seed, "filters": filters, "columns": cols, "domain": sel.domain, "lift": ctx.lift, "out": str(d / "data")}
+    task = {"strategy": strategy, "seed": spec.seed, "filters": filters, "columns": cols, "domain": sel.domain, "lift": ctx.lift, "out": str(d / "data"), "counter": ctx.progress.counter}
     ray.data.from_items([{"file": str(f)} for f in files], override_num_blocks=max(1, len(files))).map(select_file, fn_kwargs=task).take_all()
     return {"rows": _count(d / "data"), "strategy": sel.strategy, **facts}
 
@@ -250,11 +256,15 @@ def run(
     progress: bool = True,
     on_event: OnEvent | None = None,
     force: tuple[str, ...] = (),
+    capture_output: bool = False,
 ) -> dict:
     """Run a job to completion (resuming from its work directory) and return its manifest.
 
     `force` names phases to rerun even when complete (and so every phase after
-    them); `on_event` receives the run events (also written to WORK/status.json).
+    them); `on_event` receives the run events (also written to WORK/status.json
+    and WORK/events.jsonl); log lines also go to WORK/job.log. With
+    `capture_output`, everything written to file descriptors 1 and 2 while the
+    job runs (Ray's logs and warnings, model banners) goes to WORK/job.log too.
     """
     t0 = time.perf_counter()
     unknown = sorted(set(force) - set(PHASE_NAMES))
@@ -263,7 +273,7 @@ def run(
     out_path = Path(spec.output.path)
     work_path = Path(spec.output.work_dir or f"{out_path}.work")
     inputs, side = preflight(spec, out_path, work_path)
-    with WorkDir(work_path) as work:
+    with WorkDir(work_path) as work, _output_to(work.path / "job.log", capture_output):
         status = RunStatus(work.path)
 
         def emit(event: dict) -> None:
@@ -271,7 +281,12 @@ def run(
             if on_event is not None:
                 on_event(event)
 
-        ctx = Context(spec, work, log, emit, inputs, side, lift_for(spec, inputs))
+        def log_line(message: str) -> None:
+            with open(work.path / "job.log", "a") as fh:
+                fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+            log(message)
+
+        ctx = Context(spec, work, log_line, emit, inputs, side, lift_for(spec, inputs))
         try:
             manifest = _run_plan(ctx, progress, set(force), t0)
         except BaseException as e:
@@ -279,6 +294,28 @@ def run(
             raise
         emit({"event": "job_end", "output": str(out_path), "counts": manifest["counts"]})
         return manifest
+
+
+@contextlib.contextmanager
+def _output_to(path: Path, enabled: bool) -> Iterator[None]:
+    """Send file descriptors 1 and 2 (this process's and anything it starts) to PATH for the duration."""
+    if not enabled:
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(path, "a") as fh:
+        os.dup2(fh.fileno(), 1)
+        os.dup2(fh.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, copy in zip((1, 2), saved):
+            os.dup2(copy, fd)
+            os.close(copy)
 
 
 def _fingerprints(inputs: io.InputFiles, side: dict[str, io.InputFiles]) -> dict[str, list[dict]]:
@@ -340,11 +377,21 @@ def _run_phase(ctx: Context, phase: Phase, key: str, needed: dict[str, Path | No
             info["docs_per_s"] = round(info["rows"] / max(info["seconds"], 1e-9), 1)
         return info
 
-    info = ctx.work.build(phase.name, key, body)
+    with PhaseProgress(ctx.emit, phase.name, _rows_total(ctx, phase.name)) as ctx.progress:
+        info = ctx.work.build(phase.name, key, body)
+    ctx.progress = None
     ctx.emit({"event": "phase_end", "phase": phase.name, "key": key, **info})
     rows = f", {info['rows']} rows" if info.get("rows") else ""
     ctx.log(f"[{phase.name}] done in {info['seconds']:.1f}s{rows}")
     return info
+
+
+def _rows_total(ctx: Context, phase: str) -> int | None:
+    """Rows a phase will count: the input's for embed (Parquet footers; unknown for JSONL), the embedded rows after."""
+    if phase == "embed":
+        return ctx.inputs.num_rows()
+    rows = ctx.timings["embed"]["rows"]
+    return 2 * rows if phase == "select" else None if phase == "semdedup" else rows  # select: histogram pass + write pass
 
 
 # --- checks before any work ----------------------------------------------------------
@@ -440,18 +487,21 @@ def prepare_batch(batch: pa.Table, cfg: ValidateConfig) -> pa.Table:
 class EmbedStage:
     """Actor: loads the model once per worker, then embeds every batch it is given."""
 
-    def __init__(self, ref: ModelRef, device: str, model_batch_size: int, threads: int):
+    def __init__(self, ref: ModelRef, device: str, model_batch_size: int, threads: int, counter=None):
         if device == "cpu":
             import torch
 
             torch.set_num_threads(threads)
         self.embedder = Embedder(ref, device=device, batch_size=model_batch_size)
+        self.counter = counter
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return embed_batch(batch, self.embedder)
+        out = embed_batch(batch, self.embedder)
+        count_rows(self.counter, batch.num_rows)
+        return out
 
 
-def _embedding(ctx: Context, ds: ray.data.Dataset) -> ray.data.Dataset:
+def _embedding(ctx: Context, ds: ray.data.Dataset, counted: bool = True) -> ray.data.Dataset:
     """ds with `emb` appended by the job's embedding actor pool (one GPU each under CUDA)."""
     spec = ctx.spec
     device = _device(spec)
@@ -465,6 +515,7 @@ def _embedding(ctx: Context, ds: ray.data.Dataset) -> ray.data.Dataset:
             "device": device,
             "model_batch_size": spec.embedder.model_batch_size,
             "threads": max(1, int(spec.embedder.cpus_per_actor)),
+            "counter": ctx.progress.counter if counted and ctx.progress else None,
         },
         batch_format="pyarrow",
         batch_size=spec.embedder.batch_size,
@@ -480,7 +531,7 @@ def embed_texts(ctx: Context, texts: list[str], with_signals: bool) -> pa.Table:
     ds = ray.data.from_arrow(table)
     if with_signals:
         ds = ds.map_batches(add_signals, batch_format="pyarrow", batch_size=ctx.spec.embedder.batch_size)
-    batches = list(_embedding(ctx, ds).iter_batches(batch_format="pyarrow", batch_size=None))
+    batches = list(_embedding(ctx, ds, counted=False).iter_batches(batch_format="pyarrow", batch_size=None))
     return pa.concat_tables(batches).sort_by("_row").drop_columns(["_row"])
 
 
@@ -507,7 +558,7 @@ def with_domain(t: pa.Table, domain: str) -> pa.Table:
 SELECT_OUTPUT = [S.DOC_ID, S.DOMAIN, S.SEL_VALUE, S.SEL_COPIES, S.SEL_PERCENTILE, S.SEL_STRATEGY, S.SEL_REASON]
 
 
-def select_file(row: dict, strategy, seed: int, filters: list, columns: list[str], domain: str, lift: Lift, out: str) -> dict:
+def select_file(row: dict, strategy, seed: int, filters: list, columns: list[str], domain: str, lift: Lift, out: str, counter=None) -> dict:
     """Ray task: doc_id + domain + sel_* for one score file, one output row group per input row group."""
     src = pq.ParquetFile(row["file"])
     present = [c for c in columns if c in src.schema_arrow.names] + ([] if not lift.numeric + lift.text else ["metadata"])
@@ -517,6 +568,7 @@ def select_file(row: dict, strategy, seed: int, filters: list, columns: list[str
             t = lift.apply(src.read_row_group(rg, columns=sorted(set(present))), set(columns))
             t = select(with_domain(t, domain), strategy, seed, filters).select(SELECT_OUTPUT).cast(_select_schema())
             writer.write_table(t, row_group_size=max(1, t.num_rows))
+            count_rows(counter, t.num_rows)
     written = pq.ParquetFile(path).metadata
     expected = [src.metadata.row_group(i).num_rows for i in range(src.num_row_groups)]
     if [written.row_group(i).num_rows for i in range(written.num_row_groups)] != [n for n in expected if n]:
@@ -554,6 +606,7 @@ def _fit_sample(ctx: Context, embed_dir: Path, columns: list[str], size: int, va
     rate = min(1.0, (size + 6 * np.sqrt(size) + 16) / valid)
     parts, us = [], []
     for t in _iter_tables(embed_dir, columns, ctx.lift):
+        ctx.progress.add(t.num_rows)
         t = t.filter(t.column(S.INVALID_REASON).is_null())
         u = uniform_from_ids(f"fit-{ctx.spec.seed}", t.column(S.DOC_ID).to_pylist())
         keep = u < rate

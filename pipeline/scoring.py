@@ -159,6 +159,10 @@ def scorer_sample_columns(spec: JobSpec) -> list[str]:
     return cols
 
 
-def score_batch(batch: pa.Table, scorers: Scorers) -> pa.Table:
-    """The function Ray maps over batches (Ray passes the batch first)."""
-    return scorers.score(batch)
+def score_batch(batch: pa.Table, scorers: Scorers, counter=None) -> pa.Table:
+    """The function Ray maps over batches (Ray passes the batch first); counts its rows for progress."""
+    from .progress import count_rows
+
+    out = scorers.score(batch)
+    count_rows(counter, batch.num_rows)
+    return out

@@ -69,6 +69,22 @@ def test_jsonl_job_from_the_command_line(tmp_path):
     m = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert m["counts"]["input"] == 402 and m["counts"]["invalid"] == 2
     assert m["counts"]["invalid_by_reason"] == {"malformed JSON line": 1, "text is not a string (int)": 1}
+    # the terminal gets one line per phase; Ray's own output goes to the work directory's log
+    work = tmp_path / "out.work"
+    lines = p.stderr.strip().splitlines()
+    assert [ln.split("]")[0] + "]" for ln in lines] == ["[embed]", "[clusters]", "[fit]", "[score]", "[select]"], p.stderr
+    assert "rows in" in lines[0] and "rows/s" in lines[0]
+    log = (work / "job.log").read_text()
+    assert "[embed] running" in log and "streaming_executor" in log and "streaming_executor" not in p.stderr
+    status = json.loads((work / "status.json").read_text())
+    assert status["state"] == "succeeded" and status["phases"]["embed"]["rows"] == 402
+    events = [json.loads(line)["event"] for line in (work / "events.jsonl").read_text().splitlines()]
+    assert events[0] == "phase_start" and events[-1] == "job_end" and events.count("phase_end") == 5
+
+
+def test_version():
+    p = _run("--version")
+    assert p.returncode == 0 and p.stdout.startswith("thresher ")
 
 
 def test_unknown_filter_column_is_refused_before_work(tmp_path):

@@ -296,3 +296,19 @@ def test_gc_and_work_directory_growth_across_budgets(local_ray, tmp_path):
     assert left == ["clusters", "embed", "fit", "score", "select"]
     assert "removed 4 phase directories" in p.stdout
     assert _quiet(specs[-1].model_copy(update={"output": specs[-1].output.model_copy(update={"overwrite": True})}))["phases"]["select"]["reused"]
+
+
+def test_run_events_report_phases_rows_and_reuse(local_ray, tmp_path):
+    corpus = write_corpus(tmp_path / "corpus", 900)
+    spec = make_spec(corpus, tmp_path / "out", output={"overwrite": True})
+    events: list[dict] = []
+    _quiet(spec, on_event=events.append)
+    starts = [e["phase"] for e in events if e["event"] == "phase_start"]
+    assert starts == ["embed", "clusters", "fit", "score", "select"]
+    embed = [e for e in events if e["event"] == "progress" and e["phase"] == "embed"]
+    assert embed and all(e["rows_total"] == 900 for e in embed)
+    assert [e["rows_done"] for e in embed] == sorted(e["rows_done"] for e in embed) and embed[-1]["rows_done"] <= 900
+    assert events[-1]["event"] == "job_end" and events[-1]["counts"]["input"] == 900
+    again: list[dict] = []
+    _quiet(spec, on_event=again.append)
+    assert [e["phase"] for e in again if e["event"] == "phase_reused"] == starts
