@@ -48,7 +48,6 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .histogram import DomainHistograms
 from .selection import ALL, TopK, uniform_from_ids
 from . import schema as S
 from .fitted import Fitted
@@ -296,9 +295,3 @@ class DSIRResample(TopK):
     def keys_and_scores(self, batch: pa.Table) -> tuple[np.ndarray, np.ndarray]:
         z = (self.keys(batch) - self.center) / self.scale
         return np.full(batch.num_rows, ALL), 0.5 + np.arctan(z) / np.pi
-
-    def fit(self, hist: DomainHistograms, budget_unit: str | None, budget: float | None) -> "DSIRResample":
-        if budget is None:
-            raise ValueError("dsir resampling needs a budget")
-        super().fit(hist, budget_unit, budget)
-        return self
