@@ -29,6 +29,8 @@ bench: setup
 	$(BIN)/python bench/bench_memory.py
 	$(BIN)/python bench/bench_filters.py
 	$(BIN)/python bench/bench_semdedup.py
+	$(BIN)/python bench/bench_selection_fit.py
+	$(BIN)/python bench/bench_workdir.py
 
 clean:
 	rm -rf $(DEMO) bench/out

@@ -170,12 +170,13 @@ class QuaDMix:
 
     def facts(self) -> dict:
         """What the fit decided, for the manifest; sizes in the budget's unit, copies counted."""
-        short = 0.0 if self.budget_ is None else max(0.0, self.budget_ - self.expected_)
+        from .selection import shortfall  # selection imports merged_quality from here
+
         return {
             "budget": self.budget_,
             "unit": self.unit_,
             "expected": self.expected_,
-            "shortfall": short,
+            "shortfall": shortfall(self.budget_, self.expected_),
             "max_copies": self.max_copies,
             "pool": self.pool_,
             "scale": self.scale_,
