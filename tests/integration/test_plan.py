@@ -10,7 +10,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from thresher.pipeline.runner import PHASE_NAMES, run
+from thresher.pipeline.phases import PHASE_NAMES, PHASES
+from thresher.pipeline.runner import run
 
 from .helpers import make_spec, write_corpus, write_jsonl_corpus
 
@@ -119,7 +120,6 @@ def test_force_reruns_a_phase_and_everything_after_it(base):
 
 def test_the_plan_lists_every_phase_once_in_dependency_order():
     from thresher.pipeline.plan import check_plan
-    from thresher.pipeline.runner import PHASES
 
     check_plan(PHASES)
     assert PHASE_NAMES == ["embed", "clusters", "fit", "dedup", "semdedup", "score", "select"]

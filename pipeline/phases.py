@@ -1,0 +1,413 @@
+"""The job's phases: `PHASES` (one list, in dependency order) and the body of each.
+
+    embed     read -> validate -> signals -> embed (actor pool)          reads input files, input.*, embedder.model
+    clusters  k-means + cluster sizes on a hash-ordered sample           reads clustering, seed
+    fit       rank normalisers, classifier, DSIR, target set              reads scorers (fits), their side corpora, seed
+    dedup     exact + MinHash near duplicates                             reads scorers.dedup
+    semdedup  SemDeDup within each k-means cluster                        reads scorers.semdedup, seed
+    score     every score column, duplicate flags                         reads scorers.rules
+    select    histograms -> strategy.fit -> doc_id + sel_* per file       reads selection, seed
+
+Each phase's cache key is the hash of what it reads plus the keys of the
+phases it needs (`pipeline/plan.py`), so a new input file re-embeds, a rule
+threshold rescores without refitting k-means, and a new budget reselects only.
+`pipeline/runner.py` runs the list; `pipeline/output.py` writes the output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+import ray.data
+
+from thresher.operators import schema as S
+from thresher.operators.dedup import DuplicateMap, ExactDuplicates, NearDuplicates
+from thresher.operators.embed import Embedder, ModelRef, embed_batch, from_fixed_list
+from thresher.operators.histogram import DomainHistograms
+from thresher.operators.kmeans import KMeans
+from thresher.operators.selection import FlagFilter, ThresholdFilter, filter_reasons, select, uniform_from_ids
+from thresher.operators.semdedup import SemanticDuplicates, SemDeDup, semdedup_group
+from thresher.operators.signals import add_signals
+from thresher.operators.validate import ValidateConfig, lift_json_keys, validate
+
+from . import io
+from .errors import JobError
+from .events import OnEvent
+from .plan import Phase, WorkDir
+from .progress import PhaseProgress, count_rows
+from .scoring import Clusters, FittedScorers, Scorers, fit_clusters, fit_scorers, score_batch, scorer_sample_columns
+from .spec import CorpusRef, JobSpec
+
+PREPARE_TASK_BYTES = 256 * 2**20
+
+
+@dataclass
+class Lift:
+    """JSONL keys a phase reads, lifted out of the `metadata` column (nothing for Parquet)."""
+
+    numeric: list[str] = field(default_factory=list)
+    text: list[str] = field(default_factory=list)
+
+    def apply(self, t: pa.Table, wanted: set[str]) -> pa.Table:
+        num = [k for k in self.numeric if k in wanted and k not in t.column_names]
+        txt = [k for k in self.text if k in wanted and k not in t.column_names]
+        return lift_json_keys(t, num, txt) if num or txt else t
+
+
+@dataclass
+class Context:
+    spec: JobSpec
+    work: WorkDir
+    log: Callable[[str], None]
+    emit: OnEvent
+    inputs: io.InputFiles
+    side: dict[str, io.InputFiles]  # side corpora by spec field
+    lift: Lift
+    model: ModelRef | None = None
+    timings: dict[str, dict] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    progress: PhaseProgress | None = None  # the running phase's row count
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        self.log(f"warning: {message}")
+        self.emit({"event": "warning", "message": message})
+
+
+def _reads_embed(spec: JobSpec, fp: dict) -> dict:
+    return {"input": spec.input.model_dump(mode="json", exclude={"paths"}), "files": fp["input"], "model": spec.embedder.model}
+
+
+def _reads_fit(spec: JobSpec, fp: dict) -> dict:
+    sc = spec.scorers.model_dump(mode="json", include={"fit_sample_size", "classifier", "columns", "dsir", "target_sim"})
+    return {"scorers": sc, "side_files": {k: v for k, v in fp.items() if k != "input"}, "seed": spec.seed}
+
+
+def _reads_selection(spec: JobSpec, fp: dict) -> dict:
+    return {"selection": spec.selection.model_dump(mode="json"), "seed": spec.seed}
+
+
+def embed_phase(ctx: Context, d: Path, needed: dict) -> dict:
+    spec = ctx.spec
+    cfg = validate_config(spec)
+    ds = io.read_raw(ctx.inputs, cfg)
+    # Ray Data fuses consecutive maps whose remote args are equal. Prepare's
+    # memory request (a batch of text and its polars intermediates) makes them
+    # differ, so prepare stays out of the embedding actor: fused, a CPU actor
+    # would validate and compute signals between its batches instead of
+    # leaving that to another core (50k static docs: embed phase 102.7 s
+    # fused, 84.7 s not; bench/RESULTS.md).
+    ds = ds.map_batches(prepare_batch, fn_kwargs={"cfg": cfg}, batch_format="pyarrow", batch_size=spec.embedder.batch_size, memory=PREPARE_TASK_BYTES)
+    _embedding(ctx, ds).write_parquet(str(d / "data"))
+    return {"rows": _count(d / "data"), "files": len(ctx.inputs.files), "device": _device(spec), "model": spec.embedder.model}
+
+
+def clusters_phase(ctx: Context, d: Path, needed: dict) -> dict:
+    valid = _valid_rows(needed["embed"])
+    sample = _fit_sample(ctx, needed["embed"], [S.DOC_ID, S.INVALID_REASON, S.EMB], ctx.spec.clustering.sample_size, valid)
+    clusters, info = fit_clusters(ctx.spec, sample, valid)
+    clusters.save(d)
+    return {"rows": sample.num_rows, **info}
+
+
+def fit_phase(ctx: Context, d: Path, needed: dict) -> dict:
+    spec = ctx.spec
+    sample = _fit_sample(ctx, needed["embed"], scorer_sample_columns(spec), spec.scorers.fit_sample_size, _valid_rows(needed["embed"]))
+    fitted, info = fit_scorers(spec, sample, lambda ref: _side_texts(ctx, ref), lambda texts, sig: embed_texts(ctx, texts, sig))
+    fitted.save(d)
+    return {"rows": sample.num_rows, **info}
+
+
+def dedup_phase(ctx: Context, d: Path, needed: dict) -> dict:
+    """Exact and near duplicates: text streams through the driver, hashes and MinHash signatures are kept."""
+    p = ctx.spec.scorers.dedup
+    finders = [(n, f) for n, f, on in (("exact", ExactDuplicates(), p.exact), ("near", NearDuplicates(p.threshold, p.num_perm, p.ngram), p.near)) if on]
+    for t in _iter_tables(needed["embed"], [S.DOC_ID, S.TEXT, S.INVALID_REASON]):
+        ctx.progress.add(t.num_rows)
+        t = t.filter(t.column(S.INVALID_REASON).is_null())
+        for _, f in finders:
+            f.add(t)
+    info = {"rows": ctx.progress.rows()}
+    for name, f in finders:
+        f.resolve()
+        f.save(d / name)
+        info[f"{name}_duplicates"] = len(f.duplicate_ids_)
+    return info
+
+
+def semdedup_phase(ctx: Context, d: Path, needed: dict) -> dict:
+    """SemDeDup as a Ray Data group-by on the k-means cluster: memory bounded by the largest cluster (in blocks)."""
+    p = ctx.spec.scorers.semdedup
+    kmeans = Clusters.load(needed["clusters"]).kmeans
+    groups = (
+        _read(needed["embed"], [S.DOC_ID, S.EMB, S.INVALID_REASON])
+        .map_batches(assign_clusters, fn_args=[kmeans], batch_format="pyarrow", batch_size=4096)
+        .groupby(S.D_CLUSTER)
+        .map_groups(semdedup_group, fn_args=[SemDeDup(p.epsilon, p.order, ctx.spec.seed, p.block)], batch_format="pyarrow")
+    )
+    pairs = list(groups.iter_batches(batch_format="pyarrow", batch_size=None))
+    empty = pa.table({S.DOC_ID: pa.array([], pa.string()), S.D_SEMDUP_OF: pa.array([], pa.string())})
+    table = pa.concat_tables(pairs) if pairs else empty
+    SemanticDuplicates.from_pairs(table.column(S.DOC_ID).combine_chunks(), table.column(S.D_SEMDUP_OF).combine_chunks()).save(d / "semdedup")
+    return {"semantic_duplicates": table.num_rows}
+
+
+def score_phase(ctx: Context, d: Path, needed: dict) -> dict:
+    sc = ctx.spec.scorers
+    duplicates: list[DuplicateMap] = []
+    if needed.get("dedup"):
+        duplicates += [cls.load(needed["dedup"] / n) for n, cls in (("exact", ExactDuplicates), ("near", NearDuplicates)) if (needed["dedup"] / n).exists()]
+    if needed.get("semdedup"):
+        duplicates.append(SemanticDuplicates.load(needed["semdedup"] / "semdedup"))
+    scorers = Scorers(
+        Clusters.load(needed["clusters"]),
+        FittedScorers.load(needed["fit"]),
+        rules=sc.rules.model_dump() if sc.rules else None,
+        duplicates=duplicates,
+        lift_numeric=[c.column for c in sc.columns if c.column in ctx.lift.numeric],
+    )
+    ds = _read(needed["embed"]).map_batches(score_batch, fn_args=[scorers, ctx.progress.counter], batch_format="pyarrow", batch_size=4096)
+    ds.write_parquet(str(d / "data"))
+    return {"rows": _count(d / "data")}
+
+
+def select_phase(ctx: Context, d: Path, needed: dict) -> dict:
+    """Fit the strategy on corpus-wide histograms, then write doc_id + domain + sel_* beside each score file.
+
+    The output is narrow and row-group aligned with the score files (same file
+    names, same row groups), so a new budget or strategy costs a few bytes per
+    document in the work directory, and the writer joins the two while it streams.
+    """
+    spec = ctx.spec
+    sel = spec.selection
+    filters = [*(FlagFilter(c) for c in sel.exclude), *(ThresholdFilter(f.column, f.min, f.max) for f in sel.filters)]
+    strategy = sel.build(needed["fit"], spec.seed)
+    cols = sorted({S.DOC_ID, S.INVALID_REASON, S.N_TOKENS, _domain_source(sel.domain), *(f.column for f in filters), *strategy.columns})
+    hist = DomainHistograms(sel.percentile_bins)
+    for t in _iter_tables(needed["score"], cols, ctx.lift):
+        ctx.progress.add(t.num_rows)
+        t = with_domain(t.filter(t.column(S.INVALID_REASON).is_null()), sel.domain)
+        t = t.filter(pa.array(np.equal(filter_reasons(t, filters), None)))
+        if t.num_rows:
+            keys, scores = strategy.keys_and_scores(t)
+            hist.add(keys, scores, np.asarray(t.column(S.N_TOKENS).to_numpy(zero_copy_only=False)))
+    budget = sel.budget
+    strategy.fit(hist, budget.unit if budget else None, budget.amount if budget else None)
+    facts = strategy.facts()
+    if facts.get("shortfall"):
+        message = (
+            f"the eligible pool fills {facts['expected']:.6g} of the {budget.amount:.6g} {budget.unit} budget "
+            f"({sel.strategy}, at most {facts['max_copies']} copies per document)"
+        )
+        if sel.on_shortfall == "error":
+            raise JobError(message + "; lower selection.budget, loosen the filters or set selection.on_shortfall: warn")
+        ctx.warn(message)
+    hist.save(d / "histograms.json")
+    files = sorted((needed["score"] / "data").glob("*.parquet"))
+    (d / "data").mkdir()
+    task = {"strategy": strategy, "seed": spec.seed, "filters": filters, "columns": cols, "domain": sel.domain, "lift": ctx.lift, "out": str(d / "data"), "counter": ctx.progress.counter}
+    ray.data.from_items([{"file": str(f)} for f in files], override_num_blocks=max(1, len(files))).map(select_file, fn_kwargs=task).take_all()
+    return {"rows": _count(d / "data"), "strategy": sel.strategy, **facts}
+
+
+PHASES: list[Phase] = [
+    Phase("embed", (), _reads_embed, embed_phase),
+    Phase("clusters", ("embed",), lambda s, fp: {"clustering": s.clustering.model_dump(mode="json"), "seed": s.seed}, clusters_phase),
+    Phase("fit", ("embed",), _reads_fit, fit_phase),
+    Phase("dedup", ("embed",), lambda s, fp: s.scorers.dedup.model_dump(mode="json"), dedup_phase, when=lambda s: s.scorers.dedup is not None),
+    Phase("semdedup", ("embed", "clusters"), lambda s, fp: {"semdedup": s.scorers.semdedup.model_dump(mode="json"), "seed": s.seed}, semdedup_phase, when=lambda s: s.scorers.semdedup is not None),
+    Phase("score", ("embed", "clusters", "fit", "dedup", "semdedup"), lambda s, fp: {"rules": s.scorers.rules.model_dump(mode="json") if s.scorers.rules else None}, score_phase),
+    Phase("select", ("score", "fit"), _reads_selection, select_phase),
+]
+PHASE_NAMES = [p.name for p in PHASES]
+
+
+# --- stages and helpers ----------------------------------------------------------
+
+
+def validate_config(spec: JobSpec) -> ValidateConfig:
+    i = spec.input
+    return ValidateConfig(i.text_column, i.id_column, i.token_column, i.max_bytes, i.bytes_per_token)
+
+
+def prepare_batch(batch: pa.Table, cfg: ValidateConfig) -> pa.Table:
+    return add_signals(validate(batch, cfg))
+
+
+class EmbedStage:
+    """Actor: loads the model once per worker, then embeds every batch it is given."""
+
+    def __init__(self, ref: ModelRef, device: str, model_batch_size: int, threads: int, counter=None):
+        if device == "cpu":
+            import torch
+
+            torch.set_num_threads(threads)
+        self.embedder = Embedder(ref, device=device, batch_size=model_batch_size)
+        self.counter = counter
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        out = embed_batch(batch, self.embedder)
+        count_rows(self.counter, batch.num_rows)
+        return out
+
+
+def _embedding(ctx: Context, ds: ray.data.Dataset, counted: bool = True) -> ray.data.Dataset:
+    """ds with `emb` appended by the job's embedding actor pool (one GPU each under CUDA)."""
+    spec = ctx.spec
+    device = _device(spec)
+    gpu = device.startswith("cuda")
+    if not gpu:
+        _check_cpu_budget(spec)
+    return ds.map_batches(
+        EmbedStage,
+        fn_constructor_kwargs={
+            "ref": ctx.model,
+            "device": device,
+            "model_batch_size": spec.embedder.model_batch_size,
+            "threads": max(1, int(spec.embedder.cpus_per_actor)),
+            "counter": ctx.progress.counter if counted and ctx.progress else None,
+        },
+        batch_format="pyarrow",
+        batch_size=spec.embedder.batch_size,
+        compute=ray.data.ActorPoolStrategy(size=spec.embedder.actors),
+        num_gpus=1 if gpu else 0,
+        num_cpus=0 if gpu else spec.embedder.cpus_per_actor,
+    )
+
+
+def embed_texts(ctx: Context, texts: list[str], with_signals: bool) -> pa.Table:
+    """A side corpus embedded by the same actor pool as the pool (never on the driver), in its input order."""
+    table = pa.table({"_row": np.arange(len(texts)), S.TEXT: pa.array(texts, pa.string()), S.INVALID_REASON: pa.nulls(len(texts), pa.string())})
+    ds = ray.data.from_arrow(table)
+    if with_signals:
+        ds = ds.map_batches(add_signals, batch_format="pyarrow", batch_size=ctx.spec.embedder.batch_size)
+    batches = list(_embedding(ctx, ds, counted=False).iter_batches(batch_format="pyarrow", batch_size=None))
+    return pa.concat_tables(batches).sort_by("_row").drop_columns(["_row"])
+
+
+def _side_texts(ctx: Context, ref: CorpusRef) -> list[str]:
+    return io.read_texts(ref.paths, ref.format, ref.text_column, ref.max_docs)
+
+
+def assign_clusters(batch: pa.Table, kmeans: KMeans) -> pa.Table:
+    """Valid rows with their cluster and centroid distance: the input of SemDeDup's group-by."""
+    batch = batch.filter(batch.column(S.INVALID_REASON).is_null()).drop_columns([S.INVALID_REASON])
+    cluster, dist = kmeans.transform(from_fixed_list(batch.column(S.EMB)))
+    return batch.append_column(S.D_CLUSTER, pa.array(cluster)).append_column(S.D_CENTROID_DIST, pa.array(dist))
+
+
+def _domain_source(domain: str) -> str:
+    return S.D_CLUSTER if domain == "cluster" else domain
+
+
+def with_domain(t: pa.Table, domain: str) -> pa.Table:
+    """`domain` as a string column: the k-means cluster id or the named column ('' where null)."""
+    return t.append_column(S.DOMAIN, t.column(_domain_source(domain)).cast(pa.string()).fill_null(""))
+
+
+SELECT_OUTPUT = [S.DOC_ID, S.DOMAIN, S.SEL_VALUE, S.SEL_COPIES, S.SEL_PERCENTILE, S.SEL_STRATEGY, S.SEL_REASON]
+
+
+def select_file(row: dict, strategy, seed: int, filters: list, columns: list[str], domain: str, lift: Lift, out: str, counter=None) -> dict:
+    """Ray task: doc_id + domain + sel_* for one score file, one output row group per input row group."""
+    src = pq.ParquetFile(row["file"])
+    present = [c for c in columns if c in src.schema_arrow.names] + ([] if not lift.numeric + lift.text else ["metadata"])
+    path = Path(out) / Path(row["file"]).name
+    with pq.ParquetWriter(path, _select_schema(), compression="zstd") as writer:
+        for rg in range(src.num_row_groups):
+            t = lift.apply(src.read_row_group(rg, columns=sorted(set(present))), set(columns))
+            t = select(with_domain(t, domain), strategy, seed, filters).select(SELECT_OUTPUT).cast(_select_schema())
+            writer.write_table(t, row_group_size=max(1, t.num_rows))
+            count_rows(counter, t.num_rows)
+    written = pq.ParquetFile(path).metadata
+    expected = [src.metadata.row_group(i).num_rows for i in range(src.num_row_groups)]
+    if [written.row_group(i).num_rows for i in range(written.num_row_groups)] != [n for n in expected if n]:
+        raise JobError(f"select output {path} is not row-group aligned with {row['file']}")
+    return {"file": str(path)}
+
+
+def _select_schema() -> pa.Schema:
+    return pa.schema(
+        [
+            (S.DOC_ID, pa.string()),
+            (S.DOMAIN, pa.string()),
+            (S.SEL_VALUE, pa.float32()),
+            (S.SEL_COPIES, pa.int32()),
+            (S.SEL_PERCENTILE, pa.float32()),
+            (S.SEL_STRATEGY, pa.string()),
+            (S.SEL_REASON, pa.string()),
+        ]
+    )
+
+
+def _fit_sample(ctx: Context, embed_dir: Path, columns: list[str], size: int, valid: int) -> pa.Table:
+    """The `size` valid documents with the smallest hash uniform u(seed, doc_id), in that order.
+
+    Ordering by u (not by doc_id) before any truncation keeps the sample
+    unbiased whatever the ids look like, and independent of how the embed
+    phase partitioned the data. Rows are pre-filtered at a rate a little
+    above size / valid, so the driver holds about one sample.
+    """
+    if valid == 0:
+        raise JobError("no valid documents in the input: nothing to fit (see the quarantine counts)")
+    rate = min(1.0, (size + 6 * np.sqrt(size) + 16) / valid)
+    parts, us = [], []
+    for t in _iter_tables(embed_dir, columns, ctx.lift):
+        ctx.progress.add(t.num_rows)
+        t = t.filter(t.column(S.INVALID_REASON).is_null())
+        u = uniform_from_ids(f"fit-{ctx.spec.seed}", t.column(S.DOC_ID).to_pylist())
+        keep = u < rate
+        parts.append(t.filter(pa.array(keep)))
+        us.append(u[keep])
+    sample = pa.concat_tables(parts)
+    order = np.argsort(np.concatenate(us), kind="stable")[:size]
+    return sample.take(pa.array(order))
+
+
+def _valid_rows(embed_dir: Path) -> int:
+    return sum(t.column(S.INVALID_REASON).null_count for t in _iter_tables(embed_dir, [S.INVALID_REASON]))
+
+
+def _device(spec: JobSpec) -> str:
+    """auto = CUDA when the cluster has GPUs (the driver itself may be a CPU-only head node)."""
+    if spec.embedder.device != "auto":
+        return spec.embedder.device
+    return "cuda" if ray.cluster_resources().get("GPU", 0) > 0 else "cpu"
+
+
+def _check_cpu_budget(spec: JobSpec) -> None:
+    """CPU actors hold their CPUs for the whole phase; reading needs one more, or the job stalls."""
+    total = ray.cluster_resources().get("CPU", 0)
+    held = spec.embedder.actors * spec.embedder.cpus_per_actor
+    if held + 1 > total:
+        raise JobError(
+            f"embedder.actors x embedder.cpus_per_actor = {held:g} CPUs leaves none of the cluster's {total:g} "
+            "for reading; lower them (fractions are fine) or raise ray.num_cpus"
+        )
+
+
+def _count(directory: Path) -> int:
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in sorted(directory.glob("*.parquet")))
+
+
+def _read(directory: Path, columns: list[str] | None = None) -> ray.data.Dataset:
+    """A phase's output as a Dataset (optionally only some columns)."""
+    return ray.data.read_parquet(str(directory / "data"), columns=columns)
+
+
+def _iter_tables(directory: Path, columns: list[str], lift: Lift | None = None) -> Iterator[pa.Table]:
+    """Stream narrow columns of a phase's output on the driver, file by file; JSONL keys lifted when asked."""
+    for f in sorted((directory / "data").glob("*.parquet")):
+        pf = pq.ParquetFile(f)
+        names = set(pf.schema_arrow.names)
+        missing = [c for c in columns if c not in names]
+        read = [c for c in columns if c in names] + (["metadata"] if missing and "metadata" in names else [])
+        for rb in pf.iter_batches(columns=read, batch_size=65536):
+            t = pa.Table.from_batches([rb])
+            yield (lift.apply(t, set(missing)) if lift and missing else t)
