@@ -227,6 +227,9 @@ def preflight(spec: JobSpec, out_path: Path, work_path: Path) -> tuple[io.InputF
     """Every check that needs no Ray: paths, overlaps, columns and keys, side corpora. Raises naming the field."""
     if out_path.exists() and not out_path.is_dir():
         raise InputError(f"output.path {out_path} is an existing file, not a directory; give a directory path")
+    o, w = out_path.resolve(), work_path.resolve()
+    if o == w or o in w.parents or w in o.parents:
+        raise SpecError(f"output.work_dir {work_path} and output.path {out_path} overlap; replacing the output would delete the work directory")
     if out_path.exists() and not spec.output.overwrite:
         raise JobError(f"output {out_path} already exists (set output.overwrite: true to replace it)")
     inputs = io.locate(spec.input.paths, spec.input.format, validate_config(spec))

@@ -54,6 +54,8 @@ def test_output_over_the_input_directory_is_refused_and_nothing_is_deleted(tmp_p
     with pytest.raises(InputError, match="inside the input directory"):
         _quiet(inside)
     assert not (corpus / "curated").exists() and not (corpus / "curated.work").exists()
+    with pytest.raises(SpecError, match="overlap"):
+        _quiet(make_spec(corpus, tmp_path / "out", output={"overwrite": True, "work_dir": str(tmp_path / "out" / "cache")}))
 
 
 def test_output_that_is_an_existing_file_is_refused_and_kept(tmp_path):
