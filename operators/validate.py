@@ -6,6 +6,7 @@ runner routes them to the quarantine, so every input row is accounted for.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ REASON_EMPTY = "empty text"
 REASON_NOT_TEXT = "text is not a string"
 REASON_OVERSIZED = "text over max_bytes"
 REASON_BAD_JSON = "malformed JSON line"
+REASON_BAD_UTF8 = "invalid UTF-8"
+REASON_SURROGATE = "lone surrogate in text or id (not encodable as UTF-8)"
 
 
 @dataclass(frozen=True)
@@ -95,33 +98,46 @@ def validate(batch: pa.Table, cfg: ValidateConfig) -> pa.Table:
     return out
 
 
-def parse_jsonl(lines: pa.Table, cfg: ValidateConfig, line_column: str = "text") -> pa.Table:
-    """Parse one JSON object per line; a malformed line becomes a row with a reason.
+def parse_jsonl(lines: pa.Table, cfg: ValidateConfig, line_column: str = "line") -> pa.Table:
+    """Parse one JSON object per line; a line that cannot be a document becomes a row with a reason.
 
-    The text, id and token fields become columns; every other key travels in one
-    JSON string column `metadata`, so every batch has the same schema whatever
+    Lines arrive as raw bytes (or str) and are decoded here, one at a time,
+    so nothing raises: invalid UTF-8 (`invalid UTF-8 at byte N`, the line kept
+    base64-encoded in `metadata`), malformed JSON, a non-object, or a text or
+    id holding a lone surrogate escape (`"\\ud800"`: valid JSON, but not
+    encodable as UTF-8; quarantined, not replaced, so the text is never
+    silently changed). The text, id and token fields become columns; every
+    other key travels in one JSON string column `metadata` (ASCII-escaped,
+    so surrogates there survive), so every batch has the same schema whatever
     keys its lines carry.
     """
     fields = [f for f in dict.fromkeys((cfg.text_column, cfg.id_column, cfg.token_column)) if f]
     cols: dict[str, list] = {f: [] for f in fields}
     meta: list[str | None] = []
     reasons: list[str | None] = []
-    for line in lines.column(line_column).to_pylist():
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            obj = None
-        if not isinstance(obj, dict):
+    for raw in lines.column(line_column).to_pylist():
+        obj, reason, keep = _parse_line(raw)
+        if obj is None:
             for f in fields:
                 cols[f].append(None)
-            meta.append(json.dumps({"raw_line": line}))
-            reasons.append(REASON_BAD_JSON)
+            meta.append(json.dumps(keep))
+            reasons.append(reason)
             continue
         for f in fields:
             cols[f].append(obj.pop(f, None))
         meta.append(json.dumps(obj, sort_keys=True) if obj else None)
         t = cols[cfg.text_column][-1]
-        reasons.append(None if t is None or isinstance(t, str) else f"{REASON_NOT_TEXT} ({type(t).__name__})")
+        i = cols[cfg.id_column][-1] if cfg.id_column else None
+        if t is not None and not isinstance(t, str):
+            reasons.append(f"{REASON_NOT_TEXT} ({type(t).__name__})")
+        elif not (_encodable(t) and _encodable(i)):
+            reasons.append(REASON_SURROGATE)
+            cols[cfg.text_column][-1] = None
+            if cfg.id_column:
+                cols[cfg.id_column][-1] = None
+            meta[-1] = json.dumps({"raw_line": raw if isinstance(raw, str) else raw.decode("utf-8")})
+        else:
+            reasons.append(None)
     texts = cols[cfg.text_column]
     table = {cfg.text_column: pa.array([t if isinstance(t, str) else None for t in texts], pa.string())}
     if cfg.id_column:
@@ -133,6 +149,35 @@ def parse_jsonl(lines: pa.Table, cfg: ValidateConfig, line_column: str = "text")
     table["metadata"] = pa.array(meta, pa.string())
     table[S.INVALID_REASON] = pa.array(reasons, pa.string())
     return pa.table(table)
+
+
+def _parse_line(raw: bytes | str) -> tuple[dict | None, str | None, dict | None]:
+    """(object, None, None) for a JSON object line, else (None, reason, what of the line to keep)."""
+    if isinstance(raw, bytes):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            return None, f"{REASON_BAD_UTF8} at byte {e.start}", {"raw_line_base64": base64.b64encode(raw).decode("ascii")}
+    else:
+        line = raw
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        obj = None
+    if not isinstance(obj, dict):
+        return None, REASON_BAD_JSON, {"raw_line": line}
+    return obj, None, None
+
+
+def _encodable(v) -> bool:
+    """False for a str holding a lone surrogate (it has no UTF-8 form)."""
+    if not isinstance(v, str):
+        return True
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def lift_json_keys(batch: pa.Table, numeric: list[str] = (), text: list[str] = (), metadata_column: str = "metadata") -> pa.Table:

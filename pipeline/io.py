@@ -17,7 +17,10 @@ from thresher.operators.validate import ValidateConfig, parse_jsonl
 from .errors import InputError
 
 PARQUET_EXT = (".parquet", ".pq")
-JSONL_EXT = (".jsonl", ".json", ".ndjson")
+COMPRESSED_EXT = (".gz", ".zst")  # read as streams (pyarrow detects the codec by extension)
+JSONL_EXT = tuple(e + c for e in (".jsonl", ".json", ".ndjson") for c in ("", *COMPRESSED_EXT))
+JSONL_RANGE_BYTES = 32 * 2**20  # an uncompressed JSONL file is read in byte ranges of this size
+BOM = b"\xef\xbb\xbf"
 
 
 def filesystem_for(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -118,7 +121,7 @@ def input_columns(found: InputFiles, sample_lines: int = 1000) -> tuple[set[str]
     keys: set[str] = set()
     for path in found.files[:8]:
         with found.fs.open_input_stream(path) as fh:
-            head = fh.read(8 * 2**20).split(b"\n")[:sample_lines]
+            head = fh.read(8 * 2**20).removeprefix(BOM).split(b"\n")[:sample_lines]
         for line in head:
             try:
                 obj = json.loads(line)
@@ -150,8 +153,85 @@ def read_raw(found: InputFiles, cfg: ValidateConfig) -> ray.data.Dataset:
     """The input as a Dataset with the text column (and, for JSONL, `metadata` + parse reasons)."""
     if found.format == "parquet":
         return ray.data.read_parquet(found.files, filesystem=found.fs)
-    lines = ray.data.read_text(found.files, filesystem=found.fs, drop_empty_lines=True)
-    return lines.map_batches(parse_jsonl, fn_kwargs={"cfg": cfg}, batch_format="pyarrow", batch_size=4096)
+    ranges = jsonl_ranges(found)
+    lines = ray.data.from_items(ranges, override_num_blocks=len(ranges)).map_batches(
+        read_jsonl_ranges, fn_kwargs={"fs": found.fs}, batch_format="pyarrow", batch_size=1
+    )
+    return lines.map_batches(parse_jsonl, fn_kwargs={"cfg": cfg, "line_column": "line"}, batch_format="pyarrow", batch_size=4096)
+
+
+def jsonl_ranges(found: InputFiles) -> list[dict]:
+    """Byte ranges to read in parallel: about JSONL_RANGE_BYTES each; a compressed file is one range."""
+    ranges = []
+    for info in found.fs.get_file_info(found.files):
+        if info.path.endswith(COMPRESSED_EXT) or info.size <= JSONL_RANGE_BYTES:
+            ranges.append({"path": info.path, "start": 0, "end": -1})
+        else:
+            ranges += [{"path": info.path, "start": a, "end": min(a + JSONL_RANGE_BYTES, info.size)} for a in range(0, info.size, JSONL_RANGE_BYTES)]
+    return ranges
+
+
+def read_jsonl_ranges(items: pa.Table, fs: pafs.FileSystem):
+    """Ray task: the lines (raw bytes) of byte ranges, split on b'\\n' only.
+
+    A range owns the lines that start inside it: it skips the partial line
+    it starts in (unless it starts the file) and reads past its end to finish
+    its last line. Bytes are never decoded here, so a bad byte becomes one
+    quarantined row (`parse_jsonl`), not a failed task. Unicode line
+    separators (U+2028, U+0085) inside JSON strings are not line breaks; a
+    UTF-8 BOM at the start of a file and a trailing CR are dropped; blank
+    lines are skipped.
+    """
+    for item in items.to_pylist():
+        path, start, end = item["path"], item["start"], item["end"]
+        if end < 0:  # a whole (possibly compressed) file, streamed
+            with fs.open_input_stream(path) as fh:
+                yield from _line_tables(_chunks(fh), strip_bom=True)
+            continue
+        with fs.open_input_file(path) as fh:
+            skip_partial = start > 0 and fh.read_at(1, start - 1) != b"\n"
+            fh.seek(start)
+            data = fh.read(end - start)
+            while not data.endswith(b"\n"):
+                more = fh.read(1 << 16)
+                if not more:
+                    break
+                nl = more.find(b"\n")
+                data += more if nl < 0 else more[: nl + 1]
+                if nl >= 0:
+                    break
+        if skip_partial:
+            nl = data.find(b"\n")
+            data = b"" if nl < 0 else data[nl + 1 :]
+        yield from _line_tables([data], strip_bom=start == 0)
+
+
+def _chunks(fh, size: int = 8 * 2**20):
+    while chunk := fh.read(size):
+        yield chunk
+
+
+def _line_tables(chunks, strip_bom: bool, rows: int = 65536):
+    """Split byte chunks into lines (a line may span chunks); yield tables of at most `rows` lines."""
+    pending, lines, first = b"", [], True
+    for chunk in chunks:
+        if first and strip_bom and chunk.startswith(BOM):
+            chunk = chunk[len(BOM) :]
+        first = False
+        parts = (pending + chunk).split(b"\n")
+        pending = parts.pop()
+        lines += parts
+        if len(lines) >= rows:
+            yield _lines_table(lines)
+            lines = []
+    if pending:
+        lines.append(pending)
+    if lines:
+        yield _lines_table(lines)
+
+
+def _lines_table(lines: list[bytes]) -> pa.Table:
+    return pa.table({"line": pa.array([ln.removesuffix(b"\r") for ln in lines if ln.strip()], pa.binary())})
 
 
 def _check_parquet_columns(fs: pafs.FileSystem, path: str, cfg: ValidateConfig) -> None:
@@ -178,8 +258,7 @@ def read_texts(paths: list[str], fmt: str, text_column: str, max_docs: int) -> l
             batches = (b.column(0) for b in pq.ParquetFile(found.fs.open_input_file(path)).iter_batches(columns=[text_column], batch_size=8192))
         else:
             with found.fs.open_input_stream(path) as fh:
-                lines = [ln for ln in fh.read().decode("utf-8", errors="replace").splitlines() if ln.strip()]
-            batches = [parse_jsonl(pa.table({"text": lines}), cfg).column(text_column)]
+                batches = (parse_jsonl(t, cfg, line_column="line").column(text_column) for t in _line_tables(_chunks(fh), strip_bom=True))
         for col in batches:
             texts += [t for t in col.to_pylist() if isinstance(t, str) and t.strip()]
             if len(texts) >= max_docs:

@@ -1,3 +1,6 @@
+import base64
+import json
+
 import pyarrow as pa
 
 from thresher.operators import schema as S
@@ -28,9 +31,37 @@ def test_id_and_token_columns():
 def test_jsonl_lines_are_parsed_robustly():
     lines = pa.table({"text": ['{"text": "fine", "src": "a"}', "{broken", '{"text": 5}', '[1, 2]']})
     cfg = ValidateConfig()
-    parsed = parse_jsonl(lines, cfg)
+    parsed = parse_jsonl(lines, cfg, line_column="text")
     assert parsed.column(S.INVALID_REASON).to_pylist() == [None, "malformed JSON line", "text is not a string (int)", "malformed JSON line"]
     assert parsed.column("metadata").to_pylist()[0] == '{"src": "a"}'
     out = validate(parsed, cfg)
     assert out.column(S.INVALID_REASON).to_pylist()[0] is None
     assert out.column(S.INVALID_REASON).to_pylist()[1] == "malformed JSON line"
+
+
+def test_jsonl_bytes_that_cannot_be_documents_become_rows_with_reasons():
+    lines = pa.table(
+        {
+            "line": pa.array(
+                [
+                    b'{"text": "caf\xc3\xa9", "id": "ok"}',
+                    b'{"text": "bad \xff byte", "id": "utf8"}',  # invalid UTF-8 at byte 14
+                    b'{"text": "lone \\ud800 half", "id": "sur"}',  # valid JSON, no UTF-8 form
+                    '{"text": "line\u2028sep and \u0085 next", "id": "sep"}'.encode(),  # raw separators inside a string
+                    b'{"text": "fine", "id": "meta", "note": "\\udfff"}',  # a surrogate in other keys survives escaped
+                ],
+                pa.binary(),
+            )
+        }
+    )
+    cfg = ValidateConfig(id_column="id")
+    parsed = parse_jsonl(lines, cfg)
+    reasons = parsed.column(S.INVALID_REASON).to_pylist()
+    assert reasons == [None, "invalid UTF-8 at byte 14", "lone surrogate in text or id (not encodable as UTF-8)", None, None]
+    meta = parsed.column("metadata").to_pylist()
+    assert base64.b64decode(json.loads(meta[1])["raw_line_base64"]) == lines.column("line")[1].as_py()
+    assert json.loads(meta[2])["raw_line"].startswith('{"text": "lone \\ud800')
+    assert parsed.column("text").to_pylist()[3] == "line\u2028sep and \u0085 next"
+    assert json.loads(meta[4]) == {"note": "\udfff"}
+    out = validate(parsed, cfg)  # and the batch converts to Arrow/UTF-8 without raising
+    assert out.column(S.DOC_ID).to_pylist()[0] == "ok" and out.column(S.INVALID_REASON).to_pylist()[3] is None

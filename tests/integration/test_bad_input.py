@@ -1,0 +1,55 @@
+"""Bad bytes inside an otherwise valid corpus: the job succeeds and every input row is in one place."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from thresher.pipeline.demo_corpus import generate
+from thresher.pipeline.runner import run
+
+from .helpers import make_spec
+
+BAD_LINES = {  # raw line -> the reason it is quarantined (None: a valid document)
+    b'{"id": "utf8", "text": "caf\xff au lait with some more words"}': "invalid UTF-8 at byte 27",
+    b'{"id": "sur", "text": "a lone \\ud800 surrogate half in a sentence"}': "lone surrogate in text or id (not encodable as UTF-8)",
+    b"not json at all": "malformed JSON line",
+    b'["a", "list"]': "malformed JSON line",
+    '{"id": "ls", "text": "a line\u2028separator and a next\u0085line inside one string, both valid JSON"}'.encode(): None,
+    b'{"id": "crlf", "text": "a document whose line ends with CR LF as written on Windows"}\r': None,
+}
+
+
+def _places(out: Path) -> list[str]:
+    ids = pq.read_table(out / "data", columns=["doc_id"]).column("doc_id").to_pylist()
+    for sub in ("rejected", "quarantine"):
+        if (out / sub).exists():
+            ids += pq.read_table(out / sub, columns=["doc_id"]).column("doc_id").to_pylist()
+    return ids
+
+
+def test_bad_bytes_are_quarantined_and_everything_else_is_kept(local_ray, tmp_path):
+    rows = generate(400, seed=4).select(["id", "text", "topic"]).to_pylist()
+    good = [json.dumps(r).encode() for r in rows]
+    lines = good[:150] + list(BAD_LINES) + [b"", b"   "] + good[150:]
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jsonl").write_bytes(b"\xef\xbb\xbf" + b"\n".join(lines[:300]) + b"\n")  # starts with a BOM
+    (tmp_path / "in" / "b.jsonl.gz").write_bytes(gzip.compress(b"\n".join(lines[300:])))
+    spec = make_spec(tmp_path / "in", tmp_path / "out", selection={"filters": [], "budget": {"unit": "docs", "amount": 100}})
+    m = run(spec, log=lambda m: None, progress=False)
+    n_docs = len(good) + len(BAD_LINES)
+    assert m["counts"]["input"] == n_docs and m["accounting_holds"]
+    bad = [r for r, why in BAD_LINES.items() if why]
+    assert m["counts"]["invalid"] == len(bad)
+    assert m["counts"]["invalid_by_reason"] == {"invalid UTF-8 at byte 27": 1, "lone surrogate in text or id (not encodable as UTF-8)": 1, "malformed JSON line": 2}
+    places = _places(tmp_path / "out")
+    assert len(places) == len(set(places)) == n_docs  # every row in exactly one place
+    valid_ids = [r["id"] for r in rows] + ["ls", "crlf"]
+    assert set(valid_ids) <= set(places)
+    assert rows[0]["id"] in places  # the first line, behind the BOM, is a document
+    q = pq.read_table(tmp_path / "out" / "quarantine").to_pylist()
+    kept = [json.loads(r["metadata"]) for r in q]
+    assert any("raw_line_base64" in k for k in kept) and any(k.get("raw_line") == "not json at all" for k in kept)
