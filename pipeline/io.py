@@ -82,6 +82,8 @@ class InputFiles:
     files: list[str]
     format: str
     directories: tuple[str, ...] = ()  # input paths that were directories (listed recursively)
+    schema: pa.Schema | None = None  # Parquet: unified over every file's footer
+    rows: int | None = None  # Parquet: rows in all files (footers); JSONL: unknown until read
 
     def fingerprint(self) -> list[dict]:
         """Every input file with its size and modification time: what a cache of this input depends on.
@@ -92,32 +94,22 @@ class InputFiles:
         infos = self.fs.get_file_info(self.files)
         return [{"path": i.path, "size": i.size, "mtime_ns": i.mtime_ns} for i in infos]
 
-    def num_rows(self) -> int | None:
-        """Rows in the input from the Parquet footers; None for JSONL (known only once read)."""
-        import pyarrow.parquet as pq
-
-        if self.format != "parquet":
-            return None
-        return sum(pq.ParquetFile(self.fs.open_input_file(f)).metadata.num_rows for f in self.files)
 
 
 def locate(paths: list[str], fmt: str, cfg: ValidateConfig) -> InputFiles:
     """Find and check the input before any work starts: files exist, one format, columns present."""
     fs, files = expand(paths)
     fmt = detect_format(files, fmt)
-    if fmt == "parquet":
-        _check_parquet_columns(fs, files[0], cfg)
+    schema, rows = check_parquet(fs, files, cfg) if fmt == "parquet" else (None, None)
     dirs = tuple(p for _, p in map(filesystem_for, paths) if fs.get_file_info(p).type == pafs.FileType.Directory)
-    return InputFiles(fs, files, fmt, dirs)
+    return InputFiles(fs, files, fmt, dirs, schema, rows)
 
 
 def input_columns(found: InputFiles, sample_lines: int = 1000) -> tuple[set[str], str]:
     """The columns (Parquet) or JSON keys (JSONL, from the first lines of each file) the input offers,
     and where they were read from, for checking a spec before any work."""
-    import pyarrow.parquet as pq
-
     if found.format == "parquet":
-        return set(pq.read_schema(found.files[0], filesystem=found.fs).names), found.files[0]
+        return set(found.schema.names), f"the input's Parquet files ({found.files[0]}{' and more' if len(found.files) > 1 else ''})"
     keys: set[str] = set()
     for path in found.files[:8]:
         with found.fs.open_input_stream(path) as fh:
@@ -152,7 +144,7 @@ def check_not_inside(found: InputFiles, *outputs: str) -> None:
 def read_raw(found: InputFiles, cfg: ValidateConfig) -> ray.data.Dataset:
     """The input as a Dataset with the text column (and, for JSONL, `metadata` + parse reasons)."""
     if found.format == "parquet":
-        return ray.data.read_parquet(found.files, filesystem=found.fs)
+        return ray.data.read_parquet(found.files, filesystem=found.fs, schema=found.schema)
     ranges = jsonl_ranges(found)
     lines = ray.data.from_items(ranges, override_num_blocks=len(ranges)).map_batches(
         read_jsonl_ranges, fn_kwargs={"fs": found.fs}, batch_format="pyarrow", batch_size=1
@@ -234,16 +226,44 @@ def _lines_table(lines: list[bytes]) -> pa.Table:
     return pa.table({"line": pa.array([ln.removesuffix(b"\r") for ln in lines if ln.strip()], pa.binary())})
 
 
-def _check_parquet_columns(fs: pafs.FileSystem, path: str, cfg: ValidateConfig) -> None:
-    import pyarrow.parquet as pq
+def check_parquet(fs: pafs.FileSystem, files: list[str], cfg: ValidateConfig) -> tuple[pa.Schema, int]:
+    """Open every file's footer before any work; returns the unified schema and the row count.
 
-    try:
-        names = pq.read_schema(path, filesystem=fs).names
-    except Exception as e:
-        raise InputError(f"{path}: not a readable Parquet file: {e}") from None
-    for field in (cfg.text_column, cfg.id_column, cfg.token_column):
-        if field and field not in names:
-            raise InputError(f"{path}: no column {field!r} (columns: {', '.join(names)})")
+    Refused, in one line naming the file: unreadable (corrupt, truncated, not
+    Parquet), no rows, a missing text / id / token column, a text column that
+    is not a string, and a column whose type differs between two files (both
+    named). Columns present in some files only are fine: the others read them
+    as null. Footers are read by a thread pool (I/O bound, also on object stores).
+    """
+    import pyarrow.parquet as pq
+    from concurrent.futures import ThreadPoolExecutor
+
+    def footer(path: str):
+        try:
+            with fs.open_input_file(path) as fh:
+                meta = pq.ParquetFile(fh).metadata
+                return meta.schema.to_arrow_schema(), meta.num_rows
+        except Exception as e:  # pyarrow raises ArrowInvalid, OSError, ... for a bad file
+            raise InputError(f"{path}: not a readable Parquet file ({e})") from None
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        footers = list(pool.map(footer, files))
+    seen: dict[str, tuple[pa.DataType, str]] = {}
+    for path, (schema, rows) in zip(files, footers):
+        if rows == 0:
+            raise InputError(f"{path}: an empty Parquet file (no rows); remove it from the input")
+        for field in (cfg.text_column, cfg.id_column, cfg.token_column):
+            if field and field not in schema.names:
+                raise InputError(f"{path}: no column {field!r} (columns: {', '.join(schema.names)})")
+        text_type = schema.field(cfg.text_column).type
+        if not (pa.types.is_string(text_type) or pa.types.is_large_string(text_type)):
+            raise InputError(f"{path}: input.text_column {cfg.text_column!r} is {text_type}, not a string")
+        for f in schema:
+            if f.name in seen and not seen[f.name][0].equals(f.type):
+                first_type, first_path = seen[f.name]
+                raise InputError(f"column {f.name!r} is {first_type} in {first_path} but {f.type} in {path}; make the files agree")
+            seen.setdefault(f.name, (f.type, path))
+    return pa.unify_schemas([sch for sch, _ in footers]), sum(rows for _, rows in footers)
 
 
 def read_texts(paths: list[str], fmt: str, text_column: str, max_docs: int) -> list[str]:

@@ -185,7 +185,7 @@ def _run_phase(ctx: Context, phase: Phase, key: str, needed: dict[str, Path | No
 def _rows_total(ctx: Context, phase: str) -> int | None:
     """Rows a phase will count: the input's for embed (Parquet footers; unknown for JSONL), the embedded rows after."""
     if phase == "embed":
-        return ctx.inputs.num_rows()
+        return ctx.inputs.rows
     rows = ctx.timings["embed"]["rows"]
     return 2 * rows if phase == "select" else None if phase == "semdedup" else rows  # select: histogram pass + write pass
 
