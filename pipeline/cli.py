@@ -59,7 +59,7 @@ def _run(spec_path: str, progress: bool, force: tuple[str, ...]) -> int:
     from .runner import run
 
     with JobConsole(live=progress) as console:
-        manifest = run(spec, log=lambda m: None, progress=False, on_event=console.on_event, force=force, capture_output=True)
+        manifest = run(spec, log=lambda m: None, progress=False, on_event=console.on_event, force=force, capture_output=True, handle_signals=True)
     print(summary(spec, manifest))
     return 0
 

@@ -31,3 +31,14 @@ class JobError(ThresherError, RuntimeError):
     """A job that cannot go on (a locked work directory, a budget that cannot be met, ...)."""
 
     label = "job"
+
+
+class Interrupted(ThresherError):
+    """The job was stopped by a signal (Ctrl-C, SIGTERM); completed phases are kept for a rerun."""
+
+    label = "interrupted"
+
+    def __init__(self, phase: str, signum: int):
+        super().__init__(f"in phase {phase}; rerun the same command to resume")
+        self.phase = phase
+        self.exit_code = 128 + signum

@@ -73,6 +73,7 @@ class Context:
     timings: dict[str, dict] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     progress: PhaseProgress | None = None  # the running phase's row count
+    phase: str | None = None  # the phase running now ("write" while publishing)
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -24,7 +25,7 @@ from thresher.operators.signals import SIGNALS
 from thresher.operators.validate import ValidateConfig
 
 from . import io, output
-from .errors import InputError, JobError, SpecError
+from .errors import InputError, Interrupted, JobError, SpecError
 from .events import OnEvent, RunStatus
 from .phases import PHASE_NAMES, PHASES, Context, Lift, validate_config
 from .plan import Phase, WorkDir, downstream, phase_keys
@@ -33,6 +34,21 @@ from .spec import CorpusRef, JobSpec
 
 READ_TASK_BYTES = 32 * 2**20
 JSONL_SAMPLE_LINES = 1000
+STOPPED_BY = {"signal": signal.SIGINT}  # set by `stop_on_signals` when SIGTERM is what stopped the job
+
+
+def stop_on_signals() -> None:
+    """Make SIGTERM stop a job as Ctrl-C does (KeyboardInterrupt in the main thread), remembering which came.
+
+    Installed after Ray starts, since `ray.init` sets a SIGTERM handler of its own.
+    """
+
+    def handler(signum, frame):
+        STOPPED_BY["signal"] = signum
+        raise KeyboardInterrupt
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, handler)
 
 
 def _side_corpora(spec: JobSpec) -> dict[str, CorpusRef]:
@@ -53,6 +69,7 @@ def run(
     on_event: OnEvent | None = None,
     force: tuple[str, ...] = (),
     capture_output: bool = False,
+    handle_signals: bool = False,
 ) -> dict:
     """Run a job to completion (resuming from its work directory) and return its manifest.
 
@@ -61,6 +78,8 @@ def run(
     and WORK/events.jsonl); log lines also go to WORK/job.log. With
     `capture_output`, everything written to file descriptors 1 and 2 while the
     job runs (Ray's logs and warnings, model banners) goes to WORK/job.log too.
+    With `handle_signals`, SIGINT and SIGTERM stop the job with `Interrupted`
+    (exit 130 / 143 from the CLI); the phases already complete are kept.
     """
     t0 = time.perf_counter()
     unknown = sorted(set(force) - set(PHASE_NAMES))
@@ -84,7 +103,10 @@ def run(
 
         ctx = Context(spec, work, log_line, emit, inputs, side, lift_for(spec, inputs))
         try:
-            manifest = _run_plan(ctx, progress, set(force), t0)
+            manifest = _run_plan(ctx, progress, set(force), t0, handle_signals)
+        except KeyboardInterrupt:
+            emit({"event": "job_failed", "error": f"interrupted in phase {ctx.phase or 'start-up'}"})
+            raise Interrupted(ctx.phase or "start-up", STOPPED_BY["signal"]) from None
         except BaseException as e:
             emit({"event": "job_failed", "error": f"{type(e).__name__}: {e}"})
             raise
@@ -130,12 +152,14 @@ def job_phase_dirs(spec: JobSpec) -> list[str]:
     return [f"{name}-{key}" for name, key in keys_for(spec).items() if key]
 
 
-def _run_plan(ctx: Context, progress: bool, force: set[str], t0: float) -> dict:
+def _run_plan(ctx: Context, progress: bool, force: set[str], t0: float, handle_signals: bool) -> dict:
     spec = ctx.spec
     fingerprints = _fingerprints(ctx.inputs, ctx.side)
     keys = phase_keys(PHASES, spec, fingerprints)
     forced = downstream(PHASES, force)
     _init_ray(spec, progress)
+    if handle_signals:
+        stop_on_signals()
     t = time.perf_counter()
     ctx.model = resolve_model(spec.embedder.model)  # extract / distill once, on the driver
     ctx.timings["model"] = {"seconds": round(time.perf_counter() - t, 3), "path": ctx.model.path}
@@ -158,6 +182,7 @@ def _run_plan(ctx: Context, progress: bool, force: set[str], t0: float) -> dict:
         "inputs": {"format": ctx.inputs.format, "files": fingerprints["input"], "side": {k: v for k, v in fingerprints.items() if k != "input"}},
         "warnings": ctx.warnings,
     }
+    ctx.phase = "write"
     return output.publish(spec, dirs, ctx.timings, facts, ctx.log, started=t0)
 
 
@@ -173,6 +198,7 @@ def _run_phase(ctx: Context, phase: Phase, key: str, needed: dict[str, Path | No
             info["docs_per_s"] = round(info["rows"] / max(info["seconds"], 1e-9), 1)
         return info
 
+    ctx.phase = phase.name
     with PhaseProgress(ctx.emit, phase.name, _rows_total(ctx, phase.name)) as ctx.progress:
         info = ctx.work.build(phase.name, key, body)
     ctx.progress = None

@@ -314,3 +314,24 @@ def test_run_events_report_phases_rows_and_reuse(local_ray, tmp_path):
     again: list[dict] = []
     _quiet(spec, on_event=again.append)
     assert [e["phase"] for e in again if e["event"] == "phase_reused"] == starts
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_the_job_in_one_line_and_a_rerun_resumes(tmp_path, signum, code):
+    corpus = write_corpus(tmp_path / "corpus", 1500)
+    spec = _spec_file(tmp_path, corpus, tmp_path / "out")
+    work = tmp_path / "out.work"
+    job = subprocess.Popen([THRESHER, "run", str(spec), "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_phase(work, "embed", job)
+    time.sleep(1.0)
+    sent = time.time()
+    job.send_signal(signum)
+    _, err = job.communicate(timeout=60)
+    assert job.returncode == code and time.time() - sent < 30
+    assert err.strip().splitlines()[-1] == "thresher: interrupted: in phase embed; rerun the same command to resume", err
+    assert "Traceback" not in err
+    assert json.loads((work / "status.json").read_text())["state"] == "failed"
+    assert not [d for d in work.iterdir() if d.name.startswith(".tmp-")] and not list(tmp_path.glob(".out.partial-*"))
+    again = subprocess.run([THRESHER, "run", str(spec), "--no-progress"], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert sorted(_places(tmp_path / "out")) == sorted(pq.read_table(corpus, columns=["id"]).column("id").to_pylist())
