@@ -383,13 +383,17 @@ def _device(spec: JobSpec) -> str:
 
 
 def _check_cpu_budget(spec: JobSpec) -> None:
-    """CPU actors hold their CPUs for the whole phase; reading needs one more, or the job stalls."""
+    """CPU actors hold their CPUs for the whole phase; a read task needs one whole CPU besides, or the job stalls.
+
+    Fractions are counted as fractions: 1 CPU with one 0.5-CPU actor leaves 0.5,
+    less than a read task asks for; 2 CPUs with 0.5 leave 1.5, enough.
+    """
     total = ray.cluster_resources().get("CPU", 0)
     held = spec.embedder.actors * spec.embedder.cpus_per_actor
-    if held + 1 > total:
+    if total - held < 1:
         raise JobError(
-            f"embedder.actors x embedder.cpus_per_actor = {held:g} CPUs leaves none of the cluster's {total:g} "
-            "for reading; lower them (fractions are fine) or raise ray.num_cpus"
+            f"embedder.actors x embedder.cpus_per_actor = {held:g} CPUs leaves {max(total - held, 0):g} of the cluster's "
+            f"{total:g}, and reading needs 1 free CPU; lower embedder.actors or embedder.cpus_per_actor, or raise ray.num_cpus"
         )
 
 

@@ -6,8 +6,11 @@ import gzip
 import json
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
+import pytest
 
+from thresher.operators.validate import content_id
 from thresher.pipeline.demo_corpus import generate
 from thresher.pipeline.runner import run
 
@@ -53,3 +56,48 @@ def test_bad_bytes_are_quarantined_and_everything_else_is_kept(local_ray, tmp_pa
     q = pq.read_table(tmp_path / "out" / "quarantine").to_pylist()
     kept = [json.loads(r["metadata"]) for r in q]
     assert any("raw_line_base64" in k for k in kept) and any(k.get("raw_line") == "not json at all" for k in kept)
+
+
+def _bad_line(rng) -> bytes:
+    """One of the shapes a crawl holds: broken bytes, broken JSON, wrong types, odd sizes."""
+    kind = rng.integers(9)
+    junk = bytes(rng.integers(0, 256, int(rng.integers(1, 40)), dtype=np.uint8))
+    return [
+        b'{"text": "' + junk + b'"}',  # arbitrary bytes inside a string (often invalid UTF-8 or bad escapes)
+        junk,  # not JSON
+        b'{"text": ' + str(int(rng.integers(1e6))).encode() + b"}",  # text is a number
+        b'{"text": null}',
+        b'{"text": ""}',
+        b'{"text": "\\ud83d only half of a pair"}',
+        b'{"id": "x", "txt": "the text key is missing"}',
+        b'{"text": "' + b"w " * int(rng.integers(20_000, 30_000)) + b'"}',  # over max_bytes
+        b"[" * int(rng.integers(1, 50)),
+    ][kind]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_bad_rows_never_kill_the_job_and_every_row_is_accounted(local_ray, tmp_path, seed):
+    rng = np.random.default_rng(seed)
+    good = [json.dumps(r).encode() for r in generate(int(rng.integers(150, 300)), seed=seed).select(["text", "topic"]).to_pylist()]
+    bad = [_bad_line(rng) for _ in range(int(rng.integers(5, 40)))]
+    lines = good + bad
+    order = rng.permutation(len(lines))
+    (tmp_path / "in").mkdir()
+    chunks = np.array_split(order, 3)
+    for k, idx in enumerate(chunks):
+        (tmp_path / "in" / f"part-{k}.jsonl").write_bytes(b"\n".join(lines[i] for i in idx) + b"\n")
+    spec = make_spec(
+        tmp_path / "in",
+        tmp_path / "out",
+        input={"id_column": None, "max_bytes": 40_000},
+        selection={"filters": [], "budget": {"unit": "docs", "amount": 50}},
+    )
+    m = run(spec, log=lambda m: None, progress=False)
+    n = len([ln for ln in lines if ln.strip()])
+    assert m["counts"]["input"] == n and m["accounting_holds"]
+    out = tmp_path / "out"
+    assert len(_places(out)) == n  # every non-blank line is one row in one of data/, rejected/, quarantine/
+    kept = set(pq.read_table(out / "data", columns=["doc_id"]).column("doc_id").to_pylist())
+    kept |= set(pq.read_table(out / "rejected", columns=["doc_id"]).column("doc_id").to_pylist())
+    assert {content_id(json.loads(g)["text"]) for g in good} <= kept  # no good document lost among the bad
+    assert m["counts"]["invalid"] >= sum(1 for b in bad if b.startswith((b"[", b'{"text": null', b'{"text": ""', b'{"text": "\\ud83d')))

@@ -86,6 +86,9 @@ def test_cpu_actors_that_would_starve_reading_are_refused(local_ray, tmp_path):
 
     corpus = write_corpus(tmp_path / "corpus", 20)
     spec = make_spec(corpus, tmp_path / "out", embedder={"actors": 2, "cpus_per_actor": 1, "device": "cpu"})
-    with pytest.raises(JobError, match="leaves none of the cluster's 2 "):
+    with pytest.raises(JobError, match="= 2 CPUs leaves 0 of the cluster's 2, and reading needs 1 free CPU"):
         run(spec, log=lambda m: None, progress=False)
     assert not (tmp_path / "out").exists()
+    fraction = make_spec(corpus, tmp_path / "out", embedder={"actors": 1, "cpus_per_actor": 1.5, "device": "cpu"})
+    with pytest.raises(JobError, match="= 1.5 CPUs leaves 0.5 of the cluster's 2"):
+        run(fraction, log=lambda m: None, progress=False)
