@@ -9,6 +9,7 @@ publishes the output (`pipeline/output.py`).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import sys
@@ -183,7 +184,25 @@ def _run_plan(ctx: Context, progress: bool, force: set[str], t0: float, handle_s
         "warnings": ctx.warnings,
     }
     ctx.phase = "write"
-    return output.publish(spec, dirs, ctx.timings, facts, ctx.log, started=t0)
+    try:
+        return output.publish(spec, dirs, ctx.timings, facts, ctx.log, started=t0)
+    except Exception as e:
+        if _disk_full(e):
+            raise JobError(f"no space left on the device of the output {Path(spec.output.path).parent} (writing the output); free space and rerun") from None
+        raise
+
+
+def _disk_full(e: BaseException | None) -> bool:
+    """Whether an error is, or was caused by, a full disk (also inside a Ray task's error)."""
+    seen = 0
+    while e is not None and seen < 10:
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if isinstance(e, OSError) and "No space left on device" in str(e):  # pyarrow's IOError carries only the text
+            return True
+        e = getattr(e, "cause", None) or e.__cause__ or e.__context__
+        seen += 1
+    return False
 
 
 def _run_phase(ctx: Context, phase: Phase, key: str, needed: dict[str, Path | None]) -> dict:
@@ -199,8 +218,13 @@ def _run_phase(ctx: Context, phase: Phase, key: str, needed: dict[str, Path | No
         return info
 
     ctx.phase = phase.name
-    with PhaseProgress(ctx.emit, phase.name, _rows_total(ctx, phase.name)) as ctx.progress:
-        info = ctx.work.build(phase.name, key, body)
+    try:
+        with PhaseProgress(ctx.emit, phase.name, _rows_total(ctx, phase.name)) as ctx.progress:
+            info = ctx.work.build(phase.name, key, body)
+    except Exception as e:
+        if _disk_full(e):
+            raise JobError(f"no space left on the device of the work directory {ctx.work.path} (phase {phase.name}); free space or set output.work_dir") from None
+        raise
     ctx.progress = None
     ctx.emit({"event": "phase_end", "phase": phase.name, "key": key, **info})
     rows = f", {info['rows']} rows" if info.get("rows") else ""

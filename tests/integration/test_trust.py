@@ -335,3 +335,18 @@ def test_a_signal_stops_the_job_in_one_line_and_a_rerun_resumes(tmp_path, signum
     again = subprocess.run([THRESHER, "run", str(spec), "--no-progress"], capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
     assert sorted(_places(tmp_path / "out")) == sorted(pq.read_table(corpus, columns=["id"]).column("id").to_pylist())
+
+
+def test_a_full_disk_under_the_work_directory_is_one_line(local_ray, tmp_path):
+    full = tmp_path / "small"
+    full.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", str(full)], capture_output=True).returncode != 0:
+        pytest.skip("needs permission to mount a small tmpfs")
+    try:
+        corpus = write_corpus(tmp_path / "corpus", 600)
+        spec = make_spec(corpus, tmp_path / "out", output={"work_dir": str(full / "work")})
+        with pytest.raises(JobError, match=r"no space left on the device of the work directory .*small/work \(phase embed\)"):
+            _quiet(spec)
+        assert not (tmp_path / "out").exists()
+    finally:
+        subprocess.run(["umount", str(full)], check=False)
