@@ -72,3 +72,12 @@ def write_jsonl_corpus(path: Path, n_docs: int, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+def places(out: Path) -> list[str]:
+    """Every doc_id in OUT's data/, rejected/ and quarantine/, with repeats: each input row must be in exactly one."""
+    ids = pq.read_table(out / "data", columns=["doc_id"]).column("doc_id").to_pylist()
+    for sub in ("rejected", "quarantine"):
+        if (out / sub).exists():
+            ids += pq.read_table(out / sub, columns=["doc_id"]).column("doc_id").to_pylist()
+    return ids

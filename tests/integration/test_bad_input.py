@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-from pathlib import Path
-
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -14,7 +12,7 @@ from thresher.operators.validate import content_id
 from thresher.pipeline.demo_corpus import generate
 from thresher.pipeline.runner import run
 
-from .helpers import make_spec
+from .helpers import make_spec, places
 
 BAD_LINES = {  # raw line -> the reason it is quarantined (None: a valid document)
     b'{"id": "utf8", "text": "caf\xff au lait with some more words"}': "invalid UTF-8 at byte 27",
@@ -26,12 +24,6 @@ BAD_LINES = {  # raw line -> the reason it is quarantined (None: a valid documen
 }
 
 
-def _places(out: Path) -> list[str]:
-    ids = pq.read_table(out / "data", columns=["doc_id"]).column("doc_id").to_pylist()
-    for sub in ("rejected", "quarantine"):
-        if (out / sub).exists():
-            ids += pq.read_table(out / sub, columns=["doc_id"]).column("doc_id").to_pylist()
-    return ids
 
 
 def test_bad_bytes_are_quarantined_and_everything_else_is_kept(local_ray, tmp_path):
@@ -48,11 +40,11 @@ def test_bad_bytes_are_quarantined_and_everything_else_is_kept(local_ray, tmp_pa
     bad = [r for r, why in BAD_LINES.items() if why]
     assert m["counts"]["invalid"] == len(bad)
     assert m["counts"]["invalid_by_reason"] == {"invalid UTF-8 at byte 27": 1, "lone surrogate in text or id (not encodable as UTF-8)": 1, "malformed JSON line": 2}
-    places = _places(tmp_path / "out")
-    assert len(places) == len(set(places)) == n_docs  # every row in exactly one place
+    found = places(tmp_path / "out")
+    assert len(found) == len(set(found)) == n_docs  # every row in exactly one place
     valid_ids = [r["id"] for r in rows] + ["ls", "crlf"]
-    assert set(valid_ids) <= set(places)
-    assert rows[0]["id"] in places  # the first line, behind the BOM, is a document
+    assert set(valid_ids) <= set(found)
+    assert rows[0]["id"] in found  # the first line, behind the BOM, is a document
     q = pq.read_table(tmp_path / "out" / "quarantine").to_pylist()
     kept = [json.loads(r["metadata"]) for r in q]
     assert any("raw_line_base64" in k for k in kept) and any(k.get("raw_line") == "not json at all" for k in kept)
@@ -96,7 +88,7 @@ def test_random_bad_rows_never_kill_the_job_and_every_row_is_accounted(local_ray
     n = len([ln for ln in lines if ln.strip()])
     assert m["counts"]["input"] == n and m["accounting_holds"]
     out = tmp_path / "out"
-    assert len(_places(out)) == n  # every non-blank line is one row in one of data/, rejected/, quarantine/
+    assert len(places(out)) == n  # every non-blank line is one row in one of data/, rejected/, quarantine/
     kept = set(pq.read_table(out / "data", columns=["doc_id"]).column("doc_id").to_pylist())
     kept |= set(pq.read_table(out / "rejected", columns=["doc_id"]).column("doc_id").to_pylist())
     assert {content_id(json.loads(g)["text"]) for g in good} <= kept  # no good document lost among the bad

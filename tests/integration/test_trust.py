@@ -22,7 +22,7 @@ from thresher.pipeline.demo_corpus import generate
 from thresher.pipeline.errors import InputError, JobError, SpecError
 from thresher.pipeline.runner import run
 
-from .helpers import make_spec, write_corpus, write_jsonl_corpus
+from .helpers import make_spec, places, write_corpus, write_jsonl_corpus
 
 THRESHER = str(Path(sys.executable).parent / "thresher")
 
@@ -31,13 +31,6 @@ def _quiet(spec, **kw):
     return run(spec, log=lambda m: None, progress=False, **kw)
 
 
-def _places(out: Path) -> list[str]:
-    """Every doc_id in data/, rejected/ and quarantine/, with repeats."""
-    ids = pq.read_table(out / "data", columns=["doc_id"]).column("doc_id").to_pylist()
-    for sub in ("rejected", "quarantine"):
-        if (out / sub).exists():
-            ids += pq.read_table(out / sub, columns=["doc_id"]).column("doc_id").to_pylist()
-    return ids
 
 
 # --- 1. output over the input ----------------------------------------------------
@@ -80,7 +73,7 @@ def test_an_added_input_file_is_embedded_and_counted(local_ray, tmp_path):
     second = _quiet(spec)
     assert not second["phases"]["embed"]["reused"]
     assert second["counts"]["input"] == first["counts"]["input"] + 40
-    assert sorted(_places(tmp_path / "out")) == sorted(pq.read_table(corpus, columns=["id"]).column("id").to_pylist())
+    assert sorted(places(tmp_path / "out")) == sorted(pq.read_table(corpus, columns=["id"]).column("id").to_pylist())
     assert str(corpus / "part-9.parquet") in {f["path"] for f in second["inputs"]["files"]}
     assert all({"path", "size", "mtime_ns"} <= set(f) for f in second["inputs"]["files"])
 
@@ -230,7 +223,7 @@ def test_a_second_job_on_a_busy_work_directory_is_refused_in_one_line(tmp_path):
     assert len(lines) == 1 and "is in use by pid" in lines[0], second.stderr
     assert first.wait(timeout=600) == 0, first.communicate()
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert sorted(_places(tmp_path / "out")) == sorted(pq.read_table(corpus, columns=["id"]).column("id").to_pylist())
+    assert sorted(places(tmp_path / "out")) == sorted(pq.read_table(corpus, columns=["id"]).column("id").to_pylist())
     assert manifest["counts"]["input"] == 1500
 
 
@@ -248,7 +241,7 @@ def test_a_killed_job_leaves_nothing_half_written_that_is_reused(tmp_path):
     again = subprocess.run([THRESHER, "run", str(spec), "--no-progress"], capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
     assert not [d for d in work.iterdir() if d.name.startswith(".tmp-")]
-    assert sorted(_places(tmp_path / "out")) == sorted(pq.read_table(corpus, columns=["id"]).column("id").to_pylist())
+    assert sorted(places(tmp_path / "out")) == sorted(pq.read_table(corpus, columns=["id"]).column("id").to_pylist())
 
 
 # --- 8. side corpora embed on the actors, not the driver -------------------------------------------
@@ -334,7 +327,7 @@ def test_a_signal_stops_the_job_in_one_line_and_a_rerun_resumes(tmp_path, signum
     assert not [d for d in work.iterdir() if d.name.startswith(".tmp-")] and not list(tmp_path.glob(".out.partial-*"))
     again = subprocess.run([THRESHER, "run", str(spec), "--no-progress"], capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
-    assert sorted(_places(tmp_path / "out")) == sorted(pq.read_table(corpus, columns=["id"]).column("id").to_pylist())
+    assert sorted(places(tmp_path / "out")) == sorted(pq.read_table(corpus, columns=["id"]).column("id").to_pylist())
 
 
 def test_a_full_disk_under_the_work_directory_is_one_line(local_ray, tmp_path):
