@@ -201,7 +201,7 @@ def load_embedder(model: str, model_batch_size: int, threads: int):
 
 def bare_run(corpus: Path, embedder, batch_size: int) -> dict:
     from thresher.operators import schema as S
-    from thresher.pipeline.runner import prepare_batch
+    from thresher.pipeline.phases import prepare_batch
     from thresher.operators.validate import ValidateConfig
 
     cfg = ValidateConfig(text_column="text", id_column="id")
@@ -317,7 +317,7 @@ def report(model: str, n_docs: int, load_s: float, cold_s: float, bares: list[di
     head = heads[marginals.index(best_marginal)]["timings"]["embed"]
     row(f"pipeline embed phase, first {head['rows']:,} docs", head["rows"], head["seconds"])
     print(f"{'pipeline embed, marginal (fixed costs cancel)':<44}{'':>9}{'':>10}{fmt_rate(best_marginal):>12}")
-    for phase in ("fit", "dedup", "score", "select", "write"):
+    for phase in ("clusters", "fit", "dedup", "score", "select", "write"):
         tm = best_pipe["timings"].get(phase, {})
         if "seconds" in tm:
             rows = tm.get("rows") or 0
