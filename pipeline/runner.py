@@ -25,7 +25,7 @@ from thresher.operators.embed import resolve_model
 from thresher.operators.signals import SIGNALS
 from thresher.operators.validate import ValidateConfig
 
-from . import io, output
+from . import io, output, reaper
 from .errors import InputError, Interrupted, JobError, SpecError
 from .events import OnEvent, RunStatus
 from .phases import PHASE_NAMES, PHASES, Context, Lift, validate_config
@@ -34,6 +34,7 @@ from .progress import PhaseProgress
 from .spec import CorpusRef, JobSpec
 
 READ_TASK_BYTES = 32 * 2**20
+_REAPER: list = []  # the watcher of the local Ray this process started, if any
 JSONL_SAMPLE_LINES = 1000
 STOPPED_BY = {"signal": signal.SIGINT}  # set by `stop_on_signals` when SIGTERM is what stopped the job
 
@@ -343,6 +344,7 @@ def _init_ray(spec: JobSpec, progress: bool) -> None:
                 include_dashboard=False,
                 log_to_driver=False,
             )
+            _REAPER.append(reaper.watch())  # this Ray is the job's: it must not outlive the driver
     dctx = ray.data.DataContext.get_current()
     # Without a limit Ray Data lets a fast reader run ahead of a slow embedder
     # until half the object store is full: memory then follows the corpus up

@@ -343,3 +343,19 @@ def test_a_full_disk_under_the_work_directory_is_one_line(local_ray, tmp_path):
         assert not (tmp_path / "out").exists()
     finally:
         subprocess.run(["umount", str(full)], check=False)
+
+
+def test_the_local_ray_dies_with_a_killed_driver(tmp_path):
+    import psutil
+
+    corpus = write_corpus(tmp_path / "corpus", 1500)
+    spec = _spec_file(tmp_path, corpus, tmp_path / "out")
+    job = subprocess.Popen([THRESHER, "run", str(spec), "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for_phase(tmp_path / "out.work", "embed", job)
+    time.sleep(1.0)
+    ray_procs = [p for p in psutil.Process(job.pid).children(recursive=True) if "reaper" not in " ".join(p.cmdline())]
+    assert any("raylet" in " ".join(p.cmdline()) for p in ray_procs) and any(p.name().startswith("ray::") or "ray::" in " ".join(p.cmdline()) for p in ray_procs)
+    os.kill(job.pid, signal.SIGKILL)  # the driver alone, not its group
+    job.wait()
+    _, alive = psutil.wait_procs(ray_procs, timeout=30)
+    assert not alive, [(p.pid, " ".join(p.cmdline())[:80]) for p in alive]
