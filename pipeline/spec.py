@@ -250,7 +250,7 @@ class OutputSpec(Strict):
     overwrite: bool = Field(False, description="Replace an existing output directory.")
     shard_bytes: int = Field(256 * 2**20, gt=0, description="Target size of one Parquet shard (zstd).")
     row_group_rows: int = Field(8192, gt=0, description="Rows per Parquet row group, small enough to stream.")
-    write_rejected: bool = Field(True, description="Also write rejected/: doc_id + reason for every document not selected.")
+    write_rejected: bool = Field(True, description="Also write rejected/: doc_id + reason for every valid document not selected (invalid rows are in quarantine/).")
     work_dir: str | None = Field(None, description="Checkpoints and fitted states; default OUTPUT.work beside the output. Reused by resumed and repeated jobs.")
 
 
