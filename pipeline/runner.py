@@ -34,8 +34,8 @@ from .progress import PhaseProgress
 from .spec import CorpusRef, JobSpec
 
 READ_TASK_BYTES = 32 * 2**20
-_REAPER: list = []  # the watcher of the local Ray this process started, if any
 JSONL_SAMPLE_LINES = 1000
+_REAPER: list = []  # the watcher of the local Ray this process started, if any
 STOPPED_BY = {"signal": signal.SIGINT}  # set by `stop_on_signals` when SIGTERM is what stopped the job
 
 
@@ -61,7 +61,6 @@ def _side_corpora(spec: JobSpec) -> dict[str, CorpusRef]:
         "scorers.target_sim.target": sc.target_sim.target if sc.target_sim else None,
     }
     return {k: v for k, v in refs.items() if v is not None}
-
 
 
 def run(
