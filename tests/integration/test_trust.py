@@ -325,6 +325,8 @@ def test_a_signal_stops_the_job_in_one_line_and_a_rerun_resumes(tmp_path, signum
     assert "Traceback" not in err
     assert json.loads((work / "status.json").read_text())["state"] == "failed"
     assert not [d for d in work.iterdir() if d.name.startswith(".tmp-")] and not list(tmp_path.glob(".out.partial-*"))
+    if signum == signal.SIGTERM:
+        return  # resuming is the same after either signal; once is enough
     again = subprocess.run([THRESHER, "run", str(spec), "--no-progress"], capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
     assert sorted(places(tmp_path / "out")) == sorted(pq.read_table(corpus, columns=["id"]).column("id").to_pylist())
