@@ -9,6 +9,10 @@ DOC_ID = "doc_id"
 TEXT = "text"
 N_TOKENS = "n_tokens"
 INVALID_REASON = "invalid_reason"
+# Where a row came from: the input file, and the row number in it (Parquet) or
+# the byte offset of its line in the (decompressed) file (JSONL).
+INPUT_FILE = "input_file"
+INPUT_OFFSET = "input_offset"
 
 SIG_N_CHARS = "sig_n_chars"
 SIG_N_WORDS = "sig_n_words"

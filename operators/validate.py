@@ -148,6 +148,9 @@ def parse_jsonl(lines: pa.Table, cfg: ValidateConfig, line_column: str = "line")
         )
     table["metadata"] = pa.array(meta, pa.string())
     table[S.INVALID_REASON] = pa.array(reasons, pa.string())
+    for position in (S.INPUT_FILE, S.INPUT_OFFSET):  # where each line came from, when the reader says
+        if position in lines.column_names:
+            table[position] = lines.column(position)
     return pa.table(table)
 
 
@@ -204,6 +207,7 @@ def _isnone(a: np.ndarray) -> np.ndarray:
 
 
 def _row_id(batch: pa.Table, r: int) -> str:
-    """Id for a row with no usable text and no id: a hash of the whole row."""
-    row = {k: v[0] for k, v in batch.slice(r, 1).to_pydict().items()}
+    """Id for a row with no usable text and no id: a hash of its input position, else of the whole row."""
+    names = [S.INPUT_FILE, S.INPUT_OFFSET] if S.INPUT_OFFSET in batch.column_names else batch.column_names
+    row = {k: v[0] for k, v in batch.select(names).slice(r, 1).to_pydict().items()}
     return "row-" + hashlib.blake2b(repr(sorted(row.items())).encode(), digest_size=16).hexdigest()

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import ray.data
 
+from thresher.operators import schema as S
 from thresher.operators.validate import ValidateConfig, parse_jsonl
 
 from .errors import InputError
@@ -20,6 +21,7 @@ PARQUET_EXT = (".parquet", ".pq")
 COMPRESSED_EXT = (".gz", ".zst")  # read as streams (pyarrow detects the codec by extension)
 JSONL_EXT = tuple(e + c for e in (".jsonl", ".json", ".ndjson") for c in ("", *COMPRESSED_EXT))
 JSONL_RANGE_BYTES = 32 * 2**20  # an uncompressed JSONL file is read in byte ranges of this size
+PARQUET_READ_BLOCKS = 4096  # at most this many read blocks; a block reads one or more row groups
 BOM = b"\xef\xbb\xbf"
 
 
@@ -84,6 +86,7 @@ class InputFiles:
     directories: tuple[str, ...] = ()  # input paths that were directories (listed recursively)
     schema: pa.Schema | None = None  # Parquet: unified over every file's footer
     rows: int | None = None  # Parquet: rows in all files (footers); JSONL: unknown until read
+    row_groups: tuple[tuple[int, ...], ...] = ()  # Parquet: rows of each row group, per file
 
     def fingerprint(self) -> list[dict]:
         """Every input file with its size and modification time: what a cache of this input depends on.
@@ -100,9 +103,10 @@ def locate(paths: list[str], fmt: str, cfg: ValidateConfig) -> InputFiles:
     """Find and check the input before any work starts: files exist, one format, columns present."""
     fs, files = expand(paths)
     fmt = detect_format(files, fmt)
-    schema, rows = check_parquet(fs, files, cfg) if fmt == "parquet" else (None, None)
+    schema, row_groups = check_parquet(fs, files, cfg) if fmt == "parquet" else (None, ())
+    rows = sum(map(sum, row_groups)) if fmt == "parquet" else None
     dirs = tuple(p for _, p in map(filesystem_for, paths) if fs.get_file_info(p).type == pafs.FileType.Directory)
-    return InputFiles(fs, files, fmt, dirs, schema, rows)
+    return InputFiles(fs, files, fmt, dirs, schema, rows, row_groups)
 
 
 def input_columns(found: InputFiles, sample_lines: int = 1000) -> tuple[set[str], str]:
@@ -142,14 +146,49 @@ def check_not_inside(found: InputFiles, *outputs: str) -> None:
 
 
 def read_raw(found: InputFiles, cfg: ValidateConfig) -> ray.data.Dataset:
-    """The input as a Dataset with the text column (and, for JSONL, `metadata` + parse reasons)."""
+    """The input as a Dataset of raw rows, each with its `input_file` and `input_offset`.
+
+    Parquet: the files' columns (unified schema); JSONL: the text, id and token
+    fields, `metadata` and the parse reasons. The position gives every row a
+    place in input order, so "the first of two rows with one id" is defined.
+    """
     if found.format == "parquet":
-        return ray.data.read_parquet(found.files, filesystem=found.fs, schema=found.schema)
+        parts = [
+            {"path": path, "row_group": i, "offset": sum(sizes[:i])}
+            for path, sizes in zip(found.files, found.row_groups)
+            for i in range(len(sizes))
+        ]
+        return ray.data.from_items(parts, override_num_blocks=min(len(parts), PARQUET_READ_BLOCKS)).map_batches(
+            read_parquet_row_groups, fn_kwargs={"fs": found.fs, "schema": found.schema}, batch_format="pyarrow", batch_size=1
+        )
     ranges = jsonl_ranges(found)
     lines = ray.data.from_items(ranges, override_num_blocks=len(ranges)).map_batches(
         read_jsonl_ranges, fn_kwargs={"fs": found.fs}, batch_format="pyarrow", batch_size=1
     )
     return lines.map_batches(parse_jsonl, fn_kwargs={"cfg": cfg, "line_column": "line"}, batch_format="pyarrow", batch_size=4096)
+
+
+def read_parquet_row_groups(items: pa.Table, fs: pafs.FileSystem, schema: pa.Schema):
+    """Ray task: row groups of Parquet files in the unified schema (a column a file lacks is null), with positions."""
+    import pyarrow.parquet as pq
+
+    for item in items.to_pylist():
+        with fs.open_input_file(item["path"]) as fh:
+            offset = item["offset"]
+            for rb in pq.ParquetFile(fh).iter_batches(batch_size=65536, row_groups=[item["row_group"]]):
+                t = pa.Table.from_batches([rb])
+                t = pa.table({f.name: t.column(f.name) if f.name in t.column_names else pa.nulls(t.num_rows, f.type) for f in schema})
+                yield _with_position(t, item["path"], offset)
+                offset += t.num_rows
+
+
+def _with_position(t: pa.Table, path: str, offsets) -> pa.Table:
+    """t with input_file and input_offset (a start row for Parquet, each line's byte offset for JSONL)."""
+    import numpy as np
+
+    if isinstance(offsets, int):
+        offsets = np.arange(offsets, offsets + t.num_rows, dtype=np.int64)
+    return t.append_column(S.INPUT_FILE, pa.array([path] * t.num_rows, pa.string())).append_column(S.INPUT_OFFSET, pa.array(offsets, pa.int64()))
 
 
 def jsonl_ranges(found: InputFiles) -> list[dict]:
@@ -178,7 +217,7 @@ def read_jsonl_ranges(items: pa.Table, fs: pafs.FileSystem):
         path, start, end = item["path"], item["start"], item["end"]
         if end < 0:  # a whole (possibly compressed) file, streamed
             with fs.open_input_stream(path) as fh:
-                yield from _line_tables(_chunks(fh), strip_bom=True)
+                yield from (_with_position(t.drop_columns(["offset"]), path, t.column("offset")) for t in _line_tables(_chunks(fh), strip_bom=True))
             continue
         with fs.open_input_file(path) as fh:
             skip_partial = start > 0 and fh.read_at(1, start - 1) != b"\n"
@@ -194,8 +233,10 @@ def read_jsonl_ranges(items: pa.Table, fs: pafs.FileSystem):
                     break
         if skip_partial:
             nl = data.find(b"\n")
+            start += len(data) if nl < 0 else nl + 1
             data = b"" if nl < 0 else data[nl + 1 :]
-        yield from _line_tables([data], strip_bom=start == 0)
+        for t in _line_tables([data], strip_bom=start == 0, base=start):
+            yield _with_position(t.drop_columns(["offset"]), path, t.column("offset"))
 
 
 def _chunks(fh, size: int = 8 * 2**20):
@@ -203,31 +244,41 @@ def _chunks(fh, size: int = 8 * 2**20):
         yield chunk
 
 
-def _line_tables(chunks, strip_bom: bool, rows: int = 65536):
-    """Split byte chunks into lines (a line may span chunks); yield tables of at most `rows` lines."""
-    pending, lines, first = b"", [], True
+def _line_tables(chunks, strip_bom: bool, rows: int = 65536, base: int = 0):
+    """Split byte chunks into lines (a line may span chunks); yield tables of at most `rows` lines.
+
+    Each line comes with `offset`, the byte offset of its start from `base`
+    (the file's start, BOM included); blank lines are dropped.
+    """
+    pending, lines, offsets, first, pos = b"", [], [], True, base
     for chunk in chunks:
         if first and strip_bom and chunk.startswith(BOM):
             chunk = chunk[len(BOM) :]
+            pos += len(BOM)
         first = False
         parts = (pending + chunk).split(b"\n")
         pending = parts.pop()
-        lines += parts
+        for part in parts:
+            lines.append(part)
+            offsets.append(pos)
+            pos += len(part) + 1
         if len(lines) >= rows:
-            yield _lines_table(lines)
-            lines = []
+            yield _lines_table(lines, offsets)
+            lines, offsets = [], []
     if pending:
         lines.append(pending)
+        offsets.append(pos)
     if lines:
-        yield _lines_table(lines)
+        yield _lines_table(lines, offsets)
 
 
-def _lines_table(lines: list[bytes]) -> pa.Table:
-    return pa.table({"line": pa.array([ln.removesuffix(b"\r") for ln in lines if ln.strip()], pa.binary())})
+def _lines_table(lines: list[bytes], offsets: list[int]) -> pa.Table:
+    keep = [i for i, ln in enumerate(lines) if ln.strip()]
+    return pa.table({"line": pa.array([lines[i].removesuffix(b"\r") for i in keep], pa.binary()), "offset": pa.array([offsets[i] for i in keep], pa.int64())})
 
 
-def check_parquet(fs: pafs.FileSystem, files: list[str], cfg: ValidateConfig) -> tuple[pa.Schema, int]:
-    """Open every file's footer before any work; returns the unified schema and the row count.
+def check_parquet(fs: pafs.FileSystem, files: list[str], cfg: ValidateConfig) -> tuple[pa.Schema, tuple[tuple[int, ...], ...]]:
+    """Open every file's footer before any work; returns the unified schema and each file's row-group sizes.
 
     Refused, in one line naming the file: unreadable (corrupt, truncated, not
     Parquet), no rows, a missing text / id / token column, a text column that
@@ -242,15 +293,15 @@ def check_parquet(fs: pafs.FileSystem, files: list[str], cfg: ValidateConfig) ->
         try:
             with fs.open_input_file(path) as fh:
                 meta = pq.ParquetFile(fh).metadata
-                return meta.schema.to_arrow_schema(), meta.num_rows
+                return meta.schema.to_arrow_schema(), tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
         except Exception as e:  # pyarrow raises ArrowInvalid, OSError, ... for a bad file
             raise InputError(f"{path}: not a readable Parquet file ({e})") from None
 
     with ThreadPoolExecutor(max_workers=16) as pool:
         footers = list(pool.map(footer, files))
     seen: dict[str, tuple[pa.DataType, str]] = {}
-    for path, (schema, rows) in zip(files, footers):
-        if rows == 0:
+    for path, (schema, groups) in zip(files, footers):
+        if sum(groups) == 0:
             raise InputError(f"{path}: an empty Parquet file (no rows); remove it from the input")
         for field in (cfg.text_column, cfg.id_column, cfg.token_column):
             if field and field not in schema.names:
@@ -263,7 +314,7 @@ def check_parquet(fs: pafs.FileSystem, files: list[str], cfg: ValidateConfig) ->
                 first_type, first_path = seen[f.name]
                 raise InputError(f"column {f.name!r} is {first_type} in {first_path} but {f.type} in {path}; make the files agree")
             seen.setdefault(f.name, (f.type, path))
-    return pa.unify_schemas([sch for sch, _ in footers]), sum(rows for _, rows in footers)
+    return pa.unify_schemas([sch for sch, _ in footers]), tuple(groups for _, groups in footers)
 
 
 def read_texts(paths: list[str], fmt: str, text_column: str, max_docs: int) -> list[str]:

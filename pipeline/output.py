@@ -124,7 +124,7 @@ def _account(spec: JobSpec, score_dir: Path, select_dir: Path, staging: Path) ->
     after: dict[str, Counter] = defaultdict(Counter)
     rejected_writer = None
     try:
-        for t in _decisions(score_dir, select_dir, [S.INVALID_REASON, S.N_TOKENS], [S.DOC_ID, S.SEL_REASON, S.SEL_COPIES, S.DOMAIN]):
+        for t in _decisions(score_dir, select_dir, [S.INVALID_REASON, S.N_TOKENS, S.INPUT_FILE, S.INPUT_OFFSET], [S.DOC_ID, S.SEL_REASON, S.SEL_COPIES, S.DOMAIN]):
             copies = np.asarray(t.column(S.SEL_COPIES).to_numpy(zero_copy_only=False))
             tokens = np.asarray(t.column(S.N_TOKENS).to_numpy(zero_copy_only=False))
             invalid = np.asarray(t.column(S.INVALID_REASON).is_valid().to_numpy(zero_copy_only=False))
@@ -145,7 +145,7 @@ def _account(spec: JobSpec, score_dir: Path, select_dir: Path, staging: Path) ->
                 s = m & selected
                 after[key].update(docs=int(s.sum()), copies=int(copies[s].sum()), tokens=int((copies[s] * tokens[s]).sum()))
             if spec.output.write_rejected:
-                rejected = t.filter(pa.array(~selected & ~invalid)).select([S.DOC_ID, S.SEL_REASON]).rename_columns([S.DOC_ID, "reason"])
+                rejected = t.filter(pa.array(~selected & ~invalid)).select([S.DOC_ID, S.SEL_REASON, S.INPUT_FILE, S.INPUT_OFFSET]).rename_columns([S.DOC_ID, "reason", S.INPUT_FILE, S.INPUT_OFFSET])
                 if rejected_writer is None:
                     (staging / "rejected").mkdir()
                     rejected_writer = pq.ParquetWriter(staging / "rejected" / "part-00000.parquet", rejected.schema, compression="zstd")

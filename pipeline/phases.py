@@ -36,7 +36,7 @@ from thresher.operators.semdedup import SemanticDuplicates, SemDeDup, semdedup_g
 from thresher.operators.signals import add_signals
 from thresher.operators.validate import ValidateConfig, lift_json_keys, validate
 
-from . import io
+from . import ids, io
 from .errors import JobError
 from .events import OnEvent
 from .plan import Phase, WorkDir
@@ -95,18 +95,24 @@ def _reads_selection(spec: JobSpec, fp: dict) -> dict:
 
 
 def embed_phase(ctx: Context, d: Path, needed: dict) -> dict:
+    """Read and validate the input twice: once to find repeated ids (cheap, no model), then to embed."""
     spec = ctx.spec
     cfg = validate_config(spec)
-    ds = io.read_raw(ctx.inputs, cfg)
+    order = {f: i for i, f in enumerate(ctx.inputs.files)}
+    raw = io.read_raw(ctx.inputs, cfg)
+    repeats = ids.repeated(raw.map_batches(validate, fn_kwargs={"cfg": cfg}, batch_format="pyarrow", batch_size=spec.embedder.batch_size), order)
+    if repeats.size:
+        ctx.log(f"[embed] {repeats.size} rows repeat an earlier row's id; quarantined")
+    marks = {"repeats": repeats, "order": order, "reason": ids.REASON_DUPLICATE_ID if cfg.id_column else ids.REASON_DUPLICATE_TEXT}
     # Ray Data fuses consecutive maps whose remote args are equal. Prepare's
     # memory request (a batch of text and its polars intermediates) makes them
     # differ, so prepare stays out of the embedding actor: fused, a CPU actor
     # would validate and compute signals between its batches instead of
     # leaving that to another core (50k static docs: embed phase 102.7 s
     # fused, 84.7 s not; bench/RESULTS.md).
-    ds = ds.map_batches(prepare_batch, fn_kwargs={"cfg": cfg}, batch_format="pyarrow", batch_size=spec.embedder.batch_size, memory=PREPARE_TASK_BYTES)
+    ds = raw.map_batches(prepare_batch, fn_kwargs={"cfg": cfg, **marks}, batch_format="pyarrow", batch_size=spec.embedder.batch_size, memory=PREPARE_TASK_BYTES)
     _embedding(ctx, ds).write_parquet(str(d / "data"))
-    return {"rows": _count(d / "data"), "files": len(ctx.inputs.files), "device": _device(spec), "model": spec.embedder.model}
+    return {"rows": _count(d / "data"), "files": len(ctx.inputs.files), "repeated_ids": int(repeats.size), "device": _device(spec), "model": spec.embedder.model}
 
 
 def clusters_phase(ctx: Context, d: Path, needed: dict) -> dict:
@@ -237,8 +243,12 @@ def validate_config(spec: JobSpec) -> ValidateConfig:
     return ValidateConfig(i.text_column, i.id_column, i.token_column, i.max_bytes, i.bytes_per_token)
 
 
-def prepare_batch(batch: pa.Table, cfg: ValidateConfig) -> pa.Table:
-    return add_signals(validate(batch, cfg))
+def prepare_batch(batch: pa.Table, cfg: ValidateConfig, repeats: np.ndarray | None = None, order: dict | None = None, reason: str = "") -> pa.Table:
+    """Validate, quarantine the rows at `repeats` (later rows of a repeated id), compute the signals."""
+    t = validate(batch, cfg)
+    if repeats is not None:
+        t = ids.mark(t, repeats, order, reason)
+    return add_signals(t)
 
 
 class EmbedStage:

@@ -64,6 +64,9 @@ def check_plan(phases: list[Phase]) -> None:
         seen.add(p.name)
 
 
+LAYOUT_VERSION = 2  # what phase outputs hold; bumped when that changes, so an older work directory is never read as current
+
+
 def phase_keys(phases: list[Phase], spec: Any, fingerprints: dict) -> dict[str, str | None]:
     """Each enabled phase's key (None for a phase that is off), from its slice and its needs' keys."""
     check_plan(phases)
@@ -72,7 +75,7 @@ def phase_keys(phases: list[Phase], spec: Any, fingerprints: dict) -> dict[str, 
         if not p.when(spec):
             keys[p.name] = None
             continue
-        payload = {"phase": p.name, "reads": p.reads(spec, fingerprints), "needs": {n: keys[n] for n in p.needs}}
+        payload = {"phase": p.name, "format": LAYOUT_VERSION, "reads": p.reads(spec, fingerprints), "needs": {n: keys[n] for n in p.needs}}
         keys[p.name] = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return keys
 

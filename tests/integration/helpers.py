@@ -81,3 +81,29 @@ def places(out: Path) -> list[str]:
         if (out / sub).exists():
             ids += pq.read_table(out / sub, columns=["doc_id"]).column("doc_id").to_pylist()
     return ids
+
+
+def positions(out: Path) -> list[tuple[str, int]]:
+    """Every (input_file, input_offset) in OUT's data/, rejected/ and quarantine/, with repeats."""
+    found: list[tuple[str, int]] = []
+    for sub in ("data", "rejected", "quarantine"):
+        if (out / sub).exists() and any((out / sub).glob("*.parquet")):
+            t = pq.read_table(out / sub, columns=["input_file", "input_offset"])
+            found += list(zip(t.column(0).to_pylist(), t.column(1).to_pylist()))
+    return found
+
+
+def jsonl_positions(*files: Path) -> list[tuple[str, int]]:
+    """What the input side says: (file, byte offset) of every non-blank line (a .gz read decompressed, BOM counted)."""
+    import gzip
+
+    found = []
+    for f in files:
+        data = f.read_bytes()
+        data = gzip.decompress(data) if f.suffix == ".gz" else data
+        pos = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+        for line in data[pos:].split(b"\n"):
+            if line.strip():
+                found.append((str(f.resolve()), pos))
+            pos += len(line) + 1
+    return found

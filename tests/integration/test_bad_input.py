@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -12,7 +13,7 @@ from thresher.operators.validate import content_id
 from thresher.pipeline.demo_corpus import generate
 from thresher.pipeline.runner import run
 
-from .helpers import make_spec, places
+from .helpers import jsonl_positions, make_spec, places, positions
 
 BAD_LINES = {  # raw line -> the reason it is quarantined (None: a valid document)
     b'{"id": "utf8", "text": "caf\xff au lait with some more words"}': "invalid UTF-8 at byte 27",
@@ -42,6 +43,7 @@ def test_bad_bytes_are_quarantined_and_everything_else_is_kept(local_ray, tmp_pa
     assert m["counts"]["invalid_by_reason"] == {"invalid UTF-8 at byte 27": 1, "lone surrogate in text or id (not encodable as UTF-8)": 1, "malformed JSON line": 2}
     found = places(tmp_path / "out")
     assert len(found) == len(set(found)) == n_docs  # every row in exactly one place
+    assert sorted(positions(tmp_path / "out")) == sorted(jsonl_positions(tmp_path / "in" / "a.jsonl", tmp_path / "in" / "b.jsonl.gz"))
     valid_ids = [r["id"] for r in rows] + ["ls", "crlf"]
     assert set(valid_ids) <= set(found)
     assert rows[0]["id"] in found  # the first line, behind the BOM, is a document
@@ -88,8 +90,36 @@ def test_random_bad_rows_never_kill_the_job_and_every_row_is_accounted(local_ray
     n = len([ln for ln in lines if ln.strip()])
     assert m["counts"]["input"] == n and m["accounting_holds"]
     out = tmp_path / "out"
-    assert len(places(out)) == n  # every non-blank line is one row in one of data/, rejected/, quarantine/
+    assert len(places(out)) == n
+    # from the input side: every non-blank line, by file and byte offset, is in exactly one of data/, rejected/, quarantine/
+    assert sorted(positions(out)) == sorted(jsonl_positions(*(tmp_path / "in").glob("*.jsonl")))
     kept = set(pq.read_table(out / "data", columns=["doc_id"]).column("doc_id").to_pylist())
     kept |= set(pq.read_table(out / "rejected", columns=["doc_id"]).column("doc_id").to_pylist())
     assert {content_id(json.loads(g)["text"]) for g in good} <= kept  # no good document lost among the bad
     assert m["counts"]["invalid"] >= sum(1 for b in bad if b.startswith((b"[", b'{"text": null', b'{"text": ""', b'{"text": "\\ud83d')))
+
+
+@pytest.mark.parametrize("id_column", ["id", None])
+def test_a_repeated_id_keeps_its_first_row_and_quarantines_the_rest(local_ray, tmp_path, id_column):
+    """With an id column, one id on two texts; without, one text twice (one content id). The first row in input order wins."""
+    rows = [{k: r[k] for k in ("id", "text", "topic")} for r in generate(300, seed=6).to_pylist() if r["planted"] != "exact_dup"]
+    first, other = rows[10], rows[20]
+    repeat = {**first, "text": other["text"]} if id_column else {**first, "id": "copy-of-10"}
+    (tmp_path / "in").mkdir()
+    a = rows[:150] + [repeat]  # a later row in the first file
+    b = [repeat] + rows[150:]  # and the first row of the second file
+    for name, part in (("a.parquet", a), ("b.parquet", b)):
+        pq.write_table(pa.Table.from_pylist(part), tmp_path / "in" / name, row_group_size=64)
+    spec = make_spec(tmp_path / "in", tmp_path / "out", input={"id_column": id_column}, selection={"filters": [], "budget": {"unit": "docs", "amount": 100}})
+    m = run(spec, log=lambda m: None, progress=False)
+    out = tmp_path / "out"
+    reason = "duplicate id" if id_column else "duplicate text (same content id as an earlier row)"
+    assert m["counts"]["invalid_by_reason"] == {reason: 2} and m["accounting_holds"]
+    q = pq.read_table(out / "quarantine", columns=["input_file", "input_offset", "invalid_reason"]).to_pylist()
+    assert sorted((r["input_file"].rsplit("/", 1)[1], r["input_offset"]) for r in q) == [("a.parquet", 150), ("b.parquet", 0)]
+    expected = [(str((tmp_path / "in" / n).resolve()), i) for n, part in (("a.parquet", a), ("b.parquet", b)) for i in range(len(part))]
+    assert sorted(positions(out)) == sorted(expected)
+    ids = places(out)
+    assert len(ids) == len(expected)
+    kept = [i for i in ids if ids.count(i) > 1]  # the repeated id: once kept, twice quarantined
+    assert len(set(kept)) == 1 and len(kept) == 3
