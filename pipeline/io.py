@@ -21,6 +21,8 @@ PARQUET_EXT = (".parquet", ".pq")
 COMPRESSED_EXT = (".gz", ".zst")  # read as streams (pyarrow detects the codec by extension)
 JSONL_EXT = tuple(e + c for e in (".jsonl", ".json", ".ndjson") for c in ("", *COMPRESSED_EXT))
 JSONL_RANGE_BYTES = 32 * 2**20  # an uncompressed JSONL file is read in byte ranges of this size
+READ_BATCH_BYTES = 32 * 2**20  # a Parquet read yields blocks of about this many uncompressed bytes (at most 65,536 rows)
+RESERVED = (S.DOC_ID, S.TEXT, S.N_TOKENS, S.INVALID_REASON, S.INPUT_FILE, S.INPUT_OFFSET, S.EMB)  # input columns that would be overwritten
 PARQUET_READ_BLOCKS = 4096  # at most this many read blocks; a block reads one or more row groups
 BOM = b"\xef\xbb\xbf"
 
@@ -169,13 +171,21 @@ def read_raw(found: InputFiles, cfg: ValidateConfig) -> ray.data.Dataset:
 
 
 def read_parquet_row_groups(items: pa.Table, fs: pafs.FileSystem, schema: pa.Schema):
-    """Ray task: row groups of Parquet files in the unified schema (a column a file lacks is null), with positions."""
+    """Ray task: row groups of Parquet files in the unified schema (a column a file lacks is null), with positions.
+
+    Blocks are cut to about READ_BATCH_BYTES, so a row group of long documents
+    does not become one huge block; the row group itself is decompressed
+    whole, so input row groups must be of bounded size.
+    """
     import pyarrow.parquet as pq
 
     for item in items.to_pylist():
         with fs.open_input_file(item["path"]) as fh:
             offset = item["offset"]
-            for rb in pq.ParquetFile(fh).iter_batches(batch_size=65536, row_groups=[item["row_group"]]):
+            pf = pq.ParquetFile(fh)
+            meta = pf.metadata.row_group(item["row_group"])
+            rows = max(1, min(65536, int(meta.num_rows * READ_BATCH_BYTES / max(meta.total_byte_size, 1))))
+            for rb in pf.iter_batches(batch_size=rows, row_groups=[item["row_group"]]):
                 t = pa.Table.from_batches([rb])
                 t = pa.table({f.name: t.column(f.name) if f.name in t.column_names else pa.nulls(t.num_rows, f.type) for f in schema})
                 yield _with_position(t, item["path"], offset)
@@ -306,6 +316,9 @@ def check_parquet(fs: pafs.FileSystem, files: list[str], cfg: ValidateConfig) ->
         for field in (cfg.text_column, cfg.id_column, cfg.token_column):
             if field and field not in schema.names:
                 raise InputError(f"{path}: no column {field!r} (columns: {', '.join(schema.names)})")
+        taken = [c for c in RESERVED if c in schema.names and c not in (cfg.text_column, cfg.id_column, cfg.token_column)]
+        if taken:
+            raise InputError(f"{path}: column {taken[0]!r} is a name thresher writes; rename it in the input (or name it as input.id_column / token_column)")
         text_type = schema.field(cfg.text_column).type
         if not (pa.types.is_string(text_type) or pa.types.is_large_string(text_type)):
             raise InputError(f"{path}: input.text_column {cfg.text_column!r} is {text_type}, not a string")

@@ -94,12 +94,12 @@ def versions() -> dict[str, str]:
 
 def _write_shards(spec: JobSpec, score_dir: Path, select_dir: Path, data_dir: Path) -> list[dict]:
     files = sorted((select_dir / "data").glob("*.parquet"))
-    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-    size = sum(shards.score_file_of(f, score_dir).stat().st_size + f.stat().st_size for f in files)
-    rows_per_shard = max(1, int(spec.output.shard_bytes / max(size / max(rows, 1), 1.0)))
-    plan = shards.plan(files, rows_per_shard)
     data_dir.mkdir()  # present even when nothing was selected
-    return shards.write_all(plan, data_dir, shards.shard_schema(files, score_dir), spec.output.row_group_rows, score_dir) if files else []
+    if not files:
+        return []
+    schema = shards.shard_schema(files, score_dir)
+    layout = shards.plan(files, score_dir, spec.output.shard_bytes, spec.input.bytes_per_token, schema)
+    return shards.write_all(layout, files, data_dir, schema, spec.output.row_group_rows, score_dir)
 
 
 def _decisions(score_dir: Path, select_dir: Path, score_columns: list[str], select_columns: list[str]):

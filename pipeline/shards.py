@@ -1,24 +1,31 @@
-"""Output shards: planned on the driver, written row group by row group on Ray.
+"""Output shards whose layout depends only on the selection: the same selection gives byte-identical files.
 
-The select phase writes only doc_id + domain + sel_* beside each score file,
-row-group aligned with it (same file name, same row groups); a shard's rows
-are the two read side by side (`read_joined`).
+Every selected row has a 64-bit key, BLAKE2b(doc_id). The driver reads the
+narrow columns of the selected rows (doc_id, n_tokens, sel_copies), sorts
+their keys and cuts them into N ranges of about `output.shard_bytes` each
+(`plan`); shard i holds the rows whose key falls in range i, ordered by
+(key, doc_id). So where a row lands depends on which documents are
+selected, never on how Ray partitioned or scheduled the earlier phases, and
+a trainer can cache shards by sha256. A row's size is estimated without
+reading its text: n_tokens x input.bytes_per_token plus the fixed-width
+columns (`row_overhead`), so shard_bytes is a target for the uncompressed
+rows; zstd files are smaller.
 
-Ray Data's own Parquet sink holds every block of a write task in memory and
-makes each file one row group when a minimum file size is set, so a shard
-would cost its whole uncompressed size in one worker.  Instead the driver
-reads the narrow `sel_copies` column of the select phase's files, packs their
-row groups in file order into shards of about `rows_per_shard` selected rows
-(`plan`), and one Ray Data task per shard streams its row groups through a
-`pyarrow.parquet.ParquetWriter` (`write_shard`).  A worker holds one input row
-group and at most one output row group, whatever the corpus or shard size,
-and the layout depends only on the select phase's files, not on scheduling.
+Writing is a map-reduce through files: one Ray task per select file reads
+it and its score file side by side (`read_joined`) and spills its selected
+rows into one piece file, a row group per shard (`spill_file`); one task per
+shard reads its row group of every piece, sorts and writes the shard in row
+groups of `output.row_group_rows` (`write_shard`). Each byte is read twice
+and no task holds more than one select file's or one shard's rows. (Ray
+Data's hash-shuffle group-by does the same job but starts its aggregators
+for seconds, too slow for the small jobs that dominate tests and demos.)
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,39 +59,72 @@ def read_joined(score: pq.ParquetFile, select: pq.ParquetFile, rg: int, score_co
     return out
 
 
+SHARD, KEY = "_shard", "_key"
+
+
+def shard_keys(doc_ids: list[str]) -> np.ndarray:
+    """The uint64 a row is ordered by in the output: unkeyed BLAKE2b of its doc_id (the same in every run)."""
+    raw = b"".join(hashlib.blake2b(d.encode(), digest_size=8).digest() for d in doc_ids)
+    return np.frombuffer(raw, dtype="<u8")
+
+
+def row_overhead(schema: pa.Schema) -> int:
+    """Bytes per row of the shard columns other than the text: fixed widths exact, other variable-width columns 16."""
+    total = 0
+    for f in schema:
+        if f.name == S.TEXT:
+            continue
+        t = f.type
+        if pa.types.is_fixed_size_list(t) and t.value_type.bit_width > 0:
+            total += t.list_size * t.value_type.bit_width // 8
+        else:
+            try:
+                total += max(1, t.bit_width // 8)
+            except ValueError:  # variable width
+                total += 16
+    return total
+
+
 @dataclass(frozen=True)
-class ShardPlan:
-    """One shard: its file name and the (input file, row group) pairs it is cut from."""
+class Layout:
+    """The shards of one selection: key range boundaries (shard i holds keys in [bounds[i-1], bounds[i])) and rows per shard."""
 
-    name: str
-    parts: tuple[tuple[str, int], ...]
-    rows: int
+    bounds: np.ndarray
+    rows: tuple[int, ...]
+
+    @property
+    def names(self) -> list[str]:
+        n = len(self.rows)
+        return [f"part-{i:05d}-of-{n:05d}.parquet" for i in range(n)]
+
+    def shard_of(self, keys: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.bounds, keys, side="right").astype(np.int32)
 
 
-def plan(files: list[Path], rows_per_shard: int) -> list[ShardPlan]:
-    """Pack row groups holding selected rows, in order, into shards of >= rows_per_shard rows (the last may be short)."""
-    groups: list[list[tuple[str, int]]] = []
-    counts: list[int] = []
-    current: list[tuple[str, int]] = []
-    n = 0
+def plan(files: list[Path], score_dir: Path, shard_bytes: int, bytes_per_token: float, schema: pa.Schema) -> Layout:
+    """Cut the selected rows, in key order, into shards of about shard_bytes (estimated) each."""
+    keys, sizes = [], []
+    overhead = row_overhead(schema)
     for f in files:
-        pf = pq.ParquetFile(f)
-        for rg in range(pf.num_row_groups):
-            copies = pf.read_row_group(rg, columns=[S.SEL_COPIES]).column(0)
-            k = int(np.count_nonzero(np.asarray(copies.to_numpy(zero_copy_only=False)) > 0))
-            if k == 0:
-                continue
-            current.append((str(f), rg))
-            n += k
-            if n >= rows_per_shard:
-                groups.append(current)
-                counts.append(n)
-                current, n = [], 0
-    if current:
-        groups.append(current)
-        counts.append(n)
-    total = len(groups)
-    return [ShardPlan(f"part-{i:05d}-of-{total:05d}.parquet", tuple(g), c) for i, (g, c) in enumerate(zip(groups, counts))]
+        sel, score = pq.ParquetFile(f), pq.ParquetFile(score_file_of(f, score_dir))
+        for rg in range(sel.num_row_groups):
+            t = read_joined(score, sel, rg, [S.N_TOKENS], [S.DOC_ID, S.SEL_COPIES])
+            t = t.filter(pc.greater(t.column(S.SEL_COPIES), 0))
+            keys.append(shard_keys(t.column(S.DOC_ID).to_pylist()))
+            sizes.append(np.asarray(t.column(S.N_TOKENS).to_numpy(zero_copy_only=False), np.float64) * bytes_per_token + overhead)
+    key = np.concatenate(keys) if keys else np.zeros(0, np.uint64)
+    if not key.size:
+        return Layout(np.zeros(0, np.uint64), ())
+    size = np.concatenate(sizes)
+    order = np.lexsort((size, key))  # ties (a 64-bit collision) broken by size: the order is a function of the multiset
+    key, size = key[order], size[order]
+    before = np.cumsum(size) - size
+    n = max(1, int(np.ceil(size.sum() / shard_bytes)))
+    index = np.minimum((before * n / size.sum()).astype(np.int64), n - 1)
+    starts = np.flatnonzero(np.diff(index)) + 1
+    bounds = np.unique(key[starts])
+    layout = Layout(bounds, ())
+    return Layout(bounds, tuple(np.bincount(layout.shard_of(key), minlength=len(bounds) + 1).tolist()))
 
 
 def shard_schema(files: list[Path], score_dir: Path) -> pa.Schema:
@@ -95,53 +135,70 @@ def shard_schema(files: list[Path], score_dir: Path) -> pa.Schema:
     return pa.schema(fields)
 
 
-def write_shard(shard: ShardPlan, directory: Path, schema: pa.Schema, row_group_rows: int, score_dir: Path, compression: str = "zstd") -> dict:
-    """Stream one shard's selected rows into DIRECTORY/name in row groups of exactly row_group_rows (the last may be short)."""
-    path = directory / shard.name
-    pending: list[pa.Table] = []
-    buffered = 0
-    rows = 0
-    open_file: tuple[str, pq.ParquetFile, pq.ParquetFile] | None = None
-    with pq.ParquetWriter(path, schema, compression=compression) as writer:
-        for file, rg in shard.parts:
-            if open_file is None or open_file[0] != file:
-                open_file = (file, pq.ParquetFile(score_file_of(file, score_dir)), pq.ParquetFile(file))
-            names = set(open_file[2].schema_arrow.names)
-            score_cols = [n for n in schema.names if n not in names and n in open_file[1].schema_arrow.names]
-            t = read_joined(open_file[1], open_file[2], rg, score_cols, [n for n in schema.names if n in names])
-            t = t.filter(pc.greater(t.column(S.SEL_COPIES), 0))
-            for f in schema:  # a column some score files lack (schema drift across files) is null there
-                if f.name not in t.column_names:
-                    t = t.append_column(f.name, pa.nulls(t.num_rows, f.type))
-            t = t.select(schema.names).cast(schema)
-            pending.append(t)
-            buffered += t.num_rows
-            while buffered >= row_group_rows:
-                block = pa.concat_tables(pending).combine_chunks()
-                writer.write_table(block.slice(0, row_group_rows), row_group_size=row_group_rows)
-                rest = block.slice(row_group_rows)
-                pending, buffered = [rest], rest.num_rows
-                rows += row_group_rows
-        if buffered:
-            writer.write_table(pa.concat_tables(pending), row_group_size=row_group_rows)
-            rows += buffered
-    return {"path": f"{directory.name}/{shard.name}", "rows": rows, "bytes": path.stat().st_size, "sha256": sha256(path)}
+def spill_file(row: dict, score_dir: str, schema: pa.Schema, bounds: np.ndarray, pieces: str) -> dict:
+    """Ray task (map side): a select file's selected rows, joined with its score file, grouped by shard into one piece file.
+
+    The piece holds one row group per shard it has rows for; the task holds
+    one select file's selected rows.
+    """
+    layout = Layout(bounds, ())
+    file = row["file"]
+    sel, score = pq.ParquetFile(file), pq.ParquetFile(score_file_of(file, Path(score_dir)))
+    names = set(sel.schema_arrow.names)
+    score_cols = [n for n in schema.names if n not in names and n in score.schema_arrow.names]
+    parts = []
+    for rg in range(sel.num_row_groups):
+        t = read_joined(score, sel, rg, score_cols, [n for n in schema.names if n in names])
+        t = t.filter(pc.greater(t.column(S.SEL_COPIES), 0))
+        for f in schema:  # a column some score files lack (schema drift across files) is null there
+            if f.name not in t.column_names:
+                t = t.append_column(f.name, pa.nulls(t.num_rows, f.type))
+        parts.append(t.select(schema.names).cast(schema))
+    t = pa.concat_tables(parts) if parts else schema.empty_table()
+    key = shard_keys(t.column(S.DOC_ID).to_pylist())
+    shard = layout.shard_of(key)
+    t = t.append_column(SHARD, pa.array(shard)).append_column(KEY, pa.array(key)).sort_by(SHARD)
+    present, starts = np.unique(np.sort(shard), return_index=True)
+    path = Path(pieces) / Path(file).name
+    with pq.ParquetWriter(path, t.schema, compression="lz4") as writer:
+        for lo, hi in zip(starts, [*starts[1:], t.num_rows]):
+            writer.write_table(t.slice(lo, hi - lo), row_group_size=hi - lo)
+    return {"piece": str(path), "shards": json.dumps(present.tolist())}
 
 
-def write_all(shards: list[ShardPlan], directory: Path, schema: pa.Schema, row_group_rows: int, score_dir: Path) -> list[dict]:
-    """Write every shard, one Ray Data task each; returns the manifest entries in shard order."""
+def write_shard(row: dict, directory: str, schema: pa.Schema, row_group_rows: int, compression: str = "zstd") -> dict:
+    """Ray task (reduce side): one shard's row groups from the pieces, ordered by (key, doc_id), in row groups of row_group_rows."""
+    parts = [pq.ParquetFile(piece).read_row_group(rg) for piece, rg in json.loads(row["parts"])]
+    t = pa.concat_tables(parts).sort_by([(KEY, "ascending"), (S.DOC_ID, "ascending")]).select(schema.names).cast(schema).combine_chunks()
+    path = Path(directory) / row["name"]
+    pq.write_table(t, path, row_group_size=row_group_rows, compression=compression)
+    return {"path": f"{Path(directory).name}/{path.name}", "rows": t.num_rows, "bytes": path.stat().st_size, "sha256": sha256(path)}
+
+
+def write_all(layout: Layout, files: list[Path], directory: Path, schema: pa.Schema, row_group_rows: int, score_dir: Path) -> list[dict]:
+    """Write every shard of the layout: a map-reduce over piece files in DIRECTORY/.pieces; returns the manifest entries."""
     directory.mkdir(parents=True, exist_ok=True)
-    if not shards:
+    if not layout.rows:
         return []
-    # (file, row group) pairs travel as JSON: an Arrow column cannot hold mixed tuples
-    items = [{"name": s.name, "parts": json.dumps(s.parts), "rows": s.rows} for s in shards]
-
-    def write(row: dict) -> dict:
-        parts = tuple((f, rg) for f, rg in json.loads(row["parts"]))
-        return write_shard(ShardPlan(row["name"], parts, row["rows"]), directory, schema, row_group_rows, score_dir)
-
-    done = ray.data.from_items(items, override_num_blocks=len(items)).map(write).take_all()
-    return sorted(({k: r[k] for k in ("path", "rows", "bytes", "sha256")} for r in done), key=lambda e: e["path"])
+    pieces = directory / ".pieces"
+    pieces.mkdir()
+    try:
+        spill = {"score_dir": str(score_dir), "schema": schema, "bounds": layout.bounds, "pieces": str(pieces)}
+        spilled = ray.data.from_items([{"file": str(f)} for f in files], override_num_blocks=len(files)).map(spill_file, fn_kwargs=spill).take_all()
+        parts: dict[int, list] = {i: [] for i in range(len(layout.rows))}
+        for r in sorted(spilled, key=lambda r: r["piece"]):
+            for rg, shard in enumerate(json.loads(r["shards"])):
+                parts[shard].append((r["piece"], rg))
+        items = [{"name": name, "parts": json.dumps(parts[i])} for i, name in enumerate(layout.names)]
+        done = ray.data.from_items(items, override_num_blocks=len(items)).map(
+            write_shard, fn_kwargs={"directory": str(directory), "schema": schema, "row_group_rows": row_group_rows}
+        ).take_all()
+    finally:
+        shutil.rmtree(pieces, ignore_errors=True)
+    entries = sorted(({k: r[k] for k in ("path", "rows", "bytes", "sha256")} for r in done), key=lambda e: e["path"])
+    if [e["rows"] for e in entries] != list(layout.rows):
+        raise JobError(f"shards hold {[e['rows'] for e in entries]} rows, the layout planned {list(layout.rows)}")
+    return entries
 
 
 def sha256(path: Path) -> str:

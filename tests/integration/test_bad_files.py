@@ -25,6 +25,7 @@ CASES = {
     "int text": (lambda p: pq.write_table(pa.table({"id": ["i"], "text": [5]}), p), "input.text_column 'text' is int64, not a string"),
     "binary text": (lambda p: pq.write_table(pa.table({"id": ["b"], "text": pa.array([b"raw"], pa.binary())}), p), "is binary, not a string"),
     "no text": (lambda p: pq.write_table(pa.table({"id": ["n"], "body": ["words"]}), p), "part-9.parquet: no column 'text'"),
+    "reserved name": (lambda p: pq.write_table(pa.table({"id": ["r"], "text": ["some words"], "input_offset": [7]}), p), "part-9.parquet: column 'input_offset' is a name thresher writes"),
     "drift": (lambda p: pq.write_table(pa.table({"id": ["d"], "text": ["some words"], "topic": [3]}), p), "column 'topic' is string in .*part-0.parquet but int64 in .*part-9.parquet"),
 }
 

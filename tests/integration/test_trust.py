@@ -3,6 +3,7 @@ typos, budgets larger than the pool, ordered ids, two jobs on one work directory
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ import yaml
 from thresher.pipeline.demo_corpus import generate
 from thresher.pipeline.errors import InputError, JobError, SpecError
 from thresher.pipeline.runner import run
+from thresher.pipeline.spec import parse_spec
 
 from .helpers import make_spec, places, write_corpus, write_jsonl_corpus
 
@@ -185,13 +187,14 @@ def test_fit_sample_is_unbiased_when_ids_follow_the_topic(local_ray, tmp_path):
 # --- 7. two jobs on one work directory --------------------------------------------------------
 
 
-def _spec_file(tmp_path: Path, corpus: Path, out: Path) -> Path:
+def _spec_file(tmp_path: Path, corpus: Path, out: Path, **extra) -> Path:
     raw = {
         "input": {"paths": [str(corpus)], "id_column": "id"},
         "output": {"path": str(out), "overwrite": True},
         "clustering": {"n_clusters": 4},
         "selection": {"budget": {"unit": "docs", "amount": 200}},
         "ray": {"num_cpus": 2},
+        **extra,
     }
     path = tmp_path / f"{out.name}.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -225,23 +228,6 @@ def test_a_second_job_on_a_busy_work_directory_is_refused_in_one_line(tmp_path):
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert sorted(places(tmp_path / "out")) == sorted(pq.read_table(corpus, columns=["id"]).column("id").to_pylist())
     assert manifest["counts"]["input"] == 1500
-
-
-def test_a_killed_job_leaves_nothing_half_written_that_is_reused(tmp_path):
-    corpus = write_corpus(tmp_path / "corpus", 1500)
-    spec = _spec_file(tmp_path, corpus, tmp_path / "out")
-    work = tmp_path / "out.work"
-    job = subprocess.Popen([THRESHER, "run", str(spec), "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    _wait_for_phase(work, "embed", job)
-    time.sleep(2.0)  # inside the embed phase's Ray work
-    os.killpg(job.pid, signal.SIGKILL)
-    job.wait()
-    named = [d for d in work.iterdir() if d.is_dir() and not d.name.startswith(".")]
-    assert all((d / "_SUCCESS").exists() for d in named), "a half-written phase has its final name"
-    again = subprocess.run([THRESHER, "run", str(spec), "--no-progress"], capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0, again.stderr
-    assert not [d for d in work.iterdir() if d.name.startswith(".tmp-")]
-    assert sorted(places(tmp_path / "out")) == sorted(pq.read_table(corpus, columns=["id"]).column("id").to_pylist())
 
 
 # --- 8. side corpora embed on the actors, not the driver -------------------------------------------
@@ -347,17 +333,61 @@ def test_a_full_disk_under_the_work_directory_is_one_line(local_ray, tmp_path):
         subprocess.run(["umount", str(full)], check=False)
 
 
-def test_the_local_ray_dies_with_a_killed_driver(tmp_path):
+def _kill_driver_in(phase: str, spec: Path, work: Path) -> None:
+    """Start a job, SIGKILL its driver (alone, not its group) the moment status.json shows PHASE, and check what is left."""
     import psutil
 
-    corpus = write_corpus(tmp_path / "corpus", 1500)
-    spec = _spec_file(tmp_path, corpus, tmp_path / "out")
     job = subprocess.Popen([THRESHER, "run", str(spec), "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait_for_phase(tmp_path / "out.work", "embed", job)
-    time.sleep(1.0)
-    ray_procs = [p for p in psutil.Process(job.pid).children(recursive=True) if "reaper" not in " ".join(p.cmdline())]
-    assert any("raylet" in " ".join(p.cmdline()) for p in ray_procs) and any(p.name().startswith("ray::") or "ray::" in " ".join(p.cmdline()) for p in ray_procs)
-    os.kill(job.pid, signal.SIGKILL)  # the driver alone, not its group
+    deadline = time.time() + 300
+    status: dict = {}
+    while status.get("phase") != phase:
+        assert job.poll() is None and time.time() < deadline, f"the job ended or stalled before {phase}: {status}"
+        try:
+            status = json.loads((work / "status.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            pass
+        time.sleep(0.01)
+    family = psutil.Process(job.pid).children(recursive=True)
+    commands = [" ".join(p.cmdline()) for p in family]
+    os.kill(job.pid, signal.SIGKILL)
     job.wait()
-    _, alive = psutil.wait_procs(ray_procs, timeout=30)
-    assert not alive, [(p.pid, " ".join(p.cmdline())[:80]) for p in alive]
+    assert json.loads((work / "status.json").read_text())["phase"] == phase  # it died in that phase, not later
+    assert any("raylet" in c for c in commands), commands  # a local Ray was running
+    _, alive = psutil.wait_procs(family, timeout=30)
+    assert not alive, (phase, [(p.pid, " ".join(p.cmdline())[:80]) for p in alive])  # local Ray and the reaper are gone
+    named = [d for d in work.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    assert all((d / "_SUCCESS").exists() for d in named), f"a half-written phase has its final name after a kill in {phase}"
+
+
+def test_kill_9_in_each_phase_then_a_rerun_gives_the_uninterrupted_output(local_ray, tmp_path):
+    """One job killed in every phase in turn (each rerun resumes, then dies in the next phase); the last rerun finishes."""
+    from thresher.pipeline.phases import PHASE_NAMES
+
+    corpus = write_corpus(tmp_path / "corpus", 1500)
+    scorers = {"dedup": {}, "semdedup": {}}
+    spec = _spec_file(tmp_path, corpus, tmp_path / "out", scorers=scorers)
+    reference = _quiet(parse_spec({**yaml.safe_load(spec.read_text()), "output": {"path": str(tmp_path / "ref")}}))
+    work = tmp_path / "out.work"
+    for phase in [*PHASE_NAMES, "write"]:
+        _kill_driver_in(phase, spec, work)
+    done = subprocess.run([THRESHER, "run", str(spec), "--no-progress"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert [(s["path"], s["sha256"]) for s in manifest["shards"]] == [(s["path"], s["sha256"]) for s in reference["shards"]]
+    assert sorted(places(tmp_path / "out")) == sorted(pq.read_table(corpus, columns=["id"]).column("id").to_pylist())
+    assert not [d for d in work.iterdir() if d.name.startswith(".tmp-")] and not list(tmp_path.glob(".out.partial-*"))
+
+
+def test_the_same_spec_in_a_fresh_work_directory_gives_byte_identical_shards(local_ray, tmp_path):
+    """Another embed batch size (not part of any cache key) splits the work files differently; the shards do not move."""
+    corpus = write_corpus(tmp_path / "corpus", 400)
+    manifests = []
+    for run_no, batch in enumerate((64, 150)):
+        spec = make_spec(corpus, tmp_path / f"out{run_no}", embedder={"batch_size": batch}, output={"shard_bytes": 60_000, "row_group_rows": 50}, selection={"budget": {"unit": "docs", "amount": 150}})
+        manifests.append(run(spec, log=lambda m: None, progress=False))
+    first, second = ([(s["path"], s["rows"], s["sha256"]) for s in m["shards"]] for m in manifests)
+    assert len(first) >= 3 and first == second
+    for (path, _, digest) in first:
+        assert hashlib.sha256((tmp_path / "out1" / path).read_bytes()).hexdigest() == digest
+    layouts = [sorted(pq.ParquetFile(f).metadata.num_rows for f in (tmp_path / f"out{i}.work").glob("embed-*/data/*.parquet")) for i in (0, 1)]
+    assert layouts[0] != layouts[1]  # the upstream files really were split differently
