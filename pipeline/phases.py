@@ -6,6 +6,7 @@
     dedup     exact + MinHash near duplicates                             reads scorers.dedup
     semdedup  SemDeDup within each k-means cluster                        reads scorers.semdedup, seed
     score     every score column, duplicate flags                         reads scorers.rules
+    search    QuaDMix parameters from proxy runs (when selection.search)   reads selection, its validation files, seed
     select    histograms -> strategy.fit -> doc_id + sel_* per file       reads selection, seed
 
 Each phase's cache key is the hash of what it reads plus the keys of the
@@ -41,6 +42,7 @@ from .errors import JobError
 from .events import OnEvent
 from .plan import Phase, WorkDir
 from .progress import PhaseProgress, count_rows
+from .search import search_phase
 from .scoring import Clusters, FittedScorers, Scorers, fit_clusters, fit_scorers, score_batch, scorer_sample_columns
 from .spec import CorpusRef, JobSpec
 
@@ -87,11 +89,27 @@ def _reads_embed(spec: JobSpec, fp: dict) -> dict:
 
 def _reads_fit(spec: JobSpec, fp: dict) -> dict:
     sc = spec.scorers.model_dump(mode="json", include={"fit_sample_size", "classifier", "columns", "dsir", "target_sim"})
-    return {"scorers": sc, "side_files": {k: v for k, v in fp.items() if k != "input"}, "seed": spec.seed}
+    return {"scorers": sc, "side_files": {k: v for k, v in fp.items() if k.startswith("scorers.")}, "seed": spec.seed}
+
+
+def _reads_search(spec: JobSpec, fp: dict) -> dict:
+    return {"selection": spec.selection.model_dump(mode="json"), "validation": fp.get("selection.search.validation"), "seed": spec.seed}
 
 
 def _reads_selection(spec: JobSpec, fp: dict) -> dict:
-    return {"selection": spec.selection.model_dump(mode="json"), "seed": spec.seed}
+    sel = spec.selection.model_dump(mode="json")
+    if sel.get("from_search"):  # the file's content, not its name, decides
+        sel["from_search"] = {"path": sel["from_search"], "sha256": _file_sha256(sel["from_search"])}
+    return {"selection": sel, "seed": spec.seed}
+
+
+def _file_sha256(path: str) -> str:
+    import hashlib
+
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        raise JobError(f"selection.from_search: cannot read {path}") from None
 
 
 def embed_phase(ctx: Context, d: Path, needed: dict) -> dict:
@@ -194,7 +212,7 @@ def select_phase(ctx: Context, d: Path, needed: dict) -> dict:
     spec = ctx.spec
     sel = spec.selection
     filters = [*(FlagFilter(c) for c in sel.exclude), *(ThresholdFilter(f.column, f.min, f.max) for f in sel.filters)]
-    strategy = sel.build(needed["fit"], spec.seed)
+    strategy = sel.build(needed, spec.seed)
     cols = sorted({S.DOC_ID, S.INVALID_REASON, S.N_TOKENS, _domain_source(sel.domain), *(f.column for f in filters), *strategy.columns})
     hist = DomainHistograms(sel.percentile_bins)
     for t in _iter_tables(needed["score"], cols, ctx.lift):
@@ -230,7 +248,8 @@ PHASES: list[Phase] = [
     Phase("dedup", ("embed",), lambda s, fp: s.scorers.dedup.model_dump(mode="json"), dedup_phase, when=lambda s: s.scorers.dedup is not None),
     Phase("semdedup", ("embed", "clusters"), lambda s, fp: {"semdedup": s.scorers.semdedup.model_dump(mode="json"), "seed": s.seed}, semdedup_phase, when=lambda s: s.scorers.semdedup is not None),
     Phase("score", ("embed", "clusters", "fit", "dedup", "semdedup"), lambda s, fp: {"rules": s.scorers.rules.model_dump(mode="json") if s.scorers.rules else None}, score_phase),
-    Phase("select", ("score", "fit"), _reads_selection, select_phase),
+    Phase("search", ("score", "fit"), _reads_search, search_phase, when=lambda s: getattr(s.selection, "search", None) is not None),
+    Phase("select", ("score", "fit", "search"), _reads_selection, select_phase),
 ]
 PHASE_NAMES = [p.name for p in PHASES]
 

@@ -59,6 +59,7 @@ def _side_corpora(spec: JobSpec) -> dict[str, CorpusRef]:
         "scorers.classifier.reference": sc.classifier.reference if sc.classifier else None,
         "scorers.dsir.target": sc.dsir.target if sc.dsir else None,
         "scorers.target_sim.target": sc.target_sim.target if sc.target_sim else None,
+        "selection.search.validation": spec.selection.search.validation if getattr(spec.selection, "search", None) else None,
     }
     return {k: v for k, v in refs.items() if v is not None}
 
@@ -184,6 +185,7 @@ def _run_plan(ctx: Context, progress: bool, force: set[str], t0: float, handle_s
         "warnings": ctx.warnings,
     }
     ctx.phase = "write"
+    ctx.emit({"event": "phase_start", "phase": "write"})
     try:
         return output.publish(spec, dirs, ctx.timings, facts, ctx.log, started=t0)
     except Exception as e:
@@ -298,6 +300,9 @@ def preflight(spec: JobSpec, out_path: Path, work_path: Path) -> tuple[io.InputF
     for i, col in enumerate(sel.exclude):
         if col not in computed:
             raise SpecError(f"selection.exclude.{i}: no decision column {col!r} (is its scorer enabled?)")
+    from_search = getattr(spec.selection, "from_search", None)
+    if from_search and not Path(from_search).is_file():
+        raise InputError(f"selection.from_search: {from_search} is not a file (give WORK/search-KEY/search.json of an earlier job)")
     side = {}
     for field_name, ref in _side_corpora(spec).items():
         try:

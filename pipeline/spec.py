@@ -176,23 +176,60 @@ class SelectionBase(Strict):
         """Columns the strategy reads, besides domain and n_tokens."""
         return set()
 
-    def build(self, fit_dir: Path, seed: int):
+    def build(self, dirs: dict[str, Path | None], seed: int):
         raise NotImplementedError
 
 
+class SearchRangesSpec(Strict):
+    lam_min: float = Field(1.0, gt=0, description="λ is drawn log-uniform in [lam_min, lam_max].")
+    lam_max: float = Field(100.0, gt=0, description="Upper end of λ's range.")
+    omega_min: float = Field(0.05, ge=0, le=1, description="ω is drawn uniform in [omega_min, omega_max].")
+    omega_max: float = Field(1.0, ge=0, le=1, description="Upper end of ω's range.")
+    eta_min: float = Field(0.25, gt=0, description="η is drawn uniform in [eta_min, eta_max].")
+    eta_max: float = Field(3.0, gt=0, description="Upper end of η's range.")
+    epsilon_max: float = Field(0.3, ge=0, description="ε is drawn uniform in [0, epsilon_max].")
+
+
+class SearchSpec(Strict):
+    """QuaDMix's parameter search (RegMix procedure): proxy runs, a LightGBM regressor, the average of the predicted best."""
+
+    validation: CorpusRef = Field(description="Text the proxy is scored on: what the selection should serve (for example the target set).")
+    proxy: Literal["ngram"] = Field("ngram", description="Proxy evaluator: ngram (an interpolated trigram LM, seconds per run on CPU).")
+    runs: int = Field(64, ge=10, description="Parameter sets drawn and run through the proxy.")
+    sample_size: int = Field(20_000, gt=0, description="Proxy runs select from this many eligible documents (hash-uniform sample), at the job's budget share.")
+    columns: list[str] = Field(default_factory=list, description="Quality columns α is searched over; empty = the keys of selection.quadmix.alpha.")
+    candidates: int = Field(100_000, gt=0, description="Fresh draws the regressor predicts on.")
+    top_k: int = Field(128, gt=0, description="The chosen parameters are the average of this many best-predicted draws.")
+    ranges: SearchRangesSpec = Field(default_factory=SearchRangesSpec, description="Ranges the parameters are drawn from.")
+
+
 class QuaDMixSelection(SelectionBase):
-    """QuaDMix quality-diversity sampling (operators/quadmix.py)."""
+    """QuaDMix quality-diversity sampling (operators/quadmix.py), with its parameter search when `search` is set."""
 
     strategy: Literal["quadmix"] = Field("quadmix", description="quadmix (quality-diversity sampling), topk (best by merged quality), uniform (random baseline) or dsir (Gumbel top-k on DSIR weights; needs scorers.dsir).")
     quadmix: QuaDMixParamsSpec = Field(default_factory=QuaDMixParamsSpec, description="QuaDMix parameters for every domain.")
     domains: dict[str, QuaDMixParamsSpec] = Field(default_factory=dict, description="Per-domain QuaDMix overrides, keyed by domain value.")
+    search: SearchSpec | None = Field(None, description="Search the parameters per domain with proxy runs (the search phase); the result replaces quadmix and domains.")
+    from_search: str | None = Field(None, description="Use the parameters of an earlier search: its search.json (WORK/search-KEY/search.json).")
+
+    @model_validator(mode="after")
+    def _search_needs_budget(self) -> "QuaDMixSelection":
+        if self.search is not None and self.budget is None:
+            raise ValueError("selection.search needs selection.budget: proxy runs compare selections of one size")
+        if self.search is not None and self.from_search is not None:
+            raise ValueError("give selection.search or selection.from_search, not both")
+        return self
 
     def columns(self) -> set[str]:
-        return {c for p in [self.quadmix, *self.domains.values()] for c in p.alpha}
+        return {c for p in [self.quadmix, *self.domains.values()] for c in p.alpha} | set(self.search.columns if self.search else ())
 
-    def build(self, fit_dir: Path, seed: int):
+    def build(self, dirs: dict[str, Path | None], seed: int):
         from thresher.operators.quadmix import QuaDMix
+        from thresher.operators.quadmix_search import SearchResult
 
+        found = dirs.get("search") and dirs["search"] / "search.json" or self.from_search
+        if found:
+            return QuaDMix(self.quadmix.params(), SearchResult.load(Path(found)).params(), max_copies=self.max_copies)
         return QuaDMix(self.quadmix.params(), {k: v.params() for k, v in self.domains.items()}, max_copies=self.max_copies)
 
 
@@ -206,7 +243,7 @@ class TopKSelection(SelectionBase):
     def columns(self) -> set[str]:
         return set(self.by)
 
-    def build(self, fit_dir: Path, seed: int):
+    def build(self, dirs: dict[str, Path | None], seed: int):
         from thresher.operators.selection import TopK
 
         return TopK(dict(self.by))
@@ -218,7 +255,7 @@ class UniformSelection(SelectionBase):
     strategy: Literal["uniform"]
     budget: BudgetSpec = Field(description="Selection size.")
 
-    def build(self, fit_dir: Path, seed: int):
+    def build(self, dirs: dict[str, Path | None], seed: int):
         from thresher.operators.selection import Uniform
 
         return Uniform()
@@ -233,10 +270,10 @@ class DSIRSelection(SelectionBase):
     def columns(self) -> set[str]:
         return {S.U_DSIR}
 
-    def build(self, fit_dir: Path, seed: int):
+    def build(self, dirs: dict[str, Path | None], seed: int):
         from thresher.operators.dsir import DSIR, DSIRResample
 
-        return DSIRResample.from_dsir(DSIR.load(fit_dir / "dsir"), seed=seed)
+        return DSIRResample.from_dsir(DSIR.load(dirs["fit"] / "dsir"), seed=seed)
 
 
 # The strategy registry: one spec variant per strategy, told apart by `strategy`.
@@ -248,7 +285,7 @@ _VARIANTS = {v.model_fields["strategy"].annotation.__args__[0]: v for v in STRAT
 class OutputSpec(Strict):
     path: str = Field(description="Output directory on a local or shared filesystem every Ray node sees; it appears complete (manifest last, then one rename) or not at all.")
     overwrite: bool = Field(False, description="Replace an existing output directory.")
-    shard_bytes: int = Field(256 * 2**20, gt=0, description="Target size of one Parquet shard (zstd).")
+    shard_bytes: int = Field(256 * 2**20, gt=0, description="Target uncompressed size of one shard's rows (text estimated as n_tokens x input.bytes_per_token); the zstd files are smaller.")
     row_group_rows: int = Field(8192, gt=0, description="Rows per Parquet row group, small enough to stream.")
     write_rejected: bool = Field(True, description="Also write rejected/: doc_id + reason for every valid document not selected (invalid rows are in quarantine/).")
     work_dir: str | None = Field(None, description="Checkpoints and fitted states; default OUTPUT.work beside the output. Reused by resumed and repeated jobs.")

@@ -1,0 +1,109 @@
+"""Selection strategies on real text: realmix's pool at a 20% token budget, judged on its eval set.
+
+Every strategy selects from `pool.parquet` with `target.parquet` as the only
+hint of what is wanted (classifier positives, DSIR target, the search's
+validation set). Each selection then trains the n-gram proxy
+(`operators/proxy_lm.py`, copies counted) and is scored on `eval.parquet`,
+which thresher never sees: lower is better. Diversity figures are the
+manifest's (cluster-coverage entropy over the job's k-means clusters, Vendi
+score on a hash sample of embeddings). All strategies of one seed share one
+work directory, so embedding and scoring run once per seed.
+
+Usage:
+    python bench/bench_realmix.py                       # 3 seeds, every strategy
+    python bench/bench_realmix.py --seeds 0 --strategies uniform quadmix-search
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from thresher.operators.proxy_lm import NGramProxy
+from thresher.pipeline.runner import run
+from thresher.pipeline.spec import parse_spec
+
+REALMIX = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "realmix"
+QUALITY = ["q_heuristic", "q_classifier"]
+
+
+def strategies(target: str) -> dict[str, dict]:
+    return {
+        "uniform": {"strategy": "uniform"},
+        "topk-heuristic": {"strategy": "topk", "by": {"q_heuristic": 1.0}},
+        "topk-classifier": {"strategy": "topk", "by": {"q_classifier": 1.0}},
+        "dsir": {"strategy": "dsir"},
+        "quadmix": {"strategy": "quadmix", "quadmix": {"alpha": {"q_heuristic": 1.0, "q_classifier": 1.0}}},
+        "quadmix-search": {"strategy": "quadmix", "search": {"validation": {"paths": [target]}, "columns": QUALITY}},
+    }
+
+
+def job(name: str, selection: dict, seed: int, out: Path, budget: float, clusters: int) -> dict:
+    target = str(REALMIX / "target.parquet")
+    raw = {
+        "input": {"paths": [str(REALMIX / "pool.parquet")], "id_column": "id"},
+        "output": {"path": str(out / f"seed{seed}" / name), "overwrite": True, "work_dir": str(out / f"seed{seed}" / "work")},
+        "embedder": {"model": "static"},
+        "clustering": {"n_clusters": clusters},
+        "scorers": {"classifier": {"reference": {"paths": [target]}}, "dsir": {"target": {"paths": [target]}}, "dedup": {}},
+        "selection": {**selection, "budget": {"unit": "tokens", "amount": budget}, "exclude": ["d_exact_dup", "d_near_dup"]},
+        "seed": seed,
+    }
+    return run(parse_spec(raw), log=lambda m: None, progress=False)
+
+
+def proxy_loss(out_dir: Path, eval_texts: list[str]) -> float:
+    t = pq.read_table(out_dir / "data", columns=["text", "sel_copies"])
+    return NGramProxy().loss(t.column("text").to_pylist(), eval_texts, train_weights=np.asarray(t.column("sel_copies").to_numpy(), np.float64))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--strategies", nargs="+", default=None)
+    ap.add_argument("--share", type=float, default=0.2, help="token budget as a share of the pool")
+    ap.add_argument("--clusters", type=int, default=16)
+    ap.add_argument("--out", default="/tmp/thresher-realmix")
+    args = ap.parse_args()
+    out = Path(args.out)
+    pool_tokens = sum(int(np.ceil(len(t.encode()) / 4.0)) for t in pq.read_table(REALMIX / "pool.parquet", columns=["text"]).column(0).to_pylist())
+    eval_texts = pq.read_table(REALMIX / "eval.parquet", columns=["text"]).column(0).to_pylist()
+    names = args.strategies or list(strategies(""))
+    print(f"# realmix, {args.share:.0%} of {pool_tokens:,} tokens; {platform.node()}, {os.cpu_count()} CPUs")
+    rows = []
+    for seed in args.seeds:
+        for name in names:
+            t = time.perf_counter()
+            m = job(name, strategies(str(REALMIX / "target.parquet"))[name], seed, out, args.share * pool_tokens, args.clusters)
+            seconds = time.perf_counter() - t
+            loss = proxy_loss(out / f"seed{seed}" / name, eval_texts)
+            sel = m["diversity"]["selection"]
+            row = {
+                "seed": seed, "strategy": name, "eval_loss": loss, "tokens": m["counts"]["selected_tokens"], "docs": m["counts"]["selected_docs"],
+                "entropy": sel["cluster_entropy_normalised"], "vendi": sel["vendi"], "seconds": round(seconds, 1),
+            }
+            if "search" in m["timings"]:
+                s = m["timings"]["search"]
+                row |= {k: s.get(k) for k in ("runs", "heldout_spearman", "predicted_loss", "measured_loss", "best_run_loss", "median_run_loss")} | {"search_seconds": s["seconds"]}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    print()
+    print("| strategy | eval loss (mean of seeds) | vs uniform | cluster entropy | Vendi | docs | seeds |")
+    print("|---|---|---|---|---|---|---|")
+    base = np.mean([r["eval_loss"] for r in rows if r["strategy"] == "uniform"]) if "uniform" in names else None
+    for name in names:
+        rs = [r for r in rows if r["strategy"] == name]
+        loss = np.mean([r["eval_loss"] for r in rs])
+        vs = f"{(loss - base) / base:+.2%}" if base else "-"
+        print(f"| {name} | {loss:.4f} ± {np.std([r['eval_loss'] for r in rs]):.4f} | {vs} | {np.mean([r['entropy'] for r in rs]):.3f} | {np.mean([r['vendi'] for r in rs]):.2f} | {np.mean([r['docs'] for r in rs]):.0f} | {len(rs)} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""The search phase: QuaDMix parameters found by proxy runs over a bounded sample of the scored pool.
+
+The sample is the `search.sample_size` eligible documents (after the
+selection's filters and exclusions) with the smallest hash uniform, text
+included; the budget is scaled to it by the eligible pool's size in the
+budget's unit. Each proxy run is a Ray task: it selects from the sample
+with one parameter set, exactly as the select phase would (`select`), and
+trains the proxy on the selected text, copies counted, to score the
+validation set. The sample and the validation texts are put in the object
+store once. `operators/quadmix_search.py` holds the draws, the regressor and
+the choice; this module feeds them.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+
+from thresher.operators import schema as S
+from thresher.operators.histogram import DomainHistograms
+from thresher.operators.proxy_lm import NGramProxy
+from thresher.operators.quadmix import QuaDMix, QuaDMixParams
+from thresher.operators.quadmix_search import ParamRanges, ParamSpace, SearchResult, choose, fit_regressor
+from thresher.operators.selection import FlagFilter, ThresholdFilter, filter_reasons, select, uniform_from_ids
+
+from .errors import JobError
+
+PROXIES = {"ngram": NGramProxy}
+
+
+def selection_filters(sel) -> list:
+    return [*(FlagFilter(c) for c in sel.exclude), *(ThresholdFilter(f.column, f.min, f.max) for f in sel.filters)]
+
+
+def eligible_sample(ctx, score_dir: Path, columns: list[str], size: int) -> tuple[pa.Table, float]:
+    """The `size` eligible documents with the smallest hash uniform (text included), and the eligible pool's weight in the budget's unit.
+
+    Two passes: the first reads narrow columns to find the cut-off uniform and
+    the pool's size, the second reads the text of the rows under it.
+    """
+    from .phases import _domain_source, _iter_tables, with_domain  # phases imports this module
+
+    sel = ctx.spec.selection
+    filters = selection_filters(sel)
+    tokens = sel.budget is not None and sel.budget.unit == "tokens"
+    narrow = sorted(set(columns) | {S.DOC_ID, S.INVALID_REASON, S.N_TOKENS, _domain_source(sel.domain)} | {f.column for f in filters})
+
+    def eligible(cols: list[str]):
+        for t in _iter_tables(score_dir, cols, ctx.lift):
+            t = with_domain(t.filter(t.column(S.INVALID_REASON).is_null()), sel.domain)
+            t = t.filter(pa.array(np.equal(filter_reasons(t, filters), None)))
+            yield t, uniform_from_ids(f"search-{ctx.spec.seed}", t.column(S.DOC_ID).to_pylist())
+
+    us, pool = [], 0.0
+    for t, u in eligible(narrow):
+        ctx.progress.add(t.num_rows)
+        pool += float(np.sum(t.column(S.N_TOKENS).to_numpy(zero_copy_only=False))) if tokens else t.num_rows
+        us.append(u)
+    u_all = np.concatenate(us) if us else np.zeros(0)
+    if not u_all.size or pool == 0:
+        raise JobError("the search found no eligible documents (see the selection's filters)")
+    cut = np.partition(u_all, size - 1)[size - 1] if u_all.size > size else 1.0
+    parts, kept = [], []
+    for t, u in eligible(narrow + [S.TEXT]):
+        parts.append(t.filter(pa.array(u <= cut)))
+        kept.append(u[u <= cut])
+    order = np.argsort(np.concatenate(kept), kind="stable")[:size]
+    return pa.concat_tables(parts).take(pa.array(order)), pool
+
+
+def proxy_run(vector: np.ndarray, sample: pa.Table, valid: list[str], space: ParamSpace, unit: str, budget: float, max_copies: int, bins: int, seed: int, proxy: str) -> dict:
+    """One parameter set: select from the sample as the select phase would, train the proxy on the selection, score the validation set."""
+    per_domain = space.params(vector)
+    strategy = QuaDMix(QuaDMixParams(alpha={c: 1.0 for c in space.columns}), per_domain, max_copies=max_copies)
+    hist = DomainHistograms(bins)
+    keys, scores = strategy.keys_and_scores(sample)
+    hist.add(keys, scores, np.asarray(sample.column(S.N_TOKENS).to_numpy(zero_copy_only=False)))
+    strategy.fit(hist, unit, budget)
+    chosen = select(sample, strategy, seed, [])
+    copies = np.asarray(chosen.column(S.SEL_COPIES).to_numpy(zero_copy_only=False))
+    picked = np.flatnonzero(copies > 0)
+    texts = sample.column(S.TEXT).take(pa.array(picked)).to_pylist()
+    if not texts:
+        return {"loss": float("nan"), "docs": 0, "copies": 0}
+    loss = PROXIES[proxy]().loss(texts, valid, train_weights=copies[picked].astype(np.float64))
+    return {"loss": float(loss), "docs": int(picked.size), "copies": int(copies.sum())}
+
+
+def search_phase(ctx, d: Path, needed: dict) -> dict:
+    from .phases import _side_texts
+
+    spec = ctx.spec
+    sel, s = spec.selection, spec.selection.search
+    columns = list(s.columns or sorted(sel.quadmix.alpha))
+    sample, pool = eligible_sample(ctx, needed["score"], columns, s.sample_size)
+    unit = sel.budget.unit if sel.budget else "docs"
+    if sel.budget is None:
+        raise JobError("selection.search needs selection.budget: proxy runs compare selections of one size")
+    sample_weight = float(np.sum(sample.column(S.N_TOKENS).to_numpy(zero_copy_only=False))) if unit == "tokens" else sample.num_rows
+    budget = sel.budget.amount * sample_weight / pool  # the same share of the sample as of the pool
+    domains = tuple(sorted(set(sample.column(S.DOMAIN).to_pylist()), key=_natural))
+    space = ParamSpace(domains, tuple(columns), ParamRanges(**s.ranges.model_dump()))
+    valid = _side_texts(ctx, s.validation)
+    rng = np.random.default_rng(spec.seed)
+    x = space.draw(s.runs, rng)
+    t = time.perf_counter()
+    losses = _run_all(ctx, x, sample, valid, space, unit, budget, s.proxy, sel.max_copies, sel.percentile_bins)
+    run_seconds = time.perf_counter() - t
+    ok = np.isfinite(losses)
+    fit = fit_regressor(x[ok], losses[ok], seed=spec.seed)
+    chosen, predicted = choose(space, fit, rng, s.candidates, s.top_k)
+    measured = float(_run_all(ctx, chosen[None, :], sample, valid, space, unit, budget, s.proxy, sel.max_copies, sel.percentile_bins)[0])
+    best = int(np.nanargmin(losses))
+    source = "regressor"
+    if not measured <= losses[best]:  # a measured run beat the regressor's choice (or the choice selected nothing): keep what was measured
+        chosen, measured, source = x[best], float(losses[best]), f"run {best}"
+        ctx.log(f"[search] the best proxy run ({measured:.4f}) beat the regressor's choice; using run {best}")
+    result = SearchResult(domains, tuple(columns), tuple(chosen.tolist()), predicted, measured, fit.heldout_spearman, int(ok.sum()), s.ranges.model_dump(), source)
+    result.save(d / "search.json")
+    (d / "regressor.txt").write_text(fit.booster_text)
+    runs = pa.table({**{n: x[:, i] for i, n in enumerate(space.feature_names())}, "loss": losses})
+    pq.write_table(runs, d / "runs.parquet")
+    ctx.log(f"[search] {int(ok.sum())} proxy runs in {run_seconds:.1f}s; held-out Spearman {fit.heldout_spearman:.2f}; chosen ({source}): measured {measured:.4f}, regressor's prediction {predicted:.4f} (runs: best {np.nanmin(losses):.4f}, median {np.nanmedian(losses):.4f})")
+    return {
+        "rows": sample.num_rows,
+        "runs": int(ok.sum()),
+        "proxy": s.proxy,
+        "proxy_seconds": round(run_seconds, 3),
+        "heldout_spearman": round(fit.heldout_spearman, 4),
+        "predicted_loss": predicted,
+        "measured_loss": measured,
+        "chosen_from": source,
+        "best_run_loss": float(np.nanmin(losses)),
+        "median_run_loss": float(np.nanmedian(losses)),
+        "domains": len(domains),
+        "sample_budget": budget,
+    }
+
+
+def _run_all(ctx, x: np.ndarray, sample: pa.Table, valid: list[str], space: ParamSpace, unit: str, budget: float, proxy: str, max_copies: int, bins: int) -> np.ndarray:
+    """Every parameter vector's proxy loss, one Ray task each (NaN where a run selected nothing)."""
+    task = ray.remote(num_cpus=1)(proxy_run)
+    sample_ref, valid_ref = ray.put(sample), ray.put(valid)
+    pending = {task.remote(v, sample_ref, valid_ref, space, unit, budget, max_copies, bins, ctx.spec.seed, proxy): i for i, v in enumerate(x)}
+    losses = np.full(len(x), np.nan)
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        for ref in done:
+            losses[pending.pop(ref)] = ray.get(ref)["loss"]
+    return losses
+
+
+def _natural(key: str):
+    return (0, int(key), "") if key.lstrip("-").isdigit() else (1, 0, key)
+
+
+def searched_params(search_dir: Path) -> dict[str, QuaDMixParams]:
+    return SearchResult.load(search_dir / "search.json").params()
