@@ -122,4 +122,4 @@ def test_the_plan_lists_every_phase_once_in_dependency_order():
     from thresher.pipeline.plan import check_plan
 
     check_plan(PHASES)
-    assert PHASE_NAMES == ["embed", "clusters", "fit", "dedup", "semdedup", "score", "select"]
+    assert PHASE_NAMES == ["embed", "clusters", "fit", "dedup", "semdedup", "score", "search", "select"]
