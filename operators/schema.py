@@ -28,6 +28,9 @@ EMB = "emb"
 
 Q_HEURISTIC = "q_heuristic"
 
+LANG = "lang"  # ISO 639-1 code of the document's language (operators/langid.py)
+Q_LANG_SCORE = "q_lang_score"  # the language ID's probability for it
+
 D_CLUSTER = "d_cluster"
 D_CENTROID_DIST = "d_centroid_dist"
 

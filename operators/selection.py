@@ -16,6 +16,7 @@ from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .histogram import DomainHistograms
 from .quadmix import merged_quality
@@ -54,6 +55,19 @@ class ThresholdFilter:
         if self.min is not None:
             out[~(x >= self.min)] = f"filter: {self.column} < {self.min}"
         return out
+
+
+@dataclass(frozen=True)
+class ValueFilter:
+    """Keep a document only when its column's value is one of `values` (null never is)."""
+
+    column: str
+    values: tuple[str, ...]
+
+    def reasons(self, batch: pa.Table) -> np.ndarray:
+        col = batch.column(self.column).cast(pa.string())
+        keep = np.asarray(pc.is_in(col, value_set=pa.array(self.values, pa.string())).fill_null(False).to_numpy(zero_copy_only=False), bool)
+        return np.where(keep, None, f"filter: {self.column} not in {list(self.values)}").astype(object)
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,8 @@ from thresher.operators.dedup import DuplicateMap, ExactDuplicates, NearDuplicat
 from thresher.operators.embed import Embedder, ModelRef, embed_batch, from_fixed_list
 from thresher.operators.histogram import DomainHistograms
 from thresher.operators.kmeans import KMeans
-from thresher.operators.selection import FlagFilter, ThresholdFilter, filter_reasons, select, uniform_from_ids
+from thresher.operators.langid import lang_batch
+from thresher.operators.selection import filter_reasons, select, uniform_from_ids
 from thresher.operators.semdedup import SemanticDuplicates, SemDeDup, semdedup_group
 from thresher.operators.signals import add_signals
 from thresher.operators.validate import ValidateConfig, lift_json_keys, validate
@@ -84,7 +85,8 @@ class Context:
 
 
 def _reads_embed(spec: JobSpec, fp: dict) -> dict:
-    return {"input": spec.input.model_dump(mode="json", exclude={"paths"}), "files": fp["input"], "model": spec.embedder.model}
+    lang = spec.scorers.lang.model_dump(mode="json") if spec.scorers.lang else None
+    return {"input": spec.input.model_dump(mode="json", exclude={"paths"}), "files": fp["input"], "model": spec.embedder.model, "lang": lang}
 
 
 def _reads_fit(spec: JobSpec, fp: dict) -> dict:
@@ -122,6 +124,7 @@ def embed_phase(ctx: Context, d: Path, needed: dict) -> dict:
     if repeats.size:
         ctx.log(f"[embed] {repeats.size} rows repeat an earlier row's id; quarantined")
     marks = {"repeats": repeats, "order": order, "reason": ids.REASON_DUPLICATE_ID if cfg.id_column else ids.REASON_DUPLICATE_TEXT}
+    marks["lang_chars"] = spec.scorers.lang.max_chars if spec.scorers.lang else 0
     # Ray Data fuses consecutive maps whose remote args are equal. Prepare's
     # memory request (a batch of text and its polars intermediates) makes them
     # differ, so prepare stays out of the embedding actor: fused, a CPU actor
@@ -211,7 +214,7 @@ def select_phase(ctx: Context, d: Path, needed: dict) -> dict:
     """
     spec = ctx.spec
     sel = spec.selection
-    filters = [*(FlagFilter(c) for c in sel.exclude), *(ThresholdFilter(f.column, f.min, f.max) for f in sel.filters)]
+    filters = sel.build_filters()
     strategy = sel.build(needed, spec.seed)
     cols = sorted({S.DOC_ID, S.INVALID_REASON, S.N_TOKENS, _domain_source(sel.domain), *(f.column for f in filters), *strategy.columns})
     hist = DomainHistograms(sel.percentile_bins)
@@ -262,12 +265,13 @@ def validate_config(spec: JobSpec) -> ValidateConfig:
     return ValidateConfig(i.text_column, i.id_column, i.token_column, i.max_bytes, i.bytes_per_token)
 
 
-def prepare_batch(batch: pa.Table, cfg: ValidateConfig, repeats: np.ndarray | None = None, order: dict | None = None, reason: str = "") -> pa.Table:
-    """Validate, quarantine the rows at `repeats` (later rows of a repeated id), compute the signals."""
+def prepare_batch(batch: pa.Table, cfg: ValidateConfig, repeats: np.ndarray | None = None, order: dict | None = None, reason: str = "", lang_chars: int | None = 0) -> pa.Table:
+    """Validate, quarantine the rows at `repeats` (later rows of a repeated id), compute the signals (and the language, unless lang_chars is 0)."""
     t = validate(batch, cfg)
     if repeats is not None:
         t = ids.mark(t, repeats, order, reason)
-    return add_signals(t)
+    t = add_signals(t)
+    return t if lang_chars == 0 else lang_batch(t, max_chars=lang_chars)
 
 
 class EmbedStage:

@@ -250,6 +250,8 @@ def computed_columns(spec: JobSpec) -> set[str]:
     sc = spec.scorers
     cols = {*SIGNALS, S.N_TOKENS, S.Q_HEURISTIC, S.D_CLUSTER, S.D_CENTROID_DIST, S.D_CLUSTER_SIZE, S.D_CLUSTER_RARITY}
     cols |= {f"q_{c.column}" for c in sc.columns}
+    if sc.lang:
+        cols |= {S.LANG, S.Q_LANG_SCORE}
     for enabled, col in ((sc.classifier, S.Q_CLASSIFIER), (sc.dsir, S.U_DSIR), (sc.target_sim, S.U_TARGET_SIM), (sc.semdedup, S.D_SEMDUP)):
         if enabled:
             cols.add(col)
@@ -268,9 +270,9 @@ def _referenced_input_columns(spec: JobSpec) -> list[tuple[str, str, str]]:
     sel = spec.selection
     computed = computed_columns(spec)
     refs = [(f"scorers.columns.{i}.column", c.column, "numeric") for i, c in enumerate(spec.scorers.columns)]
-    if sel.domain != "cluster":
+    if sel.domain != "cluster" and sel.domain not in computed:
         refs.append(("selection.domain", sel.domain, "text"))
-    refs += [(f"selection.filters.{i}.column", f.column, "numeric") for i, f in enumerate(sel.filters) if f.column not in computed]
+    refs += [(f"selection.filters.{i}.column", f.column, "numeric" if f.values is None else "text") for i, f in enumerate(sel.filters) if f.column not in computed]
     refs += [(f"selection ({sel.strategy}) quality column", c, "numeric") for c in sorted(sel.columns()) if c not in computed]
     return refs
 

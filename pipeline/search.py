@@ -26,15 +26,11 @@ from thresher.operators.histogram import DomainHistograms
 from thresher.operators.proxy_lm import NGramProxy
 from thresher.operators.quadmix import QuaDMix, QuaDMixParams
 from thresher.operators.quadmix_search import ParamRanges, ParamSpace, SearchResult, choose, fit_regressor
-from thresher.operators.selection import FlagFilter, ThresholdFilter, filter_reasons, select, uniform_from_ids
+from thresher.operators.selection import filter_reasons, select, uniform_from_ids
 
 from .errors import JobError
 
 PROXIES = {"ngram": NGramProxy}
-
-
-def selection_filters(sel) -> list:
-    return [*(FlagFilter(c) for c in sel.exclude), *(ThresholdFilter(f.column, f.min, f.max) for f in sel.filters)]
 
 
 def eligible_sample(ctx, score_dir: Path, columns: list[str], size: int) -> tuple[pa.Table, float]:
@@ -46,7 +42,7 @@ def eligible_sample(ctx, score_dir: Path, columns: list[str], size: int) -> tupl
     from .phases import _domain_source, _iter_tables, with_domain  # phases imports this module
 
     sel = ctx.spec.selection
-    filters = selection_filters(sel)
+    filters = sel.build_filters()
     tokens = sel.budget is not None and sel.budget.unit == "tokens"
     narrow = sorted(set(columns) | {S.DOC_ID, S.INVALID_REASON, S.N_TOKENS, _domain_source(sel.domain)} | {f.column for f in filters})
 

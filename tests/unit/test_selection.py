@@ -129,3 +129,12 @@ def test_strategies_declare_their_columns_and_budget_needs():
     for strategy in (TopK({S.Q_HEURISTIC: 1.0}), Uniform(), DSIRResample()):
         with pytest.raises(ValueError, match="needs a budget"):
             strategy.fit(DomainHistograms(10), None, None)
+
+
+def test_a_value_filter_keeps_listed_values_only():
+    from thresher.operators.selection import ValueFilter
+
+    batch = pa.table({"lang": pa.array(["en", "de", None, "fr", "en"])})
+    f = ValueFilter("lang", ("en", "fr"))
+    why = "filter: lang not in ['en', 'fr']"
+    assert filter_reasons(batch, [f]).tolist() == [None, why, why, None, None]  # a null language is not in any list
