@@ -40,6 +40,7 @@ def strategies(target: str) -> dict[str, dict]:
         "topk-heuristic": {"strategy": "topk", "by": {"q_heuristic": 1.0}},
         "topk-classifier": {"strategy": "topk", "by": {"q_classifier": 1.0}},
         "dsir": {"strategy": "dsir"},
+        "kmq": {"strategy": "kmq", "by": {"q_heuristic": 1.0, "q_classifier": 1.0}},
         "quadmix": {"strategy": "quadmix", "quadmix": {"alpha": {"q_heuristic": 1.0, "q_classifier": 1.0}}},
         "quadmix-search": {"strategy": "quadmix", "search": {"validation": {"paths": [target]}, "columns": QUALITY}},
     }

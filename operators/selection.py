@@ -125,6 +125,21 @@ def _pool(hist: DomainHistograms, budget_unit: str | None) -> np.ndarray:
     return hist.weights(budget_unit == "tokens").sum(axis=0)
 
 
+def top_threshold(w: np.ndarray, budget: float, bins: int) -> float:
+    """The score above which a histogram row (weight per bin over [0, 1]) holds `budget`; -inf when the row holds less.
+
+    Inside the bin holding the threshold, weight is taken as spread evenly,
+    so the interpolated threshold meets the budget up to ties within one bin.
+    """
+    above = w[::-1].cumsum()[::-1] - w  # weight strictly above each bin
+    reach = np.nonzero(above + w >= budget)[0]
+    if len(reach) == 0:
+        return -np.inf  # the budget exceeds the row: take everything
+    b = reach[-1]
+    need = budget - above[b]
+    return (b + 1.0 - need / w[b]) / bins if w[b] > 0 else (b + 1.0) / bins
+
+
 class TopK:
     """The best documents by merged quality until the budget is filled (one copy each).
 
@@ -149,14 +164,7 @@ class TopK:
         if budget is None:
             raise ValueError(f"{self.name} needs a budget")
         w = _pool(hist, budget_unit)
-        above = w[::-1].cumsum()[::-1] - w  # weight strictly above each bin
-        reach = np.nonzero(above + w >= budget)[0]
-        if len(reach) == 0:
-            self.threshold_ = -np.inf  # the budget exceeds the pool: take everything
-        else:
-            b = reach[-1]
-            need = budget - above[b]
-            self.threshold_ = (b + 1.0 - need / w[b]) / hist.bins if w[b] > 0 else (b + 1.0) / hist.bins
+        self.threshold_ = top_threshold(w, budget, hist.bins)
         self.budget_, self.unit_, self.pool_ = budget, budget_unit or "docs", float(w.sum())
         return self
 

@@ -225,7 +225,7 @@ class SearchSpec(Strict):
 class QuaDMixSelection(SelectionBase):
     """QuaDMix quality-diversity sampling (operators/quadmix.py), with its parameter search when `search` is set."""
 
-    strategy: Literal["quadmix"] = Field("quadmix", description="quadmix (quality-diversity sampling), topk (best by merged quality), uniform (random baseline) or dsir (Gumbel top-k on DSIR weights; needs scorers.dsir).")
+    strategy: Literal["quadmix"] = Field("quadmix", description="quadmix (quality-diversity sampling), topk (best by merged quality), kmq (per-cluster budgets, quality sampling inside), uniform (random baseline) or dsir (Gumbel top-k on DSIR weights; needs scorers.dsir).")
     quadmix: QuaDMixParamsSpec = Field(default_factory=QuaDMixParamsSpec, description="QuaDMix parameters for every domain.")
     domains: dict[str, QuaDMixParamsSpec] = Field(default_factory=dict, description="Per-domain QuaDMix overrides, keyed by domain value.")
     search: SearchSpec | None = Field(None, description="Search the parameters per domain with proxy runs (the search phase); the result replaces quadmix and domains.")
@@ -268,6 +268,24 @@ class TopKSelection(SelectionBase):
         return TopK(dict(self.by))
 
 
+class KMQSelection(SelectionBase):
+    """kMQ (arXiv 2409.11378): a budget per domain (cluster), Gumbel top-k on quality / T inside it (operators/kmq.py)."""
+
+    strategy: Literal["kmq"]
+    budget: BudgetSpec = Field(description="Selection size.")
+    by: dict[str, float] = Field(default_factory=lambda: {S.Q_HEURISTIC: 1.0}, description="Quality columns and their weights, merged into q.")
+    temperature: float = Field(0.1, gt=0, description="T in p ∝ exp(q / T) inside a domain: small = that domain's top-k, large = uniform.")
+    split: Literal["equal", "proportional"] = Field("equal", description="Budget per domain: equal (the paper; a small domain's unused share goes to the rest) or proportional to its size.")
+
+    def columns(self) -> set[str]:
+        return set(self.by)
+
+    def build(self, dirs: dict[str, Path | None], seed: int):
+        from thresher.operators.kmq import KMQ
+
+        return KMQ(dict(self.by), self.temperature, self.split, seed)
+
+
 class UniformSelection(SelectionBase):
     """Every eligible document with the same probability: the random baseline."""
 
@@ -296,7 +314,7 @@ class DSIRSelection(SelectionBase):
 
 
 # The strategy registry: one spec variant per strategy, told apart by `strategy`.
-STRATEGIES = (QuaDMixSelection, TopKSelection, UniformSelection, DSIRSelection)
+STRATEGIES = (QuaDMixSelection, TopKSelection, KMQSelection, UniformSelection, DSIRSelection)
 SelectionSpec = Annotated[Union[STRATEGIES], Field(discriminator="strategy")]
 _VARIANTS = {v.model_fields["strategy"].annotation.__args__[0]: v for v in STRATEGIES}
 
