@@ -41,6 +41,8 @@ def strategies(target: str) -> dict[str, dict]:
         "topk-classifier": {"strategy": "topk", "by": {"q_classifier": 1.0}},
         "dsir": {"strategy": "dsir"},
         "kmq": {"strategy": "kmq", "by": {"q_heuristic": 1.0, "q_classifier": 1.0}},
+        "kmq-iterative": {"strategy": "kmq", "by": {"q_heuristic": 1.0, "q_classifier": 1.0}, "refine": {"validation": {"paths": [target]}}},
+        "kmq-iterative-target": {"strategy": "kmq", "by": {"q_heuristic": 1.0, "q_classifier": 1.0}, "refine": {"validation": {"paths": [target]}, "target_weight": 0.5}},
         "quadmix": {"strategy": "quadmix", "quadmix": {"alpha": {"q_heuristic": 1.0, "q_classifier": 1.0}}},
         "quadmix-search": {"strategy": "quadmix", "search": {"validation": {"paths": [target]}, "columns": QUALITY}},
     }

@@ -21,8 +21,9 @@ Deviations, all deliberate:
 - Budgets count documents or tokens (the budget's unit); the paper counts
   examples. Shares are whole units (`kmq_budgets` rounds by largest
   remainder).
-- Iterative refinement (the paper's §3.2) is not here yet: its per-round
-  cluster weights would enter as `weights`.
+- Iterative kMQ (`pipeline/search.py`, `refine_kmq`) runs its rounds on a
+  sample and hands the shares each cluster ended with to `weights`; the
+  budget is then split in proportion to them (water-filling as above).
 """
 
 from __future__ import annotations

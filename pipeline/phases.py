@@ -95,7 +95,7 @@ def _reads_fit(spec: JobSpec, fp: dict) -> dict:
 
 
 def _reads_search(spec: JobSpec, fp: dict) -> dict:
-    return {"selection": spec.selection.model_dump(mode="json"), "validation": fp.get("selection.search.validation"), "seed": spec.seed}
+    return {"selection": spec.selection.model_dump(mode="json"), "validation": fp.get("selection.search.validation") or fp.get("selection.refine.validation"), "seed": spec.seed}
 
 
 def _reads_selection(spec: JobSpec, fp: dict) -> dict:
@@ -251,7 +251,7 @@ PHASES: list[Phase] = [
     Phase("dedup", ("embed",), lambda s, fp: s.scorers.dedup.model_dump(mode="json"), dedup_phase, when=lambda s: s.scorers.dedup is not None),
     Phase("semdedup", ("embed", "clusters"), lambda s, fp: {"semdedup": s.scorers.semdedup.model_dump(mode="json"), "seed": s.seed}, semdedup_phase, when=lambda s: s.scorers.semdedup is not None),
     Phase("score", ("embed", "clusters", "fit", "dedup", "semdedup"), lambda s, fp: {"rules": s.scorers.rules.model_dump(mode="json") if s.scorers.rules else None}, score_phase),
-    Phase("search", ("score", "fit"), _reads_search, search_phase, when=lambda s: getattr(s.selection, "search", None) is not None),
+    Phase("search", ("score", "fit"), _reads_search, search_phase, when=lambda s: getattr(s.selection, "search", None) is not None or getattr(s.selection, "refine", None) is not None),
     Phase("select", ("score", "fit", "search"), _reads_selection, select_phase),
 ]
 PHASE_NAMES = [p.name for p in PHASES]

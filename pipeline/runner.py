@@ -60,6 +60,7 @@ def _side_corpora(spec: JobSpec) -> dict[str, CorpusRef]:
         "scorers.dsir.target": sc.dsir.target if sc.dsir else None,
         "scorers.target_sim.target": sc.target_sim.target if sc.target_sim else None,
         "selection.search.validation": spec.selection.search.validation if getattr(spec.selection, "search", None) else None,
+        "selection.refine.validation": spec.selection.refine.validation if getattr(spec.selection, "refine", None) else None,
     }
     return {k: v for k, v in refs.items() if v is not None}
 

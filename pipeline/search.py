@@ -13,6 +13,7 @@ the choice; this module feeds them.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -88,6 +89,13 @@ def proxy_run(vector: np.ndarray, sample: pa.Table, valid: list[str], space: Par
 
 
 def search_phase(ctx, d: Path, needed: dict) -> dict:
+    """QuaDMix's parameter search, or iterative kMQ's cluster shares: whichever the selection asks for."""
+    if ctx.spec.selection.strategy == "kmq":
+        return refine_kmq(ctx, d, needed)
+    return search_quadmix(ctx, d, needed)
+
+
+def search_quadmix(ctx, d: Path, needed: dict) -> dict:
     from .phases import _side_texts
 
     spec = ctx.spec
@@ -136,6 +144,82 @@ def search_phase(ctx, d: Path, needed: dict) -> dict:
         "domains": len(domains),
         "sample_budget": budget,
     }
+
+
+def refine_kmq(ctx, d: Path, needed: dict) -> dict:
+    """Iterative kMQ on the eligible sample: R rounds of budget / R, cluster weights from proxies between rounds.
+
+    Inside a cluster documents are taken in the static kMQ order (Gumbel keys
+    on quality / T), so the union of the rounds is each cluster's top share,
+    and only the shares change: the select phase applies them to the whole
+    pool. After each round but the last, a proxy trained on the selection so
+    far scores the next `probe` candidates of every cluster (the ones the next
+    round would take): a high loss means the cluster is not learned yet (the
+    paper's reward gap, for pretraining). With `target_weight` w > 0 the
+    score also counts closeness to the validation set: minus the loss of a
+    proxy trained on it over the same candidates. Scores are z-scored over the
+    clusters and combined as (1 - w) z(not learned) + w z(close); the next
+    round's shares are softmax(score / T) (`subset.iterative_weights`), times
+    the cluster sizes under `split: proportional`.
+    """
+    from thresher.operators.subset import iterative_weights, kmq_budgets
+
+    from .phases import _side_texts
+
+    spec = ctx.spec
+    sel, r = spec.selection, spec.selection.refine
+    sample, pool = eligible_sample(ctx, needed["score"], sorted(sel.by), r.sample_size)
+    tokens = sel.budget.unit == "tokens"
+    weight = np.asarray(sample.column(S.N_TOKENS).to_numpy(zero_copy_only=False), np.float64) if tokens else np.ones(sample.num_rows)
+    budget = sel.budget.amount * weight.sum() / pool
+    keys = sel.build({}, spec.seed).keys(sample)
+    names = sorted(set(sample.column(S.DOMAIN).to_pylist()), key=_natural)
+    code = np.searchsorted(np.array(names), np.array(sample.column(S.DOMAIN).to_pylist()))
+    members = [np.flatnonzero(code == c)[np.argsort(-keys[code == c], kind="stable")] for c in range(len(names))]  # best key first
+    cum = [np.cumsum(weight[m]) for m in members]
+    sizes = np.array([int(round(c[-1])) for c in cum], np.int64)
+    texts = sample.column(S.TEXT).to_pylist()
+    valid = _side_texts(ctx, r.validation) if r.target_weight > 0 else None
+    share = np.ones(len(names)) if sel.split == "equal" else sizes.astype(np.float64)
+    taken = np.zeros(len(names), np.int64)
+    rounds = []
+    for rnd in range(r.rounds):
+        goal = int(round(budget * (rnd + 1) / r.rounds))
+        taken += kmq_budgets(sizes - taken, max(goal - int(taken.sum()), 0), "proportional", share)
+        picked = [m[: np.searchsorted(c, t, side="right")] for m, c, t in zip(members, cum, taken)]
+        if rnd == r.rounds - 1:
+            break
+        probes = [m[len(p) : len(p) + r.probe] for m, p in zip(members, picked)]
+        probe_texts = [texts[i] for pr in probes for i in pr]
+        owner = np.repeat(np.arange(len(names)), [len(pr) for pr in probes])
+        chosen = [texts[i] for p in picked for i in p]
+        if not probe_texts or not chosen:
+            break
+        not_learned = _per_cluster(NGramProxy().per_doc_loss(chosen, probe_texts), owner, len(names))
+        score = _z(not_learned)
+        if valid:
+            close = -_per_cluster(NGramProxy().per_doc_loss(valid, probe_texts), owner, len(names))
+            score = (1 - r.target_weight) * score + r.target_weight * _z(close)
+        score = np.where(np.isnan(not_learned), np.nan, score)  # a cluster with nothing left takes no more
+        w = iterative_weights(score, r.temperature)
+        share = w if sel.split == "equal" else w * sizes
+        rounds.append({"round": rnd + 1, "taken": dict(zip(names, taken.tolist())), "not_learned": dict(zip(names, np.round(not_learned, 4).tolist())), "weights": dict(zip(names, np.round(w, 4).tolist()))})
+    final = taken / max(int(taken.sum()), 1)
+    shares = {n: float(v) for n, v in zip(names, final)}
+    (d / "kmq_shares.json").write_text(json.dumps({"shares": shares, "rounds": rounds, "sample_budget": budget}, indent=1))
+    ctx.log(f"[search] iterative kMQ: {len(rounds) + 1} rounds over {len(names)} clusters; shares {', '.join(f'{n} {v:.3f}' for n, v in shares.items())}")
+    return {"rows": sample.num_rows, "rounds": r.rounds, "clusters": len(names), "shares": shares}
+
+
+def _per_cluster(values: np.ndarray, owner: np.ndarray, n: int) -> np.ndarray:
+    total = np.bincount(owner, weights=values, minlength=n)
+    count = np.bincount(owner, minlength=n)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def _z(x: np.ndarray) -> np.ndarray:
+    sd = np.nanstd(x)
+    return np.zeros_like(x) if not sd > 0 else (x - np.nanmean(x)) / sd
 
 
 def _run_all(ctx, x: np.ndarray, sample: pa.Table, valid: list[str], space: ParamSpace, unit: str, budget: float, proxy: str, max_copies: int, bins: int) -> np.ndarray:

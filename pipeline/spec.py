@@ -268,6 +268,17 @@ class TopKSelection(SelectionBase):
         return TopK(dict(self.by))
 
 
+class RefineSpec(Strict):
+    """Iterative kMQ (the paper's §3.2): rounds of budget / rounds, cluster weights from a proxy between rounds."""
+
+    validation: CorpusRef = Field(description="Text a proxy is trained on to judge closeness to the target (with target_weight > 0).")
+    rounds: int = Field(3, ge=2, description="Rounds R; each takes budget / R.")
+    temperature: float = Field(1.0, gt=0, description="Softmax temperature over the cluster scores (z-scored): small = the budget follows the scores closely.")
+    target_weight: float = Field(0.0, ge=0, le=1, description="Cluster score = (1 - w) z(loss of the selection's proxy on the cluster's unselected members) + w z(closeness to validation: minus the loss of a proxy trained on it).")
+    probe: int = Field(32, gt=0, description="Unselected members of each cluster the proxies are scored on, per round.")
+    sample_size: int = Field(20_000, gt=0, description="The rounds run on this many eligible documents (hash-uniform sample), at the job's budget share.")
+
+
 class KMQSelection(SelectionBase):
     """kMQ (arXiv 2409.11378): a budget per domain (cluster), Gumbel top-k on quality / T inside it (operators/kmq.py)."""
 
@@ -276,14 +287,18 @@ class KMQSelection(SelectionBase):
     by: dict[str, float] = Field(default_factory=lambda: {S.Q_HEURISTIC: 1.0}, description="Quality columns and their weights, merged into q.")
     temperature: float = Field(0.1, gt=0, description="T in p ∝ exp(q / T) inside a domain: small = that domain's top-k, large = uniform.")
     split: Literal["equal", "proportional"] = Field("equal", description="Budget per domain: equal (the paper; a small domain's unused share goes to the rest) or proportional to its size.")
+    refine: RefineSpec | None = Field(None, description="Iterative kMQ: cluster shares refined over rounds with a proxy (the search phase); none = static kMQ.")
 
     def columns(self) -> set[str]:
         return set(self.by)
 
     def build(self, dirs: dict[str, Path | None], seed: int):
+        import json
+
         from thresher.operators.kmq import KMQ
 
-        return KMQ(dict(self.by), self.temperature, self.split, seed)
+        weights = json.loads((dirs["search"] / "kmq_shares.json").read_text())["shares"] if dirs.get("search") else None
+        return KMQ(dict(self.by), self.temperature, self.split, seed, weights=weights)
 
 
 class UniformSelection(SelectionBase):
