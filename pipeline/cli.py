@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     demo_p.add_argument("path", help="output file (.parquet or .jsonl)")
     demo_p.add_argument("--docs", type=int, default=4000)
     demo_p.add_argument("--seed", type=int, default=0)
+    explain_p = sub.add_parser("explain", help="a document's scores, domain, copies and why it was or was not selected")
+    explain_p.add_argument("output", help="a job's output directory")
+    explain_p.add_argument("doc_id")
     sub.add_parser("spec-reference", help="print every spec field with its default as Markdown")
     args = parser.parse_args(argv)
     try:
@@ -39,6 +42,13 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args.spec, progress=not args.no_progress, force=tuple(args.force))
         if args.command == "gc":
             return _gc(Path(args.work_dir), args.specs, args.dry_run)
+        if args.command == "explain":
+            import json
+
+            from .explain import explain
+
+            print(json.dumps(explain(Path(args.output), args.doc_id), indent=2, default=str))
+            return 0
         if args.command == "demo-corpus":
             from .demo_corpus import write
 

@@ -136,3 +136,23 @@ def test_diversity_of_the_selection_is_reported(job):
         assert 1.0 < d[part]["vendi"] <= d[part]["vendi_sample"]
         assert 0.0 < d[part]["cluster_entropy_normalised"] <= 1.0
     assert d["selection"]["vendi_sample"] == min(5000, m["counts"]["selected_docs"])
+
+
+def test_explain_says_where_a_document_went_and_why(job, capsys):
+    from thresher.pipeline.cli import main
+
+    spec, m, _ = job
+    out = Path(spec.output.path)
+    chosen = pq.read_table(out / "data", columns=["doc_id", "sel_copies", "domain"]).slice(0, 1).to_pylist()[0]
+    rejected = pq.read_table(out / "rejected").slice(0, 1).to_pylist()[0]
+    assert main(["explain", str(out), chosen["doc_id"]]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["place"] == "data/" and shown["drawn_copies"] == chosen["sel_copies"] and shown["domain"] == chosen["domain"]
+    assert "q_heuristic" in shown["scores"] and shown["expected_copies"] > 0
+    assert main(["explain", str(out), rejected["doc_id"]]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["place"] == "rejected/" and shown["why"] == rejected["reason"] and shown["drawn_copies"] == 0
+    assert main(["explain", str(out), "bad-0"]) == 0
+    assert json.loads(capsys.readouterr().out)["why"] == "null text"
+    assert main(["explain", str(out), "no-such-id"]) == 1
+    assert "no document 'no-such-id'" in capsys.readouterr().err
