@@ -32,6 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     demo_p.add_argument("path", help="output file (.parquet or .jsonl)")
     demo_p.add_argument("--docs", type=int, default=4000)
     demo_p.add_argument("--seed", type=int, default=0)
+    cmp_p = sub.add_parser("compare", help="run several strategies on one scored pool and write one table")
+    cmp_p.add_argument("spec", help="the job spec (its selection's budget, filters and domain are kept)")
+    cmp_p.add_argument("--strategies", nargs="+", default=["uniform", "topk", "kmq", "quadmix"], help="strategy names, each at its default parameters")
+    cmp_p.add_argument("--out", required=True, help="directory for one output per strategy, compare.json and compare.md")
+    cmp_p.add_argument("--validation", nargs="+", help="files of text to score each selection on with the n-gram proxy")
     explain_p = sub.add_parser("explain", help="a document's scores, domain, copies and why it was or was not selected")
     explain_p.add_argument("output", help="a job's output directory")
     explain_p.add_argument("doc_id")
@@ -42,6 +47,12 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args.spec, progress=not args.no_progress, force=tuple(args.force))
         if args.command == "gc":
             return _gc(Path(args.work_dir), args.specs, args.dry_run)
+        if args.command == "compare":
+            from .compare import compare, table
+
+            rows = compare(load_spec(args.spec), args.strategies, Path(args.out), args.validation)
+            print(table(rows), end="")
+            return 0
         if args.command == "explain":
             import json
 
