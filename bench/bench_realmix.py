@@ -45,6 +45,7 @@ def strategies(target: str) -> dict[str, dict]:
         "kmq-iterative-target": {"strategy": "kmq", "by": {"q_heuristic": 1.0, "q_classifier": 1.0}, "refine": {"validation": {"paths": [target]}, "target_weight": 0.5}},
         "quadmix": {"strategy": "quadmix", "quadmix": {"alpha": {"q_heuristic": 1.0, "q_classifier": 1.0}}},
         "quadmix-search": {"strategy": "quadmix", "search": {"validation": {"paths": [target]}, "columns": QUALITY}},
+        "quadmix-search-128": {"strategy": "quadmix", "search": {"validation": {"paths": [target]}, "columns": QUALITY, "runs": 128}},
     }
 
 

@@ -202,11 +202,11 @@ class SelectionBase(Strict):
 class SearchRangesSpec(Strict):
     lam_min: float = Field(1.0, gt=0, description="λ is drawn log-uniform in [lam_min, lam_max].")
     lam_max: float = Field(100.0, gt=0, description="Upper end of λ's range.")
-    omega_min: float = Field(0.05, ge=0, le=1, description="ω is drawn uniform in [omega_min, omega_max].")
+    omega_min: float = Field(0.0, ge=0, le=1, description="ω is drawn uniform in [omega_min, omega_max].")
     omega_max: float = Field(1.0, ge=0, le=1, description="Upper end of ω's range.")
     eta_min: float = Field(0.25, gt=0, description="η is drawn uniform in [eta_min, eta_max].")
     eta_max: float = Field(3.0, gt=0, description="Upper end of η's range.")
-    epsilon_max: float = Field(0.3, ge=0, description="ε is drawn uniform in [0, epsilon_max].")
+    epsilon_max: float = Field(0.05, ge=0, description="ε is drawn uniform in [0, epsilon_max].")
 
 
 class SearchSpec(Strict):
