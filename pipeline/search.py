@@ -174,7 +174,8 @@ def refine_kmq(ctx, d: Path, needed: dict) -> dict:
     budget = sel.budget.amount * weight.sum() / pool
     keys = sel.build({}, spec.seed).keys(sample)
     names = sorted(set(sample.column(S.DOMAIN).to_pylist()), key=_natural)
-    code = np.searchsorted(np.array(names), np.array(sample.column(S.DOMAIN).to_pylist()))
+    index = {n: i for i, n in enumerate(names)}
+    code = np.array([index[v] for v in sample.column(S.DOMAIN).to_pylist()], np.int64)
     members = [np.flatnonzero(code == c)[np.argsort(-keys[code == c], kind="stable")] for c in range(len(names))]  # best key first
     cum = [np.cumsum(weight[m]) for m in members]
     sizes = np.array([int(round(c[-1])) for c in cum], np.int64)

@@ -32,7 +32,8 @@ def test_iterative_kmq_refines_the_shares_in_the_search_phase(local_ray, tmp_pat
     validation = tmp_path / "validation.parquet"
     pq.write_table(pq.read_table(corpus / "part-0.parquet").slice(0, 60), validation)
     refine = {"validation": {"paths": [str(validation)]}, "rounds": 3, "target_weight": 0.5, "probe": 8}
-    spec = make_spec(corpus, tmp_path / "out", selection={"strategy": "kmq", "domain": "topic", "refine": refine, "budget": {"unit": "docs", "amount": 120}, "filters": []})
+    # 12 clusters: ids "10" and "11" sort after "9" in natural order, before "2" in string order
+    spec = make_spec(corpus, tmp_path / "out", clustering={"n_clusters": 12}, selection={"strategy": "kmq", "refine": refine, "budget": {"unit": "docs", "amount": 120}, "filters": []})
     m = run(spec, log=lambda m: None, progress=False)
     saved = json.loads((tmp_path / "out.work" / f"search-{keys_for(spec)['search']}" / "kmq_shares.json").read_text())
     shares = saved["shares"]
@@ -41,5 +42,6 @@ def test_iterative_kmq_refines_the_shares_in_the_search_phase(local_ray, tmp_pat
         assert abs(sum(r["weights"].values()) - 1) < 1e-3  # stored rounded to 4 places
     budgets = m["selection"]["domain_budgets"]
     assert sum(budgets.values()) == 120
-    for topic, share in shares.items():  # the whole pool is split as the rounds on the sample ended (it is the sample here)
-        assert abs(budgets[topic] - 120 * share) <= 1.5, (budgets, shares)
+    assert set(shares) == {str(c) for c in range(12)}
+    for cluster, share in shares.items():  # the whole pool is split as the rounds on the sample ended (it is the sample here)
+        assert abs(budgets[cluster] - 120 * share) <= 1.5, (budgets, shares)
