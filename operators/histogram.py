@@ -19,6 +19,11 @@ from pathlib import Path
 import numpy as np
 
 
+def domain_order(key: str) -> tuple:
+    """Sort key for domain names: numbers (cluster ids) in numeric order first, so 2 comes before 10, then the rest."""
+    return (0, int(key), "") if key.lstrip("-").isdigit() else (1, 0, key)
+
+
 def index_of(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Position of each value in the sorted string array `keys`, -1 where it is absent."""
     values = np.asarray(values).astype(str)

@@ -114,7 +114,7 @@ class RegressorFit:
     heldout_spearman: float
     rounds: int
     n_train: int
-    n_heldout: int
+    heldout: tuple[int, ...]  # positions of the runs held out for early stopping and the Spearman
 
 
 def fit_regressor(x: np.ndarray, y: np.ndarray, seed: int, heldout: float = 0.2, patience: int = 50) -> RegressorFit:
@@ -144,7 +144,7 @@ def fit_regressor(x: np.ndarray, y: np.ndarray, seed: int, heldout: float = 0.2,
     )
     pred = model.predict(x[held], num_iteration=model.best_iteration_)
     rho = float(spearmanr(pred, y[held]).statistic) if np.ptp(pred) > 0 else 0.0
-    return RegressorFit(model.booster_.model_to_string(), rho, int(model.best_iteration_ or model.n_estimators), len(train), n_held)
+    return RegressorFit(model.booster_.model_to_string(), rho, int(model.best_iteration_ or model.n_estimators), len(train), tuple(sorted(held.tolist())))
 
 
 def predict(fit: RegressorFit, x: np.ndarray) -> np.ndarray:

@@ -115,6 +115,7 @@ def summary(spec: JobSpec, manifest: dict) -> str:
     lines = [
         f"selection written to {Path(spec.output.path).resolve()}",
         f"  shards: {len(manifest['shards'])} under data/, plus manifest.json",
+        f"  report: {Path(spec.output.path).resolve() / 'report.html'}",
         f"  input {c['input']}  = selected {c['selected_docs']} + not selected {c['not_selected']} + invalid {c['invalid']}",
         f"  copies {c['selected_copies']}, tokens {c['selected_tokens']} ({spec.selection.strategy}, {len(manifest['domains'])} domains)",
         f"  total {manifest['timings']['total']['seconds']:.1f}s; Ray's log: {Path(spec.output.work_dir or f'{spec.output.path}.work').resolve() / 'job.log'}",

@@ -4,7 +4,9 @@ Every strategy runs as the spec's job with only `selection.strategy`
 changed (budget, filters, exclusions and domain kept; each strategy's own
 parameters at their defaults), in one shared work directory, so embed,
 clusters, fit, dedup and score run once and each strategy costs its select
-and write. Each selection is written to OUT/NAME. With `--validation`, the
+and write. Each selection is written to OUT/NAME (with its report.html),
+the table to OUT/compare.md and compare.json, the side-by-side report to
+OUT/report.html. With `--validation`, the
 n-gram proxy (`operators/proxy_lm.py`) is trained on each selection (copies
 counted) and scored there: lower is better.
 """
@@ -21,6 +23,7 @@ import pyarrow.parquet as pq
 from thresher.operators import schema as S
 
 from .errors import SpecError
+from .report import compare_report
 from .spec import JobSpec, parse_spec
 
 DUPLICATE_FLAGS = (S.D_EXACT_DUP, S.D_NEAR_DUP, S.D_SEMDUP)
@@ -36,7 +39,7 @@ def compare(spec: JobSpec, strategies: list[str], out: Path, validation: list[st
     base = spec.model_dump(mode="json")
     common = {k: v for k, v in base["selection"].items() if k in ("budget", "filters", "exclude", "domain", "percentile_bins", "on_shortfall")}
     work = base["output"].get("work_dir") or str(out / "work")
-    rows = []
+    rows, domains = [], {}
     for name in strategies:
         raw = {**base, "selection": {**common, "strategy": name}, "output": {**base["output"], "path": str(out / name), "overwrite": True, "work_dir": work}}
         try:
@@ -46,8 +49,11 @@ def compare(spec: JobSpec, strategies: list[str], out: Path, validation: list[st
         log(f"[compare] {name}")
         m = run(variant, log=lambda _: None, progress=False)
         rows.append(_row(name, out / name, m, valid))
+        domains[name] = m["domains"]
     (out / "compare.json").write_text(json.dumps(rows, indent=2))
     (out / "compare.md").write_text(table(rows))
+    (out / "report.html").write_text(compare_report(rows, domains))
+    log(f"[compare] report: {out / 'report.html'}")
     return rows
 
 

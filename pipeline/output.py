@@ -25,12 +25,15 @@ import pyarrow.parquet as pq
 from thresher.operators import schema as S
 from thresher.operators.diversity import VENDI_SAMPLE, cluster_entropy, vendi_score
 from thresher.operators.embed import from_fixed_list
+from thresher.operators.histogram import domain_order
 from thresher.operators.selection import uniform_from_ids
 
 from . import shards
+from .report import job_report
 from .spec import JobSpec
 
 VERSIONED = ("thresher", "ray", "pyarrow", "polars", "numpy", "faiss-cpu", "faiss-gpu-cu12", "torch", "sentence-transformers", "model2vec")
+DISTRIBUTION_BINS = 20
 NOT_IN_QUARANTINE_PREFIXES = ("sig_", "q_", "d_", "sel_", S.DOMAIN, S.N_TOKENS)
 
 
@@ -45,7 +48,7 @@ def publish(spec: JobSpec, dirs: dict[str, Path | None], timings: dict, facts: d
     t = time.perf_counter()
     try:
         shards = _write_shards(spec, score_dir, select_dir, staging / "data")
-        counts, domains = _account(spec, score_dir, select_dir, staging)
+        counts, domains, distributions = _account(spec, score_dir, select_dir, staging)
         diversity = _diversity(spec, score_dir, select_dir, embed_dir)
         timings["write"] = {"seconds": round(time.perf_counter() - t, 3), "rows": counts["selected_docs"]}
         timings["total"] = {"seconds": round(time.perf_counter() - started, 3)}
@@ -60,6 +63,7 @@ def publish(spec: JobSpec, dirs: dict[str, Path | None], timings: dict, facts: d
             "accounting_holds": timings["embed"]["rows"] == counts["input"] == counts["selected_docs"] + counts["not_selected"] + counts["invalid"],
             "shards": shards,
             "domains": domains,
+            "distributions": distributions,
             "diversity": diversity,
             "fit": fit_facts,
             "selection": {k: v for k, v in timings["select"].items() if k not in ("seconds", "docs_per_s", "reused", "key", "rows")},
@@ -67,6 +71,7 @@ def publish(spec: JobSpec, dirs: dict[str, Path | None], timings: dict, facts: d
             "phases": {name: {"key": v.get("key"), "reused": bool(v.get("reused"))} for name, v in timings.items() if "key" in v},
             "timings": timings,
         }
+        (staging / "report.html").write_text(job_report(manifest, dirs.get("search")))
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
         if out.exists():
             if not spec.output.overwrite:
@@ -78,7 +83,7 @@ def publish(spec: JobSpec, dirs: dict[str, Path | None], timings: dict, facts: d
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    log(f"[write] {len(shards)} shards in {out}")
+    log(f"[write] {len(shards)} shards in {out}; report: {out / 'report.html'}")
     return manifest
 
 
@@ -111,12 +116,18 @@ def _decisions(score_dir: Path, select_dir: Path, score_columns: list[str], sele
             yield shards.read_joined(score, sel, rg, score_columns, select_columns)
 
 
-def _account(spec: JobSpec, score_dir: Path, select_dir: Path, staging: Path) -> tuple[dict, dict]:
-    """One streaming pass over the decisions: counts, per-domain before/after, rejected/, quarantine/.
+def _account(spec: JobSpec, score_dir: Path, select_dir: Path, staging: Path) -> tuple[dict, dict, dict]:
+    """One streaming pass over the decisions: counts, per-domain before/after, score distributions, rejected/, quarantine/.
 
     Every input row lands in exactly one place: data/ (selected), rejected/
-    (valid, not selected) or quarantine/ (invalid).
+    (valid, not selected) or quarantine/ (invalid). Distributions: each
+    quality column's histogram over [0, 1] (documents of the valid pool, and
+    copies of the selection) and its mean in both.
     """
+    quality = _quality_columns(score_dir)
+    edges = np.linspace(0.0, 1.0, DISTRIBUTION_BINS + 1)
+    hist = {c: {"pool": np.zeros(DISTRIBUTION_BINS), "selected": np.zeros(DISTRIBUTION_BINS)} for c in quality}
+    sums = {c: {"pool": 0.0, "selected": 0.0} for c in quality}
     counts = Counter()
     reasons: Counter = Counter()
     invalid_reasons: Counter = Counter()
@@ -124,7 +135,7 @@ def _account(spec: JobSpec, score_dir: Path, select_dir: Path, staging: Path) ->
     after: dict[str, Counter] = defaultdict(Counter)
     rejected_writer = None
     try:
-        for t in _decisions(score_dir, select_dir, [S.INVALID_REASON, S.N_TOKENS, S.INPUT_FILE, S.INPUT_OFFSET], [S.DOC_ID, S.SEL_REASON, S.SEL_COPIES, S.DOMAIN]):
+        for t in _decisions(score_dir, select_dir, [S.INVALID_REASON, S.N_TOKENS, S.INPUT_FILE, S.INPUT_OFFSET, *quality], [S.DOC_ID, S.SEL_REASON, S.SEL_COPIES, S.DOMAIN]):
             copies = np.asarray(t.column(S.SEL_COPIES).to_numpy(zero_copy_only=False))
             tokens = np.asarray(t.column(S.N_TOKENS).to_numpy(zero_copy_only=False))
             invalid = np.asarray(t.column(S.INVALID_REASON).is_valid().to_numpy(zero_copy_only=False))
@@ -135,6 +146,11 @@ def _account(spec: JobSpec, score_dir: Path, select_dir: Path, staging: Path) ->
             counts["selected_copies"] += int(copies.sum())
             counts["selected_tokens"] += int((copies * tokens).sum())
             counts["not_selected"] += int((~selected & ~invalid).sum())
+            for c in quality:
+                x = np.clip(np.nan_to_num(np.asarray(t.column(c).to_numpy(zero_copy_only=False), np.float64)), 0.0, 1.0)
+                for name, w in (("pool", (~invalid).astype(np.float64)), ("selected", copies.astype(np.float64))):
+                    hist[c][name] += np.histogram(x, bins=edges, weights=w)[0]
+                    sums[c][name] += float((x * w).sum())
             for r, bad in zip(t.column(S.SEL_REASON).to_pylist(), invalid):
                 if r is not None:
                     (invalid_reasons if bad else reasons)[r] += 1
@@ -157,8 +173,21 @@ def _account(spec: JobSpec, score_dir: Path, select_dir: Path, staging: Path) ->
     counts["not_selected_by_reason"] = dict(sorted(reasons.items()))
     counts["invalid_by_reason"] = dict(sorted(invalid_reasons.items()))
     _write_quarantine(pads.dataset(str(score_dir / "data"), format="parquet"), staging / "quarantine")
-    domains = {k: {"before": dict(before[k]), "after": dict(after.get(k, {}))} for k in sorted(before, key=_natural)}
-    return dict(counts), domains
+    domains = {k: {"before": dict(before[k]), "after": dict(after.get(k, {}))} for k in sorted(before, key=domain_order)}
+    totals = {"pool": counts["valid"], "selected": counts["selected_copies"]}
+    distributions = {
+        "edges": edges.tolist(),
+        "columns": {c: {name: h.astype(int).tolist() for name, h in hist[c].items()} for c in quality},
+        "means": {c: {name: (sums[c][name] / totals[name] if totals[name] else None) for name in totals} for c in quality},
+    }
+    return dict(counts), domains, distributions
+
+
+def _quality_columns(score_dir: Path) -> list[str]:
+    """The quality scores a report shows: q_* columns in [0, 1], not the rules' decision columns."""
+    files = sorted((score_dir / "data").glob("*.parquet"))
+    names = pq.ParquetFile(files[0]).schema_arrow.names if files else []
+    return [c for c in names if c.startswith("q_") and not c.startswith("q_rule_")]
 
 
 def _write_quarantine(dataset: pads.Dataset, directory: Path) -> None:
@@ -176,9 +205,6 @@ def _write_quarantine(dataset: pads.Dataset, directory: Path) -> None:
         if writer is not None:
             writer.close()
 
-
-def _natural(key: str):
-    return (0, int(key), "") if key.lstrip("-").isdigit() else (1, 0, key)
 
 
 def _diversity(spec: JobSpec, score_dir: Path, select_dir: Path, embed_dir: Path, sample: int = VENDI_SAMPLE) -> dict:

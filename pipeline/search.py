@@ -23,10 +23,10 @@ import pyarrow.parquet as pq
 import ray
 
 from thresher.operators import schema as S
-from thresher.operators.histogram import DomainHistograms
+from thresher.operators.histogram import DomainHistograms, domain_order
 from thresher.operators.proxy_lm import NGramProxy
 from thresher.operators.quadmix import QuaDMix, QuaDMixParams
-from thresher.operators.quadmix_search import ParamRanges, ParamSpace, SearchResult, choose, fit_regressor
+from thresher.operators.quadmix_search import ParamRanges, ParamSpace, SearchResult, choose, fit_regressor, predict
 from thresher.operators.selection import filter_reasons, select, uniform_from_ids
 
 from .errors import JobError
@@ -107,7 +107,7 @@ def search_quadmix(ctx, d: Path, needed: dict) -> dict:
         raise JobError("selection.search needs selection.budget: proxy runs compare selections of one size")
     sample_weight = float(np.sum(sample.column(S.N_TOKENS).to_numpy(zero_copy_only=False))) if unit == "tokens" else sample.num_rows
     budget = sel.budget.amount * sample_weight / pool  # the same share of the sample as of the pool
-    domains = tuple(sorted(set(sample.column(S.DOMAIN).to_pylist()), key=_natural))
+    domains = tuple(sorted(set(sample.column(S.DOMAIN).to_pylist()), key=domain_order))
     space = ParamSpace(domains, tuple(columns), ParamRanges(**s.ranges.model_dump()))
     valid = _side_texts(ctx, s.validation)
     rng = np.random.default_rng(spec.seed)
@@ -127,7 +127,11 @@ def search_quadmix(ctx, d: Path, needed: dict) -> dict:
     result = SearchResult(domains, tuple(columns), tuple(chosen.tolist()), predicted, measured, fit.heldout_spearman, int(ok.sum()), s.ranges.model_dump(), source)
     result.save(d / "search.json")
     (d / "regressor.txt").write_text(fit.booster_text)
-    runs = pa.table({**{n: x[:, i] for i, n in enumerate(space.feature_names())}, "loss": losses})
+    predicted_runs = np.full(len(x), np.nan)
+    predicted_runs[ok] = predict(fit, x[ok])
+    heldout = np.zeros(len(x), bool)
+    heldout[np.flatnonzero(ok)[list(fit.heldout)]] = True
+    runs = pa.table({**{n: x[:, i] for i, n in enumerate(space.feature_names())}, "loss": losses, "predicted": predicted_runs, "heldout": heldout})
     pq.write_table(runs, d / "runs.parquet")
     ctx.log(f"[search] {int(ok.sum())} proxy runs in {run_seconds:.1f}s; held-out Spearman {fit.heldout_spearman:.2f}; chosen ({source}): measured {measured:.4f}, regressor's prediction {predicted:.4f} (runs: best {np.nanmin(losses):.4f}, median {np.nanmedian(losses):.4f})")
     return {
@@ -173,7 +177,7 @@ def refine_kmq(ctx, d: Path, needed: dict) -> dict:
     weight = np.asarray(sample.column(S.N_TOKENS).to_numpy(zero_copy_only=False), np.float64) if tokens else np.ones(sample.num_rows)
     budget = sel.budget.amount * weight.sum() / pool
     keys = sel.build({}, spec.seed).keys(sample)
-    names = sorted(set(sample.column(S.DOMAIN).to_pylist()), key=_natural)
+    names = sorted(set(sample.column(S.DOMAIN).to_pylist()), key=domain_order)
     index = {n: i for i, n in enumerate(names)}
     code = np.array([index[v] for v in sample.column(S.DOMAIN).to_pylist()], np.int64)
     members = [np.flatnonzero(code == c)[np.argsort(-keys[code == c], kind="stable")] for c in range(len(names))]  # best key first
@@ -235,9 +239,6 @@ def _run_all(ctx, x: np.ndarray, sample: pa.Table, valid: list[str], space: Para
             losses[pending.pop(ref)] = ray.get(ref)["loss"]
     return losses
 
-
-def _natural(key: str):
-    return (0, int(key), "") if key.lstrip("-").isdigit() else (1, 0, key)
 
 
 def searched_params(search_dir: Path) -> dict[str, QuaDMixParams]:

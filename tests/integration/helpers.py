@@ -107,3 +107,40 @@ def jsonl_positions(*files: Path) -> list[tuple[str, int]]:
                 found.append((str(f.resolve()), pos))
             pos += len(line) + 1
     return found
+
+
+def chromium() -> str | None:
+    """Debian's headless Chromium, or None; CI sets THRESHER_REQUIRE_CHROMIUM so a missing browser fails instead of skipping."""
+    import os
+    import shutil
+
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None and os.environ.get("THRESHER_REQUIRE_CHROMIUM"):
+        raise RuntimeError("THRESHER_REQUIRE_CHROMIUM is set but chromium is not on PATH (apt-get install chromium)")
+    return found
+
+
+def screenshot(page: Path, png: Path, size: tuple[int, int] = (1200, 1600)) -> dict:
+    """Render a local HTML file in headless Chromium (no network) and describe the PNG: size, share of non-white pixels, distinct colours."""
+    import subprocess
+
+    import numpy as np
+    import pytest
+    from PIL import Image
+
+    browser = chromium()
+    if browser is None:
+        pytest.skip("chromium not installed (apt-get install chromium)")
+    profile = png.parent / f"{png.stem}-profile"
+    subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", f"--user-data-dir={profile}",
+         f"--window-size={size[0]},{size[1]}", f"--screenshot={png}", page.resolve().as_uri()],
+        check=True, capture_output=True, timeout=120,
+    )
+    pixels = np.asarray(Image.open(png).convert("RGB")).reshape(-1, 3)
+    return {
+        "size": Image.open(png).size,
+        "inked": float(np.mean(pixels.min(axis=1) < 240)),
+        "colours": len(np.unique(pixels[::7], axis=0)),
+        "blue": float(np.mean((pixels[:, 2] > 150) & (pixels[:, 0] < 90))),  # the selection's colour in the charts
+    }

@@ -66,6 +66,7 @@ def test_jsonl_job_from_the_command_line(tmp_path):
     p = _run("run", str(spec), "--no-progress")
     assert p.returncode == 0, p.stderr[-2000:]
     assert "selection written to" in p.stdout
+    assert f"report: {(tmp_path / 'out' / 'report.html').resolve()}" in p.stdout and (tmp_path / "out" / "report.html").is_file()
     m = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert m["counts"]["input"] == 402 and m["counts"]["invalid"] == 2
     assert m["counts"]["invalid_by_reason"] == {"malformed JSON line": 1, "text is not a string (int)": 1}

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 
 from thresher.pipeline.cli import main
 
-from .helpers import make_spec, write_corpus
+from .helpers import make_spec, screenshot, write_corpus
 
 
 def test_compare_runs_each_strategy_once_on_shared_phases(local_ray, tmp_path, capsys):
@@ -29,5 +29,10 @@ def test_compare_runs_each_strategy_once_on_shared_phases(local_ray, tmp_path, c
     assert all(abs(r["docs"] - 150) <= 30 and r["proxy_loss"] > 0 and 0 <= r["duplicate_rate"] <= 1 for r in rows)  # uniform draws 150 in expectation
     assert rows[1]["docs"] == rows[2]["docs"] == 150
     assert rows[1]["mean_quality"]["q_heuristic"] > rows[0]["mean_quality"]["q_heuristic"]  # top-k by q_heuristic beats random on it
+    page = (out / "report.html").read_text()
+    assert all(f'<a href="{n}/report.html">' in page and (out / n / "report.html").exists() for n in ("uniform", "topk", "kmq"))
+    assert "Quality-diversity trade-off" in page and page.count("<title>kmq") >= 3  # a point per chart, one bar per domain
+    shot = screenshot(out / "report.html", tmp_path / "compare.png")
+    assert shot["inked"] > 0.02 and shot["colours"] > 20
     later = [json.loads((out / n / "manifest.json").read_text())["phases"] for n in ("topk", "kmq")]
     assert all(p["embed"]["reused"] and p["score"]["reused"] and not p["select"]["reused"] for p in later)

@@ -156,3 +156,32 @@ def test_explain_says_where_a_document_went_and_why(job, capsys):
     assert json.loads(capsys.readouterr().out)["why"] == "null text"
     assert main(["explain", str(out), "no-such-id"]) == 1
     assert "no document 'no-such-id'" in capsys.readouterr().err
+
+
+def test_report_shows_the_distributions_and_domains_the_output_holds(job):
+    import numpy as np
+
+    spec, m, root = job
+    out = Path(spec.output.path)
+    page = (out / "report.html").read_text()
+    d = m["distributions"]
+    assert "q_heuristic" in d["columns"] and not any(c.startswith("q_rule_") for c in d["columns"])
+    # recount from the outside: the selected histogram is the copies in data/, the pool's the valid rows of data/ and rejected/
+    data = pq.read_table(out / "data", columns=["doc_id", "q_heuristic", "sel_copies"])
+    q = np.clip(data.column("q_heuristic").to_numpy(), 0, 1)
+    assert np.histogram(q, bins=d["edges"], weights=data.column("sel_copies").to_numpy())[0].tolist() == d["columns"]["q_heuristic"]["selected"]
+    assert sum(d["columns"]["q_heuristic"]["pool"]) == data.num_rows + pq.read_table(out / "rejected").num_rows
+    assert abs(d["means"]["q_heuristic"]["selected"] - np.average(q, weights=data.column("sel_copies").to_numpy())) < 1e-9
+    for column in d["columns"]:
+        assert f'aria-label="{column}"' in page  # one chart per quality column
+    assert all(f"<td>{k}</td>" in page for k in m["domains"]) and f"<td>{m['counts']['input']:,}</td>" in page
+    assert "<script" not in page and "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "") and "https://" not in page  # offline
+
+
+def test_report_renders_in_headless_chromium(job, tmp_path):
+    from .helpers import screenshot
+
+    spec, _, _ = job
+    shot = screenshot(Path(spec.output.path) / "report.html", tmp_path / "report.png")
+    assert shot["size"] == (1200, 1600)
+    assert shot["inked"] > 0.02 and shot["colours"] > 20 and shot["blue"] > 0.001  # text, charts, and the selection's bars

@@ -28,6 +28,9 @@ def test_a_search_chooses_parameters_that_the_selection_uses_and_a_later_job_reu
     assert set(result.domains) <= {"0", "1", "2"} and result.measured_loss == facts["measured_loss"]
     assert result.source == facts["chosen_from"] and (result.source == "regressor" or min(runs.column("loss").to_pylist()) == result.measured_loss)
     assert m["selection"]["strategy"] == "quadmix" and m["counts"]["selected_tokens"] > 0
+    assert sum(runs.column("heldout").to_pylist()) == 3 and all(abs(p) < 50 for p in runs.column("predicted").to_pylist())  # max(3, 20% of 12) held out
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "QuaDMix parameter search" in page and page.count("<title>run ") == 12 and "<title>chosen:" in page  # every run, predicted vs measured
     events = [json.loads(line) for line in (tmp_path / "out.work" / "events.jsonl").read_text().splitlines()]
     assert any(e["event"] == "phase_end" and e["phase"] == "search" for e in events)
     # a later job takes the parameters from the file, without searching, and selects the same documents
