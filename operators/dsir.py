@@ -208,9 +208,16 @@ class DSIR(Fitted):
         return out
 
     def transform(self, batch: pa.Table) -> pa.Table:
-        """Append `u_dsir` (float32 log importance weight; null where the text is null)."""
+        """Append `u_dsir` (float32 log importance weight) and `q_dsir` (its percentile in the pool sample, in [0, 1]); null where the text is null.
+
+        `q_dsir` makes "looks like the target" a quality score like any
+        other, so QuaDMix's α, top-k, kMQ and ODiS can weigh it against the rest.
+        """
+        from .quality import percentile_of
+
         w = self.log_weights(batch.column(S.TEXT))
-        return batch.append_column(S.U_DSIR, pa.array(w.astype(np.float32), from_pandas=True))
+        q = percentile_of(w, np.asarray(self.raw_log_w_quantiles_), _QUANTILE_LEVELS)
+        return batch.append_column(S.U_DSIR, pa.array(w.astype(np.float32), from_pandas=True)).append_column(S.Q_DSIR, pa.array(q.astype(np.float32), from_pandas=True))
 
 
 def _text_array(texts) -> pa.Array:

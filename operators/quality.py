@@ -67,7 +67,7 @@ class RankQuality(Fitted):
         for name in self.directions:
             x = _values(batch, name)
             q = np.asarray(self.quantiles_[name])
-            parts.append(_percentile(self._oriented(name, x), q, levels))
+            parts.append(percentile_of(self._oriented(name, x), q, levels))
         score = np.mean(parts, axis=0) if parts else np.zeros(batch.num_rows)
         return batch.append_column(self.output, pa.array(score.astype(np.float32), from_pandas=True))
 
@@ -76,7 +76,7 @@ def _values(table: pa.Table, name: str) -> np.ndarray:
     return np.asarray(table.column(name).to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
-def _percentile(x: np.ndarray, quantiles: np.ndarray, levels: np.ndarray) -> np.ndarray:
+def percentile_of(x: np.ndarray, quantiles: np.ndarray, levels: np.ndarray) -> np.ndarray:
     """Empirical CDF by interpolation; ties in the sample take the middle of their run."""
     lo = np.searchsorted(quantiles, x, side="left")
     hi = np.searchsorted(quantiles, x, side="right")

@@ -72,6 +72,7 @@ SIG_FINEWEB_NEWLINE_WORD_RATIO = "sig_fineweb_newline_word_ratio"
 Q_CLASSIFIER = "q_classifier"
 
 U_DSIR = "u_dsir"
+Q_DSIR = "q_dsir"  # u_dsir's percentile in the pool sample: the DSIR weight as a quality score
 U_TARGET_SIM = "u_target_sim"
 
 D_CLUSTER_SIZE = "d_cluster_size"

@@ -19,6 +19,7 @@ def _version() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="thresher", description="Curate LLM pretraining corpora on Ray Data.")
     parser.add_argument("--version", action="version", version=f"thresher {_version()}")
+    parser.add_argument("--config", metavar="FILE", help="operator settings (YAML; proxy_commands, ...); default $THRESHER_CONFIG")
     sub = parser.add_subparsers(dest="command", required=True)
     run_p = sub.add_parser("run", help="run a selection job from a YAML/JSON spec")
     run_p.add_argument("spec", help="path to the job spec")
@@ -43,14 +44,17 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("spec-reference", help="print every spec field with its default as Markdown")
     args = parser.parse_args(argv)
     try:
+        from .settings import load_settings
+
+        settings = load_settings(args.config)
         if args.command == "run":
-            return _run(args.spec, progress=not args.no_progress, force=tuple(args.force))
+            return _run(args.spec, progress=not args.no_progress, force=tuple(args.force), settings=settings)
         if args.command == "gc":
             return _gc(Path(args.work_dir), args.specs, args.dry_run)
         if args.command == "compare":
             from .compare import compare, table
 
-            rows = compare(load_spec(args.spec), args.strategies, Path(args.out), args.validation)
+            rows = compare(load_spec(args.spec), args.strategies, Path(args.out), args.validation, settings=settings)
             print(table(rows), end="")
             return 0
         if args.command == "explain":
@@ -74,13 +78,13 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
 
 
-def _run(spec_path: str, progress: bool, force: tuple[str, ...]) -> int:
+def _run(spec_path: str, progress: bool, force: tuple[str, ...], settings) -> int:
     spec = load_spec(spec_path)  # refuses a bad spec before Ray starts
     from .console import JobConsole
     from .runner import run
 
     with JobConsole(live=progress) as console:
-        manifest = run(spec, log=lambda m: None, progress=False, on_event=console.on_event, force=force, capture_output=True, handle_signals=True)
+        manifest = run(spec, log=lambda m: None, progress=False, on_event=console.on_event, force=force, capture_output=True, handle_signals=True, settings=settings)
     print(summary(spec, manifest))
     return 0
 

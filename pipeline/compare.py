@@ -29,7 +29,7 @@ from .spec import JobSpec, parse_spec
 DUPLICATE_FLAGS = (S.D_EXACT_DUP, S.D_NEAR_DUP, S.D_SEMDUP)
 
 
-def compare(spec: JobSpec, strategies: list[str], out: Path, validation: list[str] | None = None, log: Callable[[str], None] = print) -> list[dict]:
+def compare(spec: JobSpec, strategies: list[str], out: Path, validation: list[str] | None = None, log: Callable[[str], None] = print, settings=None) -> list[dict]:
     from .io import read_texts
     from .runner import run
 
@@ -47,7 +47,7 @@ def compare(spec: JobSpec, strategies: list[str], out: Path, validation: list[st
         except SpecError as e:
             raise SpecError(f"strategy {name}: {e}") from None
         log(f"[compare] {name}")
-        m = run(variant, log=lambda _: None, progress=False)
+        m = run(variant, log=lambda _: None, progress=False, settings=settings)
         rows.append(_row(name, out / name, m, valid))
         domains[name] = m["domains"]
     (out / "compare.json").write_text(json.dumps(rows, indent=2))

@@ -8,6 +8,7 @@
     score     every score column, duplicate flags                         reads scorers.rules
     search    QuaDMix parameters from proxy runs (when selection.search)   reads selection, its validation files, seed
     select    histograms -> strategy.fit -> doc_id + sel_* per file       reads selection, seed
+              (subset strategies: a pick pass per group in between, pipeline/picks.py)
 
 Each phase's cache key is the hash of what it reads plus the keys of the
 phases it needs (`pipeline/plan.py`), so a new input file re-embeds, a rule
@@ -38,12 +39,13 @@ from thresher.operators.semdedup import SemanticDuplicates, SemDeDup, semdedup_g
 from thresher.operators.signals import add_signals
 from thresher.operators.validate import ValidateConfig, lift_json_keys, validate
 
-from . import ids, io
+from . import ids, io, picks
 from .errors import JobError
 from .events import OnEvent
 from .plan import Phase, WorkDir
 from .progress import PhaseProgress, count_rows
 from .search import search_phase
+from .settings import Settings
 from .scoring import Clusters, FittedScorers, Scorers, fit_clusters, fit_scorers, score_batch, scorer_sample_columns
 from .spec import CorpusRef, JobSpec
 
@@ -77,6 +79,7 @@ class Context:
     warnings: list[str] = field(default_factory=list)
     progress: PhaseProgress | None = None  # the running phase's row count
     phase: str | None = None  # the phase running now ("write" while publishing)
+    settings: Settings = field(default_factory=Settings)  # the operator's, not the spec's (proxy commands)
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
@@ -95,7 +98,12 @@ def _reads_fit(spec: JobSpec, fp: dict) -> dict:
 
 
 def _reads_search(spec: JobSpec, fp: dict) -> dict:
-    return {"selection": spec.selection.model_dump(mode="json"), "validation": fp.get("selection.search.validation") or fp.get("selection.refine.validation"), "seed": spec.seed}
+    return {
+        "selection": spec.selection.model_dump(mode="json"),
+        "validation": fp.get("selection.search.validation") or fp.get("selection.refine.validation"),
+        "proxy_command": fp.get("selection.search.proxy"),
+        "seed": spec.seed,
+    }
 
 
 def _reads_selection(spec: JobSpec, fp: dict) -> dict:
@@ -218,6 +226,7 @@ def select_phase(ctx: Context, d: Path, needed: dict) -> dict:
     strategy = sel.build(needed, spec.seed)
     cols = sorted({S.DOC_ID, S.INVALID_REASON, S.N_TOKENS, _domain_source(sel.domain), *(f.column for f in filters), *strategy.columns})
     hist = DomainHistograms(sel.percentile_bins)
+    eligible = picks.Eligible() if getattr(strategy, "needs_picks", False) else None
     for t in _iter_tables(needed["score"], cols, ctx.lift):
         ctx.progress.add(t.num_rows)
         t = with_domain(t.filter(t.column(S.INVALID_REASON).is_null()), sel.domain)
@@ -225,8 +234,12 @@ def select_phase(ctx: Context, d: Path, needed: dict) -> dict:
         if t.num_rows:
             keys, scores = strategy.keys_and_scores(t)
             hist.add(keys, scores, np.asarray(t.column(S.N_TOKENS).to_numpy(zero_copy_only=False)))
+            if eligible is not None:
+                eligible.add(t.column(S.DOC_ID), keys)
     budget = sel.budget
     strategy.fit(hist, budget.unit if budget else None, budget.amount if budget else None)
+    if eligible is not None:  # a strategy that chooses its subset group by group: the pick pass, before any transform
+        ctx.log(f"[select] picks: {picks.pick_pass(d, needed, strategy, eligible)}")
     facts = strategy.facts()
     if facts.get("shortfall"):
         message = (
@@ -252,7 +265,8 @@ PHASES: list[Phase] = [
     Phase("semdedup", ("embed", "clusters"), lambda s, fp: {"semdedup": s.scorers.semdedup.model_dump(mode="json"), "seed": s.seed}, semdedup_phase, when=lambda s: s.scorers.semdedup is not None),
     Phase("score", ("embed", "clusters", "fit", "dedup", "semdedup"), lambda s, fp: {"rules": s.scorers.rules.model_dump(mode="json") if s.scorers.rules else None}, score_phase),
     Phase("search", ("score", "fit"), _reads_search, search_phase, when=lambda s: getattr(s.selection, "search", None) is not None or getattr(s.selection, "refine", None) is not None),
-    Phase("select", ("score", "fit", "search"), _reads_selection, select_phase),
+    # embed: the pick pass of facility location and max-min reads the embeddings (the score files drop them)
+    Phase("select", ("embed", "score", "fit", "search"), _reads_selection, select_phase),
 ]
 PHASE_NAMES = [p.name for p in PHASES]
 

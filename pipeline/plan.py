@@ -64,7 +64,7 @@ def check_plan(phases: list[Phase]) -> None:
         seen.add(p.name)
 
 
-LAYOUT_VERSION = 2  # what phase outputs hold; bumped when that changes, so an older work directory is never read as current
+LAYOUT_VERSION = 3  # what phase outputs hold; bumped when that changes, so an older work directory is never read as current
 
 
 def phase_keys(phases: list[Phase], spec: Any, fingerprints: dict) -> dict[str, str | None]:

@@ -31,6 +31,8 @@ from .events import OnEvent, RunStatus
 from .phases import PHASE_NAMES, PHASES, Context, Lift, validate_config
 from .plan import Phase, WorkDir, downstream, phase_keys
 from .progress import PhaseProgress
+from .search import proxy_fingerprint
+from .settings import Settings, load_settings
 from .spec import CorpusRef, JobSpec
 
 READ_TASK_BYTES = 32 * 2**20
@@ -73,6 +75,7 @@ def run(
     force: tuple[str, ...] = (),
     capture_output: bool = False,
     handle_signals: bool = False,
+    settings: Settings | None = None,
 ) -> dict:
     """Run a job to completion (resuming from its work directory) and return its manifest.
 
@@ -83,14 +86,18 @@ def run(
     job runs (Ray's logs and warnings, model banners) goes to WORK/job.log too.
     With `handle_signals`, SIGINT and SIGTERM stop the job with `Interrupted`
     (exit 130 / 143 from the CLI); the phases already complete are kept.
+    `settings`: the operator's (proxy commands); default from the environment
+    and THRESHER_CONFIG.
     """
     t0 = time.perf_counter()
+    settings = settings if settings is not None else load_settings()
     unknown = sorted(set(force) - set(PHASE_NAMES))
     if unknown:
         raise SpecError(f"--force: no phase {unknown[0]!r} (phases: {', '.join(PHASE_NAMES)})")
     out_path = Path(spec.output.path)
     work_path = Path(spec.output.work_dir or f"{out_path}.work")
     inputs, side = preflight(spec, out_path, work_path)
+    proxy_fingerprint(spec, settings)  # a proxy command the settings lack stops the job here, before any work
     with WorkDir(work_path) as work, _output_to(work.path / "job.log", capture_output):
         status = RunStatus(work.path)
 
@@ -104,7 +111,7 @@ def run(
                 fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
             log(message)
 
-        ctx = Context(spec, work, log_line, emit, inputs, side, lift_for(spec, inputs))
+        ctx = Context(spec, work, log_line, emit, inputs, side, lift_for(spec, inputs), settings=settings)
         try:
             manifest = _run_plan(ctx, progress, set(force), t0, handle_signals)
         except KeyboardInterrupt:
@@ -139,15 +146,17 @@ def _output_to(path: Path, enabled: bool) -> Iterator[None]:
             os.close(copy)
 
 
-def _fingerprints(inputs: io.InputFiles, side: dict[str, io.InputFiles]) -> dict[str, list[dict]]:
-    return {"input": inputs.fingerprint(), **{k: v.fingerprint() for k, v in side.items()}}
+def _fingerprints(inputs: io.InputFiles, side: dict[str, io.InputFiles], spec: JobSpec, settings: Settings) -> dict[str, list[dict]]:
+    found = {"input": inputs.fingerprint(), **{k: v.fingerprint() for k, v in side.items()}}
+    command = proxy_fingerprint(spec, settings)
+    return found if command is None else {**found, "selection.search.proxy": command}
 
 
-def keys_for(spec: JobSpec) -> dict[str, str | None]:
-    """Each phase's key for a spec, with the inputs as they are now (None for a phase that is off)."""
+def keys_for(spec: JobSpec, settings: Settings | None = None) -> dict[str, str | None]:
+    """Each phase's key for a spec, with the inputs (and proxy command) as they are now (None for a phase that is off)."""
     inputs = io.locate(spec.input.paths, spec.input.format, validate_config(spec))
     side = {k: io.locate(r.paths, r.format, ValidateConfig(text_column=r.text_column)) for k, r in _side_corpora(spec).items()}
-    return phase_keys(PHASES, spec, _fingerprints(inputs, side))
+    return phase_keys(PHASES, spec, _fingerprints(inputs, side, spec, settings if settings is not None else load_settings()))
 
 
 def job_phase_dirs(spec: JobSpec) -> list[str]:
@@ -157,7 +166,7 @@ def job_phase_dirs(spec: JobSpec) -> list[str]:
 
 def _run_plan(ctx: Context, progress: bool, force: set[str], t0: float, handle_signals: bool) -> dict:
     spec = ctx.spec
-    fingerprints = _fingerprints(ctx.inputs, ctx.side)
+    fingerprints = _fingerprints(ctx.inputs, ctx.side, spec, ctx.settings)
     keys = phase_keys(PHASES, spec, fingerprints)
     forced = downstream(PHASES, force)
     _init_ray(spec, progress)
@@ -253,7 +262,7 @@ def computed_columns(spec: JobSpec) -> set[str]:
     cols |= {f"q_{c.column}" for c in sc.columns}
     if sc.lang:
         cols |= {S.LANG, S.Q_LANG_SCORE}
-    for enabled, col in ((sc.classifier, S.Q_CLASSIFIER), (sc.dsir, S.U_DSIR), (sc.target_sim, S.U_TARGET_SIM), (sc.semdedup, S.D_SEMDUP)):
+    for enabled, col in ((sc.classifier, S.Q_CLASSIFIER), (sc.dsir, S.U_DSIR), (sc.dsir, S.Q_DSIR), (sc.target_sim, S.U_TARGET_SIM), (sc.semdedup, S.D_SEMDUP)):
         if enabled:
             cols.add(col)
     if sc.rules:

@@ -24,14 +24,43 @@ import ray
 
 from thresher.operators import schema as S
 from thresher.operators.histogram import DomainHistograms, domain_order
-from thresher.operators.proxy_lm import NGramProxy
+from thresher.operators.proxy_command import CommandProxy, ProxyCommandError
+from thresher.operators.proxy_lm import NGramProxy, ProxyEvaluator
 from thresher.operators.quadmix import QuaDMix, QuaDMixParams
 from thresher.operators.quadmix_search import ParamRanges, ParamSpace, SearchResult, choose, fit_regressor, predict
 from thresher.operators.selection import filter_reasons, select, uniform_from_ids
 
 from .errors import JobError
 
-PROXIES = {"ngram": NGramProxy}
+def make_proxy(name: str, settings) -> ProxyEvaluator:
+    """The evaluator a spec's `proxy` names: ngram, transformer, or command:NAME from the operator's settings."""
+    if name == "ngram":
+        return NGramProxy()
+    if name == "transformer":
+        from thresher.operators.proxy_transformer import TransformerProxy
+
+        return TransformerProxy()
+    label = name.removeprefix("command:")
+    if label not in settings.proxy_commands:
+        known = ", ".join(sorted(settings.proxy_commands)) or "none"
+        raise JobError(f"selection.search.proxy: no proxy command {label!r} in the settings (proxy_commands; configured: {known})")
+    return CommandProxy(label, settings.proxy_commands[label], settings.proxy_timeout_s)
+
+
+def proxy_fingerprint(spec, settings) -> list[dict] | None:
+    """What a command proxy's results depend on besides the spec: its argv and the content of every argument that is a file."""
+    search = getattr(spec.selection, "search", None)
+    if search is None or not search.proxy.startswith("command:"):
+        return None
+    proxy = make_proxy(search.proxy, settings)
+    return [{"argv": proxy.argv, "files": {a: _sha256(Path(a)) for a in proxy.argv if Path(a).is_file()}}]
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def eligible_sample(ctx, score_dir: Path, columns: list[str], size: int) -> tuple[pa.Table, float]:
@@ -70,7 +99,7 @@ def eligible_sample(ctx, score_dir: Path, columns: list[str], size: int) -> tupl
     return pa.concat_tables(parts).take(pa.array(order)), pool
 
 
-def proxy_run(vector: np.ndarray, sample: pa.Table, valid: list[str], space: ParamSpace, unit: str, budget: float, max_copies: int, bins: int, seed: int, proxy: str) -> dict:
+def proxy_run(vector: np.ndarray, sample: pa.Table, valid: list[str], space: ParamSpace, unit: str, budget: float, max_copies: int, bins: int, seed: int, proxy: ProxyEvaluator) -> dict:
     """One parameter set: select from the sample as the select phase would, train the proxy on the selection, score the validation set."""
     per_domain = space.params(vector)
     strategy = QuaDMix(QuaDMixParams(alpha={c: 1.0 for c in space.columns}), per_domain, max_copies=max_copies)
@@ -84,7 +113,7 @@ def proxy_run(vector: np.ndarray, sample: pa.Table, valid: list[str], space: Par
     texts = sample.column(S.TEXT).take(pa.array(picked)).to_pylist()
     if not texts:
         return {"loss": float("nan"), "docs": 0, "copies": 0}
-    loss = PROXIES[proxy]().loss(texts, valid, train_weights=copies[picked].astype(np.float64))
+    loss = proxy.loss(texts, valid, train_weights=copies[picked].astype(np.float64))
     return {"loss": float(loss), "docs": int(picked.size), "copies": int(copies.sum())}
 
 
@@ -113,12 +142,13 @@ def search_quadmix(ctx, d: Path, needed: dict) -> dict:
     rng = np.random.default_rng(spec.seed)
     x = space.draw(s.runs, rng)
     t = time.perf_counter()
-    losses = _run_all(ctx, x, sample, valid, space, unit, budget, s.proxy, sel.max_copies, sel.percentile_bins)
+    proxy = make_proxy(s.proxy, ctx.settings)
+    losses = _run_all(ctx, x, sample, valid, space, unit, budget, proxy, sel.max_copies, sel.percentile_bins)
     run_seconds = time.perf_counter() - t
     ok = np.isfinite(losses)
     fit = fit_regressor(x[ok], losses[ok], seed=spec.seed)
     chosen, predicted = choose(space, fit, rng, s.candidates, s.top_k)
-    measured = float(_run_all(ctx, chosen[None, :], sample, valid, space, unit, budget, s.proxy, sel.max_copies, sel.percentile_bins)[0])
+    measured = float(_run_all(ctx, chosen[None, :], sample, valid, space, unit, budget, proxy, sel.max_copies, sel.percentile_bins)[0])
     best = int(np.nanargmin(losses))
     source = "regressor"
     if not measured <= losses[best]:  # a measured run beat the regressor's choice (or the choice selected nothing): keep what was measured
@@ -185,6 +215,7 @@ def refine_kmq(ctx, d: Path, needed: dict) -> dict:
     sizes = np.array([int(round(c[-1])) for c in cum], np.int64)
     texts = sample.column(S.TEXT).to_pylist()
     valid = _side_texts(ctx, r.validation) if r.target_weight > 0 else None
+    proxy = make_proxy(r.proxy, ctx.settings)
     share = np.ones(len(names)) if sel.split == "equal" else sizes.astype(np.float64)
     taken = np.zeros(len(names), np.int64)
     rounds = []
@@ -200,10 +231,10 @@ def refine_kmq(ctx, d: Path, needed: dict) -> dict:
         chosen = [texts[i] for p in picked for i in p]
         if not probe_texts or not chosen:
             break
-        not_learned = _per_cluster(NGramProxy().per_doc_loss(chosen, probe_texts), owner, len(names))
+        not_learned = _per_cluster(proxy.per_doc_loss(chosen, probe_texts), owner, len(names))
         score = _z(not_learned)
         if valid:
-            close = -_per_cluster(NGramProxy().per_doc_loss(valid, probe_texts), owner, len(names))
+            close = -_per_cluster(proxy.per_doc_loss(valid, probe_texts), owner, len(names))
             score = (1 - r.target_weight) * score + r.target_weight * _z(close)
         score = np.where(np.isnan(not_learned), np.nan, score)  # a cluster with nothing left takes no more
         w = iterative_weights(score, r.temperature)
@@ -227,18 +258,26 @@ def _z(x: np.ndarray) -> np.ndarray:
     return np.zeros_like(x) if not sd > 0 else (x - np.nanmean(x)) / sd
 
 
-def _run_all(ctx, x: np.ndarray, sample: pa.Table, valid: list[str], space: ParamSpace, unit: str, budget: float, proxy: str, max_copies: int, bins: int) -> np.ndarray:
-    """Every parameter vector's proxy loss, one Ray task each (NaN where a run selected nothing)."""
-    task = ray.remote(num_cpus=1)(proxy_run)
+def _run_all(ctx, x: np.ndarray, sample: pa.Table, valid: list[str], space: ParamSpace, unit: str, budget: float, proxy: ProxyEvaluator, max_copies: int, bins: int) -> np.ndarray:
+    """Every parameter vector's proxy loss, one Ray task each (NaN where a run selected nothing).
+
+    A transformer proxy's task takes a GPU when the cluster has one.
+    """
+    gpu = proxy.name == "transformer" and ray.cluster_resources().get("GPU", 0) >= 1
+    task = ray.remote(num_cpus=1, num_gpus=1 if gpu else 0)(proxy_run)
     sample_ref, valid_ref = ray.put(sample), ray.put(valid)
     pending = {task.remote(v, sample_ref, valid_ref, space, unit, budget, max_copies, bins, ctx.spec.seed, proxy): i for i, v in enumerate(x)}
     losses = np.full(len(x), np.nan)
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
         for ref in done:
-            losses[pending.pop(ref)] = ray.get(ref)["loss"]
+            try:
+                losses[pending.pop(ref)] = ray.get(ref)["loss"]
+            except ray.exceptions.RayTaskError as e:
+                if isinstance(e.cause, ProxyCommandError):
+                    raise JobError(str(e.cause)) from None
+                raise
     return losses
-
 
 
 def searched_params(search_dir: Path) -> dict[str, QuaDMixParams]:

@@ -213,7 +213,11 @@ class SearchSpec(Strict):
     """QuaDMix's parameter search (RegMix procedure): proxy runs, a LightGBM regressor, the average of the predicted best."""
 
     validation: CorpusRef = Field(description="Text the proxy is scored on: what the selection should serve (for example the target set).")
-    proxy: Literal["ngram"] = Field("ngram", description="Proxy evaluator: ngram (an interpolated trigram LM, seconds per run on CPU).")
+    proxy: str = Field(
+        "ngram",
+        pattern=r"^(ngram|transformer|command:[A-Za-z0-9_.-]+)$",
+        description="Proxy evaluator: ngram (an interpolated trigram LM, seconds per run on CPU), transformer (a ~1M-parameter causal LM trained a fixed number of steps, GPU when present) or command:NAME (a command the operator configured under proxy_commands; a spec can name one, never give one).",
+    )
     runs: int = Field(64, ge=10, description="Parameter sets drawn and run through the proxy.")
     sample_size: int = Field(20_000, gt=0, description="Proxy runs select from this many eligible documents (hash-uniform sample), at the job's budget share.")
     columns: list[str] = Field(default_factory=list, description="Quality columns α is searched over; empty = the keys of selection.quadmix.alpha.")
@@ -225,7 +229,7 @@ class SearchSpec(Strict):
 class QuaDMixSelection(SelectionBase):
     """QuaDMix quality-diversity sampling (operators/quadmix.py), with its parameter search when `search` is set."""
 
-    strategy: Literal["quadmix"] = Field("quadmix", description="quadmix (quality-diversity sampling), topk (best by merged quality), kmq (per-cluster budgets, quality sampling inside), uniform (random baseline) or dsir (Gumbel top-k on DSIR weights; needs scorers.dsir).")
+    strategy: Literal["quadmix"] = Field("quadmix", description="quadmix (quality-diversity sampling), topk (best by merged quality), kmq (per-cluster budgets, quality sampling inside), uniform (random baseline), dsir (Gumbel top-k on DSIR weights; needs scorers.dsir), facility_location (per-domain budgets, the documents that best represent each domain), max_min (per-domain budgets, the most spread-out documents of each domain) or odis (the top documents along decorrelated quality axes).")
     quadmix: QuaDMixParamsSpec = Field(default_factory=QuaDMixParamsSpec, description="QuaDMix parameters for every domain.")
     domains: dict[str, QuaDMixParamsSpec] = Field(default_factory=dict, description="Per-domain QuaDMix overrides, keyed by domain value.")
     search: SearchSpec | None = Field(None, description="Search the parameters per domain with proxy runs (the search phase); the result replaces quadmix and domains.")
@@ -276,6 +280,7 @@ class RefineSpec(Strict):
     temperature: float = Field(1.0, gt=0, description="Softmax temperature over the cluster scores (z-scored): small = the budget follows the scores closely.")
     target_weight: float = Field(0.0, ge=0, le=1, description="Cluster score = (1 - w) z(loss of the selection's proxy on the cluster's unselected members) + w z(closeness to validation: minus the loss of a proxy trained on it).")
     probe: int = Field(32, gt=0, description="Unselected members of each cluster the proxies are scored on, per round.")
+    proxy: Literal["ngram", "transformer"] = Field("ngram", description="Proxy evaluator for the rounds: ngram or transformer (see selection.search.proxy); it scores documents one by one, which a command proxy cannot.")
     sample_size: int = Field(20_000, gt=0, description="The rounds run on this many eligible documents (hash-uniform sample), at the job's budget share.")
 
 
@@ -328,8 +333,81 @@ class DSIRSelection(SelectionBase):
         return DSIRResample.from_dsir(DSIR.load(dirs["fit"] / "dsir"), seed=seed)
 
 
+_SPLIT = "Budget per domain (kMQ style): equal (a small domain's unused share goes to the rest) or proportional to its size, in the budget's unit."
+
+
+class FacilityLocationSelection(SelectionBase):
+    """Facility location per domain (INGENIOUS): the documents that best represent their domain on a kNN graph of the embeddings (operators/subset_select.py)."""
+
+    strategy: Literal["facility_location"]
+    budget: BudgetSpec = Field(description="Selection size, split over the domains; a tokens budget takes each domain's greedy picks until they reach its share.")
+    split: Literal["equal", "proportional"] = Field("equal", description=_SPLIT)
+    neighbors: int = Field(32, gt=0, description="Neighbours per document in the cosine kNN graph: a pick covers the documents that have it among their nearest; more = smoother coverage, memory n x neighbors per domain.")
+
+    def build(self, dirs: dict[str, Path | None], seed: int):
+        from thresher.operators.subset_select import FacilityLocation
+
+        return FacilityLocation(self.neighbors, self.split)
+
+
+class MaxMinSelection(SelectionBase):
+    """Max-min diversity per domain (DivPrune's rule): each pick the farthest in cosine distance from those before it (operators/subset_select.py)."""
+
+    strategy: Literal["max_min"]
+    budget: BudgetSpec = Field(description="Selection size, split over the domains; a tokens budget takes each domain's greedy picks until they reach its share.")
+    split: Literal["equal", "proportional"] = Field("equal", description=_SPLIT)
+
+    def build(self, dirs: dict[str, Path | None], seed: int):
+        from thresher.operators.subset_select import MaxMin
+
+        return MaxMin(self.split)
+
+
+class ODiSSelection(SelectionBase):
+    """ODiS (arXiv 2510.18909): the top documents along decorrelated (PCA) axes of several quality scores (operators/subset_select.py)."""
+
+    strategy: Literal["odis"]
+    budget: BudgetSpec = Field(description="Selection size, split equally over the axes; the documents the axes share are back-filled round-robin.")
+    scores: list[str] = Field(default_factory=list, description="Numeric score-file columns the axes are fitted on (q_*, sig_*, d_*, a numeric Parquet input column); empty = every numeric q_* column but q_lang_score.")
+    components: int = Field(4, ge=1, description="PCA axes kept (fewer when the columns span fewer).")
+    per_domain: bool = Field(False, description="false (the paper) = one ODiS over the whole eligible pool; true = the budget split over selection.domain (see split) and axes fitted per domain. selection.domain names the output's domain either way.")
+    split: Literal["equal", "proportional"] = Field("equal", description="With per_domain: " + _SPLIT)
+
+    def columns(self) -> set[str]:
+        return set(self.scores)
+
+    def build(self, dirs: dict[str, Path | None], seed: int):
+        from thresher.operators.subset_select import ODiS
+
+        return ODiS(odis_columns(list(self.scores), dirs.get("score")), self.components, self.split, self.per_domain)
+
+
+def odis_columns(asked: list[str], score_dir: Path | None) -> list[str]:
+    """The columns ODiS reads, checked against the score files' schema (the default when none are asked)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .errors import JobError
+
+    files = sorted((score_dir / "data").glob("*.parquet")) if score_dir else []
+    if not files:
+        return asked or [S.Q_HEURISTIC]
+    schema = pq.read_schema(files[0])
+    numeric = [f.name for f in schema if pa.types.is_floating(f.type) or pa.types.is_integer(f.type)]
+    if not asked:
+        found = [c for c in numeric if c.startswith("q_") and c != S.Q_LANG_SCORE]
+        if not found:
+            raise JobError("selection.scores: the score files hold no numeric q_* column; name the columns ODiS should use")
+        return sorted(found)
+    for i, c in enumerate(asked):
+        if c not in numeric:
+            what = "is not numeric" if c in schema.names else "is not a column of the score files"
+            raise JobError(f"selection.scores.{i}: {c!r} {what} (numeric columns: {', '.join(sorted(numeric))})")
+    return asked
+
+
 # The strategy registry: one spec variant per strategy, told apart by `strategy`.
-STRATEGIES = (QuaDMixSelection, TopKSelection, KMQSelection, UniformSelection, DSIRSelection)
+STRATEGIES = (QuaDMixSelection, TopKSelection, KMQSelection, UniformSelection, DSIRSelection, FacilityLocationSelection, MaxMinSelection, ODiSSelection)
 SelectionSpec = Annotated[Union[STRATEGIES], Field(discriminator="strategy")]
 _VARIANTS = {v.model_fields["strategy"].annotation.__args__[0]: v for v in STRATEGIES}
 

@@ -39,3 +39,39 @@ def test_a_search_chooses_parameters_that_the_selection_uses_and_a_later_job_reu
     m2 = run(again, log=lambda m: None, progress=False)
     assert "search" not in m2["timings"] and m2["phases"]["score"]["reused"]
     assert selection(tmp_path / "again") == selection(tmp_path / "out")
+
+
+def test_a_configured_command_is_the_proxy_and_its_content_is_part_of_the_key(local_ray, tmp_path):
+    import sys
+
+    import pytest
+
+    from thresher.pipeline.errors import JobError
+    from thresher.pipeline.settings import Settings
+
+    corpus = write_corpus(tmp_path / "corpus", 300)
+    validation = tmp_path / "validation.parquet"
+    pq.write_table(pq.read_table(corpus / "part-0.parquet").slice(0, 30), validation)
+    script, calls = tmp_path / "proxy.py", tmp_path / "calls.txt"
+    script.write_text(
+        "import pathlib, sys, pyarrow.parquet as pq\n"
+        "sel = pq.read_table(sys.argv[1])\n"
+        "loss = 10 - sum(c for t, c in zip(sel.column('text').to_pylist(), sel.column('sel_copies').to_pylist()) if 'the' in t.split()) / 100\n"
+        "open(pathlib.Path(__file__).with_name('calls.txt'), 'a').write(f'{loss!r}\\n')\n"
+        "print(loss)\n"
+    )
+    settings = Settings(proxy_commands={"mine": [sys.executable, str(script)]})
+    search = {"validation": {"paths": [str(validation)]}, "runs": 10, "candidates": 500, "top_k": 8, "proxy": "command:mine"}
+    spec = make_spec(corpus, tmp_path / "out", clustering={"n_clusters": 2}, selection={"search": search, "budget": {"unit": "docs", "amount": 60}})
+    with pytest.raises(JobError, match="no proxy command 'mine' in the settings"):
+        run(spec, log=lambda m: None, progress=False, settings=Settings())
+    assert not (tmp_path / "out.work").exists()  # refused before any work
+    m = run(spec, log=lambda m: None, progress=False, settings=settings)
+    assert m["timings"]["search"]["proxy"] == "command:mine" and m["timings"]["search"]["runs"] == 10
+    logged = [float(x) for x in calls.read_text().split()]
+    runs = pq.read_table(tmp_path / "out.work" / f"search-{keys_for(spec, settings)['search']}" / "runs.parquet")
+    assert len(logged) == 11 and sorted(runs.column("loss").to_pylist()) == sorted(logged[:10])  # 10 runs, then the chosen one
+    before = keys_for(spec, settings)
+    script.write_text(script.read_text().replace("/ 100", "/ 50"))
+    after = keys_for(spec, settings)
+    assert after["search"] != before["search"] and after["score"] == before["score"]  # a new proxy program redoes the search only

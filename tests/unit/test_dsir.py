@@ -101,6 +101,19 @@ def test_dsir_ranks_the_target_topic_first(corpora, topic):
     assert relevant[top].mean() >= 0.9
 
 
+def test_q_dsir_is_the_weights_percentile_in_the_pool_sample(corpora):
+    pool, other = corpora
+    dsir = DSIR().fit(pool.column("text"), other.filter(pc.equal(other["topic"], "medicine")).column("text"))
+    out = dsir.transform(pa.table({S.TEXT: pool.column("text")}))
+    u, q = np.asarray(out.column(S.U_DSIR), np.float64), np.asarray(out.column(S.Q_DSIR), np.float64)
+    assert ((0 <= q) & (q <= 1)).all()
+    order = np.argsort(u, kind="stable")
+    assert (np.diff(q[order]) >= -1e-6).all()  # a higher weight never has a lower percentile
+    assert abs(np.median(q) - 0.5) < 0.02 and np.mean(q > 0.9) == pytest.approx(0.1, abs=0.02)  # uniform over the sample it was fitted on
+    null = dsir.transform(pa.table({S.TEXT: pa.array([None, "the heart"], pa.string())}))
+    assert null.column(S.Q_DSIR).null_count == 1
+
+
 # -- Gumbel top-k ---------------------------------------------------------------
 
 
