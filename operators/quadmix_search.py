@@ -11,6 +11,14 @@ from parameters to proxy loss; the procedure is RegMix's (Liu et al. 2024):
    Spearman correlation (`fit_regressor`);
 4. predict on many fresh draws and average the best `top_k` (`choose`).
 
+With `rounds` R > 1 (thresher's addition; RegMix runs one round) the runs
+are split over R rounds: the first draws at random, each later one runs the
+draws the regressor fitted on every run so far predicts best
+(`best_predicted`), a batch of sequential model-based optimisation (as in
+SMAC). Runs go where the loss is low, so with the same number of proxy runs
+the best region of a space of (columns + 4) x domains dimensions is sampled
+more densely; the final regressor and the top-k average are RegMix's.
+
 Per domain m the parameters are α_m (weights of the quality columns), λ_m,
 ω_m, η_m and ε_m, as in the paper's per-domain quality merging and sampling
 function (`operators/quadmix.py`). Draws:
@@ -152,6 +160,12 @@ def predict(fit: RegressorFit, x: np.ndarray) -> np.ndarray:
 
     booster = lightgbm.Booster(model_str=fit.booster_text)
     return booster.predict(x, num_iteration=fit.rounds)
+
+
+def best_predicted(space: ParamSpace, fit: RegressorFit, rng: np.random.Generator, candidates: int, n: int) -> np.ndarray:
+    """The `n` of `candidates` fresh draws with the lowest predicted loss: the next round's runs."""
+    draws = space.draw(candidates, rng)
+    return draws[np.argsort(predict(fit, draws), kind="stable")[:n]]
 
 
 def choose(space: ParamSpace, fit: RegressorFit, rng: np.random.Generator, candidates: int = 100_000, top_k: int = 128) -> tuple[np.ndarray, float]:

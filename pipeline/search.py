@@ -27,7 +27,7 @@ from thresher.operators.histogram import DomainHistograms, domain_order
 from thresher.operators.proxy_command import CommandProxy, ProxyCommandError
 from thresher.operators.proxy_lm import NGramProxy, ProxyEvaluator
 from thresher.operators.quadmix import QuaDMix, QuaDMixParams
-from thresher.operators.quadmix_search import ParamRanges, ParamSpace, SearchResult, choose, fit_regressor, predict
+from thresher.operators.quadmix_search import ParamRanges, ParamSpace, SearchResult, best_predicted, choose, fit_regressor, predict
 from thresher.operators.selection import filter_reasons, select, uniform_from_ids
 
 from .errors import JobError
@@ -140,10 +140,19 @@ def search_quadmix(ctx, d: Path, needed: dict) -> dict:
     space = ParamSpace(domains, tuple(columns), ParamRanges(**s.ranges.model_dump()))
     valid = _side_texts(ctx, s.validation)
     rng = np.random.default_rng(spec.seed)
-    x = space.draw(s.runs, rng)
     t = time.perf_counter()
     proxy = make_proxy(s.proxy, ctx.settings)
+    sizes = [s.runs // s.rounds + (i < s.runs % s.rounds) for i in range(s.rounds)]
+    x = space.draw(sizes[0], rng)
     losses = _run_all(ctx, x, sample, valid, space, unit, budget, proxy, sel.max_copies, sel.percentile_bins)
+    round_of = np.zeros(len(x), np.int64)
+    for r, size in enumerate(sizes[1:], start=1):  # later rounds run the draws the regressor so far predicts best
+        ok = np.isfinite(losses)
+        nxt = best_predicted(space, fit_regressor(x[ok], losses[ok], seed=spec.seed), rng, s.candidates, size)
+        x = np.concatenate([x, nxt])
+        losses = np.concatenate([losses, _run_all(ctx, nxt, sample, valid, space, unit, budget, proxy, sel.max_copies, sel.percentile_bins)])
+        round_of = np.concatenate([round_of, np.full(size, r)])
+        ctx.log(f"[search] round {r + 1}: {size} runs on the regressor's best draws; best so far {np.nanmin(losses):.4f}")
     run_seconds = time.perf_counter() - t
     ok = np.isfinite(losses)
     fit = fit_regressor(x[ok], losses[ok], seed=spec.seed)
@@ -161,12 +170,13 @@ def search_quadmix(ctx, d: Path, needed: dict) -> dict:
     predicted_runs[ok] = predict(fit, x[ok])
     heldout = np.zeros(len(x), bool)
     heldout[np.flatnonzero(ok)[list(fit.heldout)]] = True
-    runs = pa.table({**{n: x[:, i] for i, n in enumerate(space.feature_names())}, "loss": losses, "predicted": predicted_runs, "heldout": heldout})
+    runs = pa.table({**{n: x[:, i] for i, n in enumerate(space.feature_names())}, "loss": losses, "predicted": predicted_runs, "heldout": heldout, "round": round_of})
     pq.write_table(runs, d / "runs.parquet")
     ctx.log(f"[search] {int(ok.sum())} proxy runs in {run_seconds:.1f}s; held-out Spearman {fit.heldout_spearman:.2f}; chosen ({source}): measured {measured:.4f}, regressor's prediction {predicted:.4f} (runs: best {np.nanmin(losses):.4f}, median {np.nanmedian(losses):.4f})")
     return {
         "rows": sample.num_rows,
         "runs": int(ok.sum()),
+        "rounds": s.rounds,
         "proxy": s.proxy,
         "proxy_seconds": round(run_seconds, 3),
         "heldout_spearman": round(fit.heldout_spearman, 4),

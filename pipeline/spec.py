@@ -219,6 +219,7 @@ class SearchSpec(Strict):
         description="Proxy evaluator: ngram (an interpolated trigram LM, seconds per run on CPU), transformer (a ~1M-parameter causal LM trained a fixed number of steps, GPU when present) or command:NAME (a command the operator configured under proxy_commands; a spec can name one, never give one).",
     )
     runs: int = Field(64, ge=10, description="Parameter sets drawn and run through the proxy.")
+    rounds: int = Field(1, ge=1, description="Rounds the runs are split over: the first draws at random, each later one runs the draws a regressor fitted on the runs so far predicts best (1 = RegMix's single round).")
     sample_size: int = Field(20_000, gt=0, description="Proxy runs select from this many eligible documents (hash-uniform sample), at the job's budget share.")
     columns: list[str] = Field(default_factory=list, description="Quality columns α is searched over; empty = the keys of selection.quadmix.alpha.")
     candidates: int = Field(100_000, gt=0, description="Fresh draws the regressor predicts on.")
@@ -239,6 +240,8 @@ class QuaDMixSelection(SelectionBase):
     def _search_needs_budget(self) -> "QuaDMixSelection":
         if self.search is not None and self.budget is None:
             raise ValueError("selection.search needs selection.budget: proxy runs compare selections of one size")
+        if self.search is not None and self.search.runs // self.search.rounds < 10:
+            raise ValueError("selection.search.runs / rounds must be at least 10: every round fits a regressor on the runs before it")
         if self.search is not None and self.from_search is not None:
             raise ValueError("give selection.search or selection.from_search, not both")
         return self

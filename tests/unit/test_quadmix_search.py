@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from thresher.operators.quadmix_search import ParamSpace, SearchResult, choose, fit_regressor
+from thresher.operators.quadmix_search import ParamSpace, SearchResult, best_predicted, choose, fit_regressor
 
 
 def known_loss(space: ParamSpace, x: np.ndarray) -> np.ndarray:
@@ -42,6 +42,18 @@ def test_the_search_finds_a_known_optimum():
     assert abs(params.omega - 0.3) < 0.1 and abs(params.alpha["q_a"] - 0.8) < 0.1, params
     assert known_loss(space, chosen[None, :])[0] < np.quantile(known_loss(space, x), 0.05)  # better than 95% of the runs
     assert predicted == pytest.approx(known_loss(space, chosen[None, :])[0], abs=0.05)
+
+
+def test_a_later_round_runs_draws_near_the_optimum():
+    space = ParamSpace(("0", "1", "2"), ("q_a", "q_b"))  # 18 dimensions, 2 of which matter
+    rng = np.random.default_rng(3)
+    first = space.draw(40, rng)
+    fit = fit_regressor(first, known_loss(space, first), seed=3)
+    nxt = best_predicted(space, fit, rng, candidates=5000, n=40)
+    assert nxt.shape == first.shape
+    assert np.median(known_loss(space, nxt)) < 0.5 * np.median(known_loss(space, first))  # the second round samples where the loss is low
+    again = best_predicted(space, fit, np.random.default_rng(7), candidates=5000, n=40)
+    assert np.median(known_loss(space, again)) < 0.5 * np.median(known_loss(space, first))
 
 
 def test_a_search_result_round_trips(tmp_path):
