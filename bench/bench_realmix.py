@@ -32,6 +32,7 @@ from thresher.pipeline.spec import parse_spec
 
 REALMIX = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "realmix"
 QUALITY = ["q_heuristic", "q_classifier"]
+QUALITY3 = [*QUALITY, "q_dsir"]
 
 
 def strategies(target: str) -> dict[str, dict]:
@@ -46,6 +47,12 @@ def strategies(target: str) -> dict[str, dict]:
         "quadmix": {"strategy": "quadmix", "quadmix": {"alpha": {"q_heuristic": 1.0, "q_classifier": 1.0}}},
         "quadmix-search": {"strategy": "quadmix", "search": {"validation": {"paths": [target]}, "columns": QUALITY}},
         "quadmix-search-128": {"strategy": "quadmix", "search": {"validation": {"paths": [target]}, "columns": QUALITY, "runs": 128}},
+        "topk-dsir": {"strategy": "topk", "by": {"q_dsir": 1.0}},
+        "quadmix-search3": {"strategy": "quadmix", "search": {"validation": {"paths": [target]}, "columns": QUALITY3, "runs": 256}},
+        "quadmix-search3-rounds": {"strategy": "quadmix", "search": {"validation": {"paths": [target]}, "columns": QUALITY3, "runs": 256, "rounds": 4}},
+        "facility-location": {"strategy": "facility_location"},
+        "max-min": {"strategy": "max_min"},
+        "odis": {"strategy": "odis", "scores": QUALITY3},
     }
 
 
@@ -95,7 +102,7 @@ def main() -> None:
             }
             if "search" in m["timings"]:
                 s = m["timings"]["search"]
-                row |= {k: s.get(k) for k in ("runs", "heldout_spearman", "predicted_loss", "measured_loss", "best_run_loss", "median_run_loss")} | {"search_seconds": s["seconds"]}
+                row |= {k: s.get(k) for k in ("runs", "rounds", "chosen_from", "heldout_spearman", "predicted_loss", "measured_loss", "best_run_loss", "median_run_loss")} | {"search_seconds": s["seconds"]}
             rows.append(row)
             print(json.dumps(row), flush=True)
     print()
