@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 DEMO   ?= demo
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test serve bench clean
 
 setup: $(VENV)/.installed
 
@@ -20,6 +20,9 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/thresher demo-corpus $(DEMO)/corpus.parquet --docs 4000
 	$(BIN)/thresher run examples/demo.yaml
+
+serve: setup
+	$(BIN)/thresher serve
 
 test: setup
 	$(BIN)/python -m pytest -q

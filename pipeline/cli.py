@@ -42,11 +42,31 @@ def main(argv: list[str] | None = None) -> int:
     explain_p.add_argument("output", help="a job's output directory")
     explain_p.add_argument("doc_id")
     sub.add_parser("spec-reference", help="print every spec field with its default as Markdown")
+    serve_p = sub.add_parser("serve", help="run the selection service (HTTP API, job store, scheduler)")
+    serve_p.add_argument("--host", help="bind address (default 127.0.0.1)")
+    serve_p.add_argument("--port", type=int, help="port (default 8000; 0 = any free port)")
+    serve_p.add_argument("--data-dir", help="job store and per-job files (default ./thresher-data)")
+    for name, text in (("submit", "submit a job spec to the service"), ("status", "a job's state and progress, or every job"), ("cancel", "cancel a job"), ("logs", "a job's log")):
+        c = sub.add_parser(name, help=text)
+        c.add_argument("--url", help="the service (default $THRESHER_URL or http://127.0.0.1:8000)")
+        c.add_argument("--token", help="bearer token (default $THRESHER_TOKEN)")
+        if name == "submit":
+            c.add_argument("spec", help="path to the job spec (YAML/JSON)")
+            c.add_argument("--wait", action="store_true", help="wait until the job ends; exit 0 only if it succeeded")
+            c.add_argument("--idempotency-key", help="a retried submission with the same key returns the first job")
+        else:
+            c.add_argument("id", nargs="?" if name == "status" else None, help="job id")
+        if name == "logs":
+            c.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
     args = parser.parse_args(argv)
     try:
-        from .settings import load_settings
+        from thresher.services.config import load_service_settings  # the CLI reads the whole settings file, strictly
 
-        settings = load_settings(args.config)
+        settings = load_service_settings(args.config)
+        if args.command == "serve":
+            return _serve(args, settings)
+        if args.command in ("submit", "status", "cancel", "logs"):
+            return _client(args)
         if args.command == "run":
             return _run(args.spec, progress=not args.no_progress, force=tuple(args.force), settings=settings)
         if args.command == "gc":
@@ -86,6 +106,44 @@ def _run(spec_path: str, progress: bool, force: tuple[str, ...], settings) -> in
     with JobConsole(live=progress) as console:
         manifest = run(spec, log=lambda m: None, progress=False, on_event=console.on_event, force=force, capture_output=True, handle_signals=True, settings=settings)
     print(summary(spec, manifest))
+    return 0
+
+
+def _serve(args, settings) -> int:
+    import uvicorn
+
+    from thresher.services.app import create_app
+
+    for flag, field in (("host", "host"), ("port", "port"), ("data_dir", "data_dir")):
+        if getattr(args, flag) is not None:
+            settings = settings.model_copy(update={field: type(getattr(settings, field))(getattr(args, flag))})
+    app = create_app(settings, config_path=args.config)
+    if app.state.new_token:
+        print(f"first start: admin token {app.state.new_token} (also in {settings.data_dir / 'admin-token'}; export THRESHER_TOKEN=...)", flush=True)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    return 0
+
+
+def _client(args) -> int:
+    from thresher.services.client import Client, line
+
+    client = Client(args.url, args.token)
+    if args.command == "submit":
+        job = client.submit(args.spec, args.idempotency_key)
+        print(f"{job['id']}  {job['state']}{'' if job['created'] else '  (an earlier submission with this idempotency key)'}", flush=True)
+        if not args.wait:
+            return 0
+        done = client.wait(job["id"])
+        print(line(done))
+        return 0 if done["state"] == "succeeded" else 1
+    if args.command == "status":
+        for job in [client.job(args.id)] if args.id else client.jobs():
+            print(line(job))
+        return 0
+    if args.command == "cancel":
+        print(line(client.cancel(args.id)))
+        return 0
+    client.logs(args.id, args.follow)
     return 0
 
 

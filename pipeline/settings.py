@@ -21,7 +21,9 @@ from .errors import SpecError
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="THRESHER_", extra="forbid")
+    # The file is shared with the service (services/config.py, whose settings are strict about unknown keys):
+    # here its keys are ignored.
+    model_config = SettingsConfigDict(env_prefix="THRESHER_", extra="ignore")
 
     proxy_commands: dict[str, list[str]] = Field(
         default_factory=dict,

@@ -11,6 +11,7 @@ from thresher.operators.proxy_command import CommandProxy, ProxyCommandError
 from thresher.pipeline.errors import SpecError
 from thresher.pipeline.settings import load_settings
 from thresher.pipeline.spec import parse_spec
+from thresher.services.config import load_service_settings
 
 SCRIPT = """
 import sys
@@ -73,8 +74,11 @@ def test_settings_come_from_the_file_and_the_environment_wins(tmp_path, monkeypa
     assert load_settings(config).proxy_timeout_s == 9.0
     monkeypatch.setenv("THRESHER_CONFIG", str(config))
     assert load_settings().proxy_commands == {"lm": ["python3", "train.py"]}
-    config.write_text("proxy_comands: {}\n")
+    config.write_text("proxy_comands: {}\nport: 9000\n")
+    assert load_settings(config).proxy_commands == {}  # the pipeline's loader ignores keys it does not own
     with pytest.raises(SpecError, match="config: proxy_comands: Extra inputs are not permitted"):
-        load_settings(config)
+        load_service_settings(config)  # the CLI's and the service's refuse a typo
+    config.write_text("port: 9000\n")
+    assert load_service_settings(config).port == 9000
     with pytest.raises(SpecError, match="config file not found"):
         load_settings(tmp_path / "none.yaml")

@@ -1,0 +1,82 @@
+"""The FastAPI application: settings -> job store, scheduler, routers (FastAPI's "bigger applications" layout).
+
+`create_app(settings)` builds everything from the settings; `thresher serve`
+runs it under uvicorn. The API process only reads and writes the job store
+and starts, watches and stops driver processes: no job code runs in it.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from .config import ServiceSettings
+from .execution import LocalDrivers, Scheduler
+from .jobs import JobService, Refused
+from .metrics import Metrics
+from .routers import health, jobs
+from .store import JobStore
+
+log = logging.getLogger("thresher.service")
+
+
+def open_store(settings: ServiceSettings) -> JobStore:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return JobStore(settings.database_url) if settings.database_url else JobStore.sqlite(settings.data_dir / "jobs.db")
+
+
+def first_token(settings: ServiceSettings, store: JobStore) -> str | None:
+    """Store the configured tokens (hashed); with none anywhere, create one admin token and return it to print once."""
+    for token, kind in settings.tokens.items():
+        if store.check_token(token) is None:
+            store.add_token("config", kind, token)
+    if store.has_tokens():
+        return None
+    token = store.add_token("first-start", "admin")
+    path = settings.data_dir / "admin-token"
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    return token
+
+
+def create_app(settings: ServiceSettings, config_path: str | None = None) -> FastAPI:
+    store = open_store(settings)
+    scheduler = Scheduler(store, LocalDrivers(config_path), settings.data_dir, settings.max_concurrent_jobs, settings.max_attempts, settings.poll_s)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        scheduler.start()
+        yield
+        scheduler.shutdown()
+        store.close()
+
+    app = FastAPI(title="thresher", version="1", summary="Selection jobs for LLM pretraining corpora", lifespan=lifespan)
+    app.state.settings, app.state.store, app.state.scheduler = settings, store, scheduler
+    app.state.jobs = JobService(settings, store, scheduler)
+    app.state.metrics = Metrics(store)
+    app.state.ray_ready = lambda: _ray_importable()
+    app.state.new_token = first_token(settings, store)
+
+    @app.exception_handler(Refused)
+    async def refused(request: Request, e: Refused) -> JSONResponse:
+        return JSONResponse({"detail": e.detail}, status_code=e.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:
+        first = e.errors()[0]
+        return JSONResponse({"detail": f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"}, status_code=422)
+
+    app.include_router(jobs.router)
+    app.include_router(health.router)
+    return app
+
+
+def _ray_importable() -> bool:
+    """On the embedded default every driver starts its own local Ray: ready when Ray can be loaded here."""
+    import importlib.util
+
+    return importlib.util.find_spec("ray") is not None

@@ -1,0 +1,51 @@
+"""The service's settings: the operator's `Settings` (proxy commands) plus where and how the service runs.
+
+Same sources as the CLI: a YAML file (`thresher serve --config FILE`, or
+THRESHER_CONFIG) overridden by THRESHER_* variables; the README lists every
+field with its default.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from thresher.pipeline.errors import SpecError
+from thresher.pipeline.settings import Settings, _read
+
+
+class ServiceSettings(Settings):
+    """Every setting of the file; unknown keys are refused, so a typo never passes silently."""
+
+    model_config = SettingsConfigDict(env_prefix="THRESHER_", extra="forbid")
+
+    host: str = Field("127.0.0.1", description="Address the HTTP server binds.")
+    port: int = Field(8000, ge=0, le=65535, description="Port the HTTP server binds (0 = any free port).")
+    data_dir: Path = Field(Path("thresher-data"), description="Job store (jobs.db), per-job files (spec, driver log, result) and the first-start token.")
+    database_url: str | None = Field(None, description="SQLAlchemy URL of the job store (e.g. postgresql+psycopg://...); none = SQLite in data_dir/jobs.db.")
+    allowed_roots: list[Path] = Field(default_factory=list, description="Directories a job's input, side corpora, output and work paths must lie under; empty = the directory the service started in.")
+    max_concurrent_jobs: int = Field(1, ge=1, description="Jobs running at once; the rest wait queued.")
+    ray_address: str | None = Field(None, description="A Ray cluster's dashboard address (http://head:8265): jobs go through Ray's Job Submission API; none = a driver subprocess per job on a local Ray.")
+    tokens: dict[str, str] = Field(default_factory=dict, description="Bearer tokens from the config: token -> kind (admin or read). Stored hashed at start; with none configured and none stored, one admin token is created and printed on first start.")
+    max_attempts: int = Field(2, ge=1, description="Driver starts per job: a driver that dies is resumed from its checkpoints until this many have been made, then the job fails.")
+    poll_s: float = Field(0.5, gt=0, description="How often the scheduler checks drivers and starts queued jobs.")
+
+    def roots(self) -> list[Path]:
+        return [p.resolve() for p in (self.allowed_roots or [Path.cwd()])]
+
+
+def load_service_settings(path: str | Path | None = None, **overrides) -> ServiceSettings:
+    """As `settings.load_settings`, for the service's fields too; `overrides` (CLI flags) win over both."""
+    from pydantic import ValidationError
+
+    path = path or os.environ.get("THRESHER_CONFIG")
+    try:
+        from_env = ServiceSettings()
+        merged = {**(_read(Path(path)) if path else {}), **from_env.model_dump(exclude_unset=True), **{k: v for k, v in overrides.items() if v is not None}}
+        return ServiceSettings(**merged)
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise SpecError(f"config: {'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None

@@ -1,0 +1,53 @@
+"""A job's driver: `python -m thresher.services.driver JOB_DIR` runs one job and leaves its outcome in JOB_DIR/result.json.
+
+The service never runs a job in its own process: a crash, a leak or a
+blocking call in a job cannot take the API down. The driver reads
+JOB_DIR/spec.json, runs the pipeline (which checkpoints every phase into
+its work directory, so a second driver for the same job resumes), and
+writes result.json atomically: state (succeeded, failed, cancelled), a
+readable error, the manifest's counts. SIGTERM (a cancel) stops the job
+between phases' tasks with nothing half-published; exit codes are the
+CLI's (0, 1, 2, 130, 143). The same module is the entrypoint of a Ray Job
+on a cluster, where JOB_DIR must be on a filesystem the head sees.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def write_result(job_dir: Path, result: dict) -> None:
+    tmp = job_dir / "result.json.tmp"
+    tmp.write_text(json.dumps({**result, "unix": round(time.time(), 3)}))
+    tmp.replace(job_dir / "result.json")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from thresher.pipeline.errors import Interrupted, ThresherError
+    from thresher.pipeline.runner import run
+    from thresher.pipeline.spec import parse_spec
+
+    from .config import load_service_settings
+
+    job_dir = Path((argv or sys.argv[1:])[0])
+    try:
+        spec = parse_spec(json.loads((job_dir / "spec.json").read_text()), source="job spec")
+        manifest = run(spec, log=print, progress=False, capture_output=True, handle_signals=True, settings=load_service_settings())
+    except Interrupted as e:
+        write_result(job_dir, {"state": "cancelled", "error": str(e)})
+        return e.exit_code
+    except ThresherError as e:
+        write_result(job_dir, {"state": "failed", "error": f"{e.label}: {e}"})
+        return e.exit_code
+    except BaseException as e:  # a bug: the traceback goes to the driver's log, one line to the job
+        write_result(job_dir, {"state": "failed", "error": f"internal error: {type(e).__name__}: {e}"})
+        raise
+    write_result(job_dir, {"state": "succeeded", "error": None, "counts": manifest["counts"], "output": spec.output.path})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""Where jobs run: a driver process per job, started, watched and stopped by the scheduler.
+
+`LocalDrivers` starts `python -m thresher.services.driver JOB_DIR` as a
+subprocess in its own session (the embedded default: each driver starts the
+job's local Ray, which dies with it). The driver's outcome is the
+result.json it writes; a driver is identified by pid *and* start time, so a
+restarted service finds the drivers that outlived it and never mistakes a
+reused pid for one.
+
+`Scheduler` is one thread: each tick it settles running jobs (a result ->
+its terminal state; a driver gone without one -> requeued to resume from
+its checkpoints while attempts remain, else failed with the reason), keeps
+each running job's current phase, and starts queued jobs oldest first up to
+`max_concurrent_jobs`. Every state change goes through the store's checked
+transitions, so a job cancelled while it was being started is stopped, not run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import psutil
+
+from .store import CANCELLED, QUEUED, RUNNING, IllegalTransition, JobRecord, JobStore
+
+log = logging.getLogger("thresher.service")
+
+
+def job_dir(data_dir: Path, job_id: str) -> Path:
+    return data_dir / "jobs" / job_id
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+class LocalDrivers:
+    """Driver subprocesses on this machine."""
+
+    def __init__(self, config_path: str | None = None):
+        self.config_path = config_path
+        self._children: dict[int, subprocess.Popen] = {}  # reaped on poll, so no zombies
+
+    def start(self, job: JobRecord, directory: Path) -> str:
+        env = {**os.environ, **({"THRESHER_CONFIG": self.config_path} if self.config_path else {})}
+        with open(directory / "driver.log", "ab") as out:
+            p = subprocess.Popen(
+                [sys.executable, "-m", "thresher.services.driver", str(directory)],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+            )
+        self._children[p.pid] = p
+        return f"pid:{p.pid}:{psutil.Process(p.pid).create_time():.3f}"
+
+    def _process(self, driver: str | None) -> psutil.Process | None:
+        if not driver or not driver.startswith("pid:"):
+            return None
+        _, pid, started = driver.split(":")
+        child = self._children.get(int(pid))
+        if child is not None and child.poll() is not None:
+            self._children.pop(int(pid))
+            return None
+        try:
+            p = psutil.Process(int(pid))
+            return p if abs(p.create_time() - float(started)) < 0.01 and p.status() != psutil.STATUS_ZOMBIE else None
+        except psutil.Error:
+            return None
+
+    def alive(self, driver: str | None) -> bool:
+        return self._process(driver) is not None
+
+    def stop(self, driver: str | None) -> None:
+        """SIGTERM to the driver's process group: the job stops at the next task boundary, nothing half-published."""
+        p = self._process(driver)
+        if p is not None:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+
+class Scheduler:
+    def __init__(self, store: JobStore, drivers: LocalDrivers, data_dir: Path, max_concurrent: int, max_attempts: int, poll_s: float):
+        self.store, self.drivers, self.data_dir = store, drivers, data_dir
+        self.max_concurrent, self.max_attempts, self.poll_s = max_concurrent, max_attempts, poll_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # one tick at a time (the thread, or a cancel settling a queued job)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="thresher-scheduler", daemon=True)
+        self._thread.start()
+
+    def shutdown(self) -> None:
+        """Stop scheduling; running drivers keep running and a restarted service picks them up."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:  # the scheduler must outlive one bad tick; the next one retries
+                log.exception("scheduler tick failed")
+            self._stop.wait(self.poll_s)
+
+    def tick(self) -> None:
+        with self._lock:
+            running = self.store.running()
+            for job in running:
+                self._settle(job)
+            free = self.max_concurrent - len(self.store.running())
+            for job in self.store.queued()[: max(free, 0)]:
+                self._launch(job)
+
+    def _settle(self, job: JobRecord) -> None:
+        d = job_dir(self.data_dir, job.id)
+        result = read_json(d / "result.json")
+        if result is not None and result.get("unix", 0) >= (job.started_at or 0):
+            self.store.transition(job.id, result["state"], error=result.get("error"), counts=result.get("counts"), phase=None)
+            return
+        if self.drivers.alive(job.driver):
+            status = read_json(Path(job.work_dir) / "status.json")
+            phase = status.get("phase") if status and status.get("pid") else None
+            if phase and phase != job.phase:
+                self.store.update(job.id, phase=phase)
+            return
+        if (d / "cancel").exists():
+            self.store.transition(job.id, CANCELLED, error="cancelled; the driver stopped before reporting")
+        elif job.attempt < self.max_attempts:
+            self.store.transition(job.id, QUEUED, error=f"driver died during attempt {job.attempt}; resuming from its checkpoints")
+        else:
+            self.store.transition(job.id, "failed", error=f"driver died during attempt {job.attempt} of {self.max_attempts}; see the job's logs")
+
+    def _launch(self, job: JobRecord) -> None:
+        d = job_dir(self.data_dir, job.id)
+        (d / "result.json").unlink(missing_ok=True)  # a result is only ever the current attempt's
+        driver = self.drivers.start(job, d)
+        try:
+            self.store.transition(job.id, RUNNING, driver=driver)
+        except IllegalTransition:  # cancelled between listing and starting
+            self.drivers.stop(driver)
+
+    def cancel(self, job: JobRecord) -> JobRecord:
+        """A queued job is cancelled now; a running one is asked to stop and settles when its driver exits."""
+        with self._lock:
+            job = self.store.get(job.id)
+            if job.state == QUEUED:
+                return self.store.transition(job.id, CANCELLED, error="cancelled before it started")
+            if job.state == RUNNING:
+                (job_dir(self.data_dir, job.id) / "cancel").touch()
+                self.drivers.stop(job.driver)
+            return job

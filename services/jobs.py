@@ -1,0 +1,109 @@
+"""The service layer: what a route may do with jobs, independent of HTTP.
+
+Routes stay thin: they parse, call one of these, and map `Refused`'s status
+to a response. Everything a job's page shows (state, current phase,
+per-phase rows, rate and reuse, counts, the error) is assembled here from
+the store and the job's WORK/status.json, which the pipeline rewrites on
+every event.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from thresher.pipeline.errors import SpecError
+from thresher.pipeline.spec import JobSpec, parse_spec
+
+from .config import ServiceSettings
+from .execution import Scheduler, job_dir, read_json
+from .store import TERMINAL, JobRecord, JobStore, StoreError
+
+
+class Refused(Exception):
+    """A request the service turns down, with the HTTP status that says why."""
+
+    def __init__(self, status: int, detail: str):
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+
+
+@dataclass
+class JobService:
+    settings: ServiceSettings
+    store: JobStore
+    scheduler: Scheduler
+
+    def submit(self, raw: object, idempotency_key: str | None = None) -> tuple[JobRecord, bool]:
+        try:
+            spec = parse_spec(raw, source="job spec")
+        except SpecError as e:
+            raise Refused(422, str(e)) from None
+        self._check_paths(spec)
+        out = spec.output.path
+        work = spec.output.work_dir or f"{out}.work"
+        job, created = self.store.submit(spec.model_dump(mode="json"), out, work, idempotency_key)
+        if created:
+            d = job_dir(self.settings.data_dir, job.id)
+            d.mkdir(parents=True, exist_ok=True)
+            (d / "spec.json").write_text(json.dumps(job.spec, indent=1))
+        return job, created
+
+    def _check_paths(self, spec: JobSpec) -> None:
+        """Every path a job reads or writes must lie under an allowed root (no URIs, no escaping with ..)."""
+        from thresher.pipeline.runner import _side_corpora
+
+        named = [("input.paths", p) for p in spec.input.paths]
+        named += [(f"{field}.paths", p) for field, ref in _side_corpora(spec).items() for p in ref.paths]
+        named += [("output.path", spec.output.path)] + ([("output.work_dir", spec.output.work_dir)] if spec.output.work_dir else [])
+        from_search = getattr(spec.selection, "from_search", None)
+        named += [("selection.from_search", from_search)] if from_search else []
+        roots = self.settings.roots()
+        for field, path in named:
+            if "://" in path or not Path(path).is_absolute():
+                raise Refused(403, f"{field}: {path!r} must be an absolute local path under the allowed roots ({', '.join(map(str, roots))})")
+            resolved = Path(path).resolve()
+            if not any(resolved == r or r in resolved.parents for r in roots):
+                raise Refused(403, f"{field}: {path} is outside the allowed roots ({', '.join(map(str, roots))})")
+
+    def get(self, job_id: str) -> JobRecord:
+        job = self.store.get(job_id)
+        if job is None:
+            raise Refused(404, f"no job {job_id}")
+        return job
+
+    def view(self, job: JobRecord) -> dict:
+        """The job as the API shows it: the store's record plus live per-phase progress."""
+        status = read_json(Path(job.work_dir) / "status.json") or {}
+        out = job.to_dict()
+        out.pop("spec", None)
+        out["progress"] = {"phase": status.get("phase") if job.state == "running" else None, "phases": status.get("phases", {}), "warnings": status.get("warnings", [])}
+        out["links"] = {k: f"/v1/jobs/{job.id}/{k}" for k in ("manifest", "report", "logs")}
+        return out
+
+    def list(self, state: str | None, limit: int, cursor: str | None) -> tuple[list[JobRecord], str | None]:
+        try:
+            return self.store.list(state=state, limit=limit, cursor=cursor)
+        except StoreError as e:
+            raise Refused(400, str(e)) from None
+
+    def cancel(self, job_id: str) -> JobRecord:
+        job = self.get(job_id)
+        if job.state in TERMINAL:
+            raise Refused(409, f"job {job_id} is already {job.state}")
+        return self.scheduler.cancel(job)
+
+    def output_file(self, job_id: str, name: str) -> Path:
+        job = self.get(job_id)
+        path = Path(job.output_path) / name
+        if job.state != "succeeded" or not path.is_file():
+            raise Refused(404, f"job {job_id} has no {name} (state {job.state}; only a succeeded job publishes its output)")
+        return path
+
+    def log_file(self, job_id: str) -> Path | None:
+        """The job's log: the pipeline's WORK/job.log once the job has one, before that the driver's own output."""
+        job = self.get(job_id)
+        work_log = Path(job.work_dir) / "job.log"
+        driver_log = job_dir(self.settings.data_dir, job.id) / "driver.log"
+        return work_log if work_log.exists() else driver_log if driver_log.exists() else None

@@ -1,0 +1,98 @@
+"""/v1/jobs: submit, list, look at, cancel; a job's manifest, report and logs."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
+
+from ..auth import admin, reader
+from ..jobs import JobService
+from ..store import STATES, TERMINAL
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+def service(request: Request) -> JobService:
+    return request.app.state.jobs
+
+
+@router.post("", status_code=202, dependencies=[Depends(admin)], summary="Submit a job spec; it runs when a slot is free")
+def submit(
+    response: Response,
+    spec: dict[str, Any] = Body(..., description="A job spec, as `thresher run` takes (see the README's spec reference)."),
+    idempotency_key: str | None = Header(None, description="A retried submission with the same key returns the first job."),
+    jobs: JobService = Depends(service),
+) -> dict:
+    job, created = jobs.submit(spec, idempotency_key)
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    if not created:
+        response.status_code = 200
+    return {"id": job.id, "state": job.state, "created": created}
+
+
+@router.get("", dependencies=[Depends(reader)], summary="Jobs, newest first")
+def list_jobs(
+    state: str | None = Query(None, description=f"One of {', '.join(STATES)}."),
+    limit: int = Query(50, ge=1, le=500),
+    cursor: str | None = Query(None, description="next_cursor of the previous page."),
+    jobs: JobService = Depends(service),
+) -> dict:
+    if state is not None and state not in STATES:
+        return JSONResponse({"detail": f"state: unknown {state!r} (known: {', '.join(STATES)})"}, status_code=422)
+    page, nxt = jobs.list(state, limit, cursor)
+    return {"jobs": [jobs.view(j) for j in page], "next_cursor": nxt}
+
+
+@router.get("/{job_id}", dependencies=[Depends(reader)], summary="A job: state, current phase, per-phase progress, counts, error")
+def get_job(job_id: str, jobs: JobService = Depends(service)) -> dict:
+    return jobs.view(jobs.get(job_id))
+
+
+@router.post("/{job_id}/cancel", status_code=202, dependencies=[Depends(admin)], summary="Stop a job; its partial output is never published")
+def cancel(job_id: str, jobs: JobService = Depends(service)) -> dict:
+    return jobs.view(jobs.cancel(job_id))
+
+
+@router.get("/{job_id}/manifest", dependencies=[Depends(reader)], summary="The published manifest.json")
+def manifest(job_id: str, jobs: JobService = Depends(service)) -> FileResponse:
+    return FileResponse(jobs.output_file(job_id, "manifest.json"), media_type="application/json")
+
+
+@router.get("/{job_id}/report", dependencies=[Depends(reader)], summary="The published report.html")
+def report(job_id: str, jobs: JobService = Depends(service)) -> FileResponse:
+    return FileResponse(jobs.output_file(job_id, "report.html"), media_type="text/html")
+
+
+@router.get("/{job_id}/logs", dependencies=[Depends(reader)], summary="The job's log: the last lines, or followed until the job ends")
+async def logs(job_id: str, tail: int = Query(200, ge=1, le=100_000), follow: bool = False, jobs: JobService = Depends(service)):
+    jobs.get(job_id)  # 404 for an unknown job
+    if not follow:
+        path = jobs.log_file(job_id)
+        lines = path.read_text(errors="replace").splitlines()[-tail:] if path else []
+        return PlainTextResponse("".join(line + "\n" for line in lines))
+    return StreamingResponse(_follow(jobs, job_id, tail), media_type="text/plain")
+
+
+async def _follow(jobs: JobService, job_id: str, tail: int):
+    """The last `tail` lines, then new ones as they come, until the job is in a terminal state and the log is drained."""
+    path, pos = None, 0
+    while True:
+        current = jobs.log_file(job_id)
+        if current != path and current is not None:  # the driver's log gives way to the pipeline's
+            path, pos = current, 0
+            text = path.read_text(errors="replace")
+            yield "".join(line + "\n" for line in text.splitlines()[-tail:])
+            pos = len(text.encode())
+        elif path is not None:
+            with open(path, "rb") as fh:
+                fh.seek(pos)
+                chunk = fh.read()
+            if chunk:
+                pos += len(chunk)
+                yield chunk.decode(errors="replace")
+        if jobs.get(job_id).state in TERMINAL and (path is None or path.stat().st_size <= pos):
+            return
+        await asyncio.sleep(0.5)
