@@ -1,0 +1,187 @@
+"""The selection service against a real uvicorn server on loopback, a real SQLite file and real driver processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pyarrow.parquet as pq
+import pytest
+
+from .helpers import places, write_corpus
+
+READ_TOKEN = "read-only-dashboard-token"
+ADMIN_TOKEN = "admin-token-from-the-config"
+
+
+class Server:
+    """`thresher serve` as a subprocess; restartable on the same data directory."""
+
+    def __init__(self, root: Path):
+        self.root, self.data = root, root / "data"
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Server":
+        env = {
+            **os.environ,
+            "THRESHER_ALLOWED_ROOTS": json.dumps([str(self.root)]),
+            "THRESHER_TOKENS": json.dumps({ADMIN_TOKEN: "admin", READ_TOKEN: "read"}),
+            "THRESHER_POLL_S": "0.2",
+        }
+        self.log = open(self.root / "serve.log", "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "thresher.pipeline.cli", "serve", "--port", str(self.port), "--data-dir", str(self.data)],
+            cwd=self.root, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        else:
+            raise RuntimeError(f"the service did not start: {(self.root / 'serve.log').read_text()[-2000:]}")
+        self.http = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30)
+        return self
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=30)
+        self.log.close()
+
+    def job(self, job_id: str) -> dict:
+        r = self.http.get(f"/v1/jobs/{job_id}")
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def wait(self, job_id: str, until=lambda j: j["state"] in ("succeeded", "failed", "cancelled"), timeout: float = 300) -> dict:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            job = self.job(job_id)
+            if until(job):
+                return job
+            time.sleep(0.2)
+        raise AssertionError(f"job {job_id} never got there: {job}")
+
+
+def spec(root: Path, name: str, corpus: Path, **selection) -> dict:
+    return {
+        "input": {"paths": [str(corpus)], "id_column": "id"},
+        "output": {"path": str(root / name)},
+        "embedder": {"model": "static"},
+        "clustering": {"n_clusters": 3},
+        "selection": {"strategy": "uniform", "budget": {"unit": "docs", "amount": 100}, **selection},
+        "ray": {"num_cpus": 2, "object_store_mb": 512},
+    }
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("service")
+    write_corpus(root / "corpus", 300)
+    s = Server(root).start()
+    yield s
+    s.stop()
+
+
+def test_a_job_goes_from_submit_to_succeeded_with_its_output_served(server):
+    root = server.root
+    r = server.http.post("/v1/jobs", json=spec(root, "out-a", root / "corpus"))
+    assert r.status_code == 202 and r.headers["location"] == f"/v1/jobs/{r.json()['id']}" and r.json()["state"] == "queued"
+    job = server.wait(r.json()["id"])
+    assert job["state"] == "succeeded", job
+    assert job["attempt"] == 1 and job["progress"]["phases"]["embed"]["state"] == "done" and job["progress"]["phases"]["embed"]["rows"] == 300
+    out = root / "out-a"
+    assert sorted(places(out)) == sorted(pq.read_table(root / "corpus").column("id").to_pylist())  # every input row in one place
+    served = server.http.get(f"/v1/jobs/{job['id']}/manifest")
+    assert served.status_code == 200 and served.json() == json.loads((out / "manifest.json").read_text())
+    assert job["counts"] == served.json()["counts"] and any((out / "data").glob("*.parquet"))
+    report = server.http.get(f"/v1/jobs/{job['id']}/report")
+    assert report.status_code == 200 and report.headers["content-type"].startswith("text/html") and "thresher selection" in report.text
+    logs = server.http.get(f"/v1/jobs/{job['id']}/logs", params={"tail": 5})
+    assert logs.status_code == 200 and "[write]" in logs.text
+    listed = server.http.get("/v1/jobs", params={"state": "succeeded"}).json()
+    assert job["id"] in [j["id"] for j in listed["jobs"]]
+    assert 'thresher_jobs{state="succeeded"}' in httpx.get(f"{server.url}/metrics").text
+
+
+def test_bad_requests_get_the_right_status_and_a_reason(server):
+    root, body = server.root, spec(server.root, "out-b", server.root / "corpus")
+    assert httpx.post(f"{server.url}/v1/jobs", json=body).status_code == 401
+    assert httpx.get(f"{server.url}/v1/jobs", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    read = {"Authorization": f"Bearer {READ_TOKEN}"}
+    assert httpx.get(f"{server.url}/v1/jobs", headers=read).status_code == 200
+    assert httpx.post(f"{server.url}/v1/jobs", json=body, headers=read).status_code == 403  # read-only token
+    outside = server.http.post("/v1/jobs", json={**body, "output": {"path": "/tmp/elsewhere"}})
+    assert outside.status_code == 403 and "output.path" in outside.json()["detail"]
+    bad = server.http.post("/v1/jobs", json={**body, "selection": {"strategy": "uniform", "budget": {"amount": -1}}})
+    assert bad.status_code == 422 and "selection.budget.amount" in bad.json()["detail"]
+    assert server.http.get("/v1/jobs/no-such-job").status_code == 404
+    assert server.http.post("/v1/jobs/no-such-job/cancel").status_code == 404
+    assert httpx.get(f"{server.url}/healthz").status_code == 200  # no token needed
+
+
+def test_a_retried_submission_with_the_same_key_returns_the_first_job(server):
+    body = spec(server.root, "out-c", server.root / "corpus")
+    first = server.http.post("/v1/jobs", json=body, headers={"Idempotency-Key": "nightly-2026-12-02"})
+    again = server.http.post("/v1/jobs", json=body, headers={"Idempotency-Key": "nightly-2026-12-02"})
+    assert first.status_code == 202 and again.status_code == 200 and again.json()["id"] == first.json()["id"]
+    assert server.wait(first.json()["id"])["state"] == "succeeded"
+
+
+def test_cancel_during_embed_publishes_nothing_and_stops_the_ray_work(server):
+    root = server.root
+    write_corpus(root / "big", 4000, seed=3)
+    r = server.http.post("/v1/jobs", json={**spec(root, "out-d", root / "big"), "embedder": {"model": "minilm", "batch_size": 16}})
+    job = server.wait(r.json()["id"], until=lambda j: j["progress"]["phase"] == "embed" and j["progress"]["phases"]["embed"].get("rows_done", 0) > 0)
+    driver = int(job["driver"].split(":")[1])
+    assert server.http.post(f"/v1/jobs/{job['id']}/cancel").status_code == 202
+    done = server.wait(job["id"])
+    assert done["state"] == "cancelled" and not (root / "out-d").exists() and not list(root.glob(".out-d.partial-*"))
+    deadline = time.time() + 30
+    while time.time() < deadline and _session(driver):
+        time.sleep(0.5)
+    assert not _session(driver), "processes of the cancelled job's driver (its local Ray) are still running"
+    assert server.http.post(f"/v1/jobs/{job['id']}/cancel").status_code == 409  # nothing leaves a terminal state
+
+
+def _session(sid: int) -> list[int]:
+    """Live processes in the driver's session (the driver and the local Ray it started)."""
+    found = []
+    for p in psutil.process_iter():
+        try:
+            if os.getsid(p.pid) == sid and p.status() != psutil.STATUS_ZOMBIE:
+                found.append(p.pid)
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            pass
+    return found
+
+
+def test_a_restart_keeps_the_queued_job_and_resumes_the_one_whose_driver_died(tmp_path):
+    write_corpus(tmp_path / "corpus", 300)
+    s = Server(tmp_path).start()
+    running = s.http.post("/v1/jobs", json=spec(tmp_path, "out-r", tmp_path / "corpus")).json()["id"]
+    queued = s.http.post("/v1/jobs", json={**spec(tmp_path, "out-q", tmp_path / "corpus"), "seed": 1}).json()["id"]
+    job = s.wait(running, until=lambda j: j["progress"]["phase"] in ("embed", "clusters", "fit", "score"))
+    assert s.job(queued)["state"] == "queued"  # one job at a time
+    s.stop()
+    os.killpg(int(job["driver"].split(":")[1]), signal.SIGKILL)  # the driver dies while the service is down
+    s.start()
+    resumed, later = s.wait(running), s.wait(queued)
+    assert resumed["state"] == "succeeded" and resumed["attempt"] == 2, resumed
+    assert later["state"] == "succeeded" and later["attempt"] == 1
+    assert sorted(places(tmp_path / "out-r")) == sorted(pq.read_table(tmp_path / "corpus").column("id").to_pylist())
+    s.stop()
