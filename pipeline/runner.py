@@ -355,6 +355,7 @@ def _init_ray(spec: JobSpec, progress: bool) -> None:
             cpus = spec.ray.num_cpus or os.cpu_count() or 1
             os.environ.setdefault("RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", str(min(32, cpus)))
             ray.init(
+                address="local",  # a new Ray for this job: without it ray.init() joins any cluster `ray start` left on this machine
                 num_cpus=spec.ray.num_cpus,
                 object_store_memory=spec.ray.object_store_mb * 2**20 if spec.ray.object_store_mb else None,
                 include_dashboard=False,

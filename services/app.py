@@ -15,10 +15,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from .config import ServiceSettings
-from .execution import LocalDrivers, Scheduler
+from .execution import LocalDrivers, RayJobDrivers, Scheduler
 from .jobs import JobService, Refused
 from .metrics import Metrics
-from .routers import health, jobs
+from .routers import health, jobs, pages
 from .store import JobStore
 
 log = logging.getLogger("thresher.service")
@@ -45,7 +45,8 @@ def first_token(settings: ServiceSettings, store: JobStore) -> str | None:
 
 def create_app(settings: ServiceSettings, config_path: str | None = None) -> FastAPI:
     store = open_store(settings)
-    scheduler = Scheduler(store, LocalDrivers(config_path), settings.data_dir, settings.max_concurrent_jobs, settings.max_attempts, settings.poll_s)
+    drivers = RayJobDrivers(settings.ray_address, config_path) if settings.ray_address else LocalDrivers(config_path)
+    scheduler = Scheduler(store, drivers, settings.data_dir, settings.max_concurrent_jobs, settings.max_attempts, settings.poll_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -58,7 +59,7 @@ def create_app(settings: ServiceSettings, config_path: str | None = None) -> Fas
     app.state.settings, app.state.store, app.state.scheduler = settings, store, scheduler
     app.state.jobs = JobService(settings, store, scheduler)
     app.state.metrics = Metrics(store)
-    app.state.ray_ready = lambda: _ray_importable()
+    app.state.ray_ready = drivers.ready
     app.state.new_token = first_token(settings, store)
 
     @app.exception_handler(Refused)
@@ -72,11 +73,6 @@ def create_app(settings: ServiceSettings, config_path: str | None = None) -> Fas
 
     app.include_router(jobs.router)
     app.include_router(health.router)
+    app.include_router(pages.router)
     return app
 
-
-def _ray_importable() -> bool:
-    """On the embedded default every driver starts its own local Ray: ready when Ray can be loaded here."""
-    import importlib.util
-
-    return importlib.util.find_spec("ray") is not None

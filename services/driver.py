@@ -14,6 +14,7 @@ on a cluster, where JOB_DIR must be on a filesystem the head sees.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -35,7 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     job_dir = Path((argv or sys.argv[1:])[0])
     try:
         spec = parse_spec(json.loads((job_dir / "spec.json").read_text()), source="job spec")
-        manifest = run(spec, log=print, progress=False, capture_output=True, handle_signals=True, settings=load_service_settings())
+        ray_job = bool(os.environ.get("RAY_ADDRESS"))  # a Ray Job's entrypoint: the cluster it runs on, its logs through Ray
+        if ray_job and spec.ray.address is None:
+            spec = spec.model_copy(update={"ray": spec.ray.model_copy(update={"address": "auto"})})
+        manifest = run(spec, log=lambda m: print(m, flush=True), progress=False, capture_output=not ray_job, handle_signals=True, settings=load_service_settings())
     except Interrupted as e:
         write_result(job_dir, {"state": "cancelled", "error": str(e)})
         return e.exit_code

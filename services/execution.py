@@ -7,6 +7,8 @@ result.json it writes; a driver is identified by pid *and* start time, so a
 restarted service finds the drivers that outlived it and never mistakes a
 reused pid for one.
 
+`RayJobDrivers` submits the same driver as a Ray Job to a cluster.
+
 `Scheduler` is one thread: each tick it settles running jobs (a result ->
 its terminal state; a driver gone without one -> requeued to resume from
 its checkpoints while attempts remain, else failed with the reason), keeps
@@ -24,6 +26,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import psutil
@@ -31,6 +34,7 @@ import psutil
 from .store import CANCELLED, QUEUED, RUNNING, IllegalTransition, JobRecord, JobStore
 
 log = logging.getLogger("thresher.service")
+RETRY_S = 5.0
 
 
 def job_dir(data_dir: Path, job_id: str) -> Path:
@@ -78,6 +82,15 @@ class LocalDrivers:
     def alive(self, driver: str | None) -> bool:
         return self._process(driver) is not None
 
+    def logs(self, driver: str | None) -> str | None:
+        return None  # a local driver's output is in JOB_DIR/driver.log and WORK/job.log
+
+    def ready(self) -> bool:
+        """On the embedded default every driver starts its own local Ray: ready when Ray can be loaded here."""
+        import importlib.util
+
+        return importlib.util.find_spec("ray") is not None
+
     def stop(self, driver: str | None) -> None:
         """SIGTERM to the driver's process group: the job stops at the next task boundary, nothing half-published."""
         p = self._process(driver)
@@ -88,13 +101,71 @@ class LocalDrivers:
                 pass
 
 
+class RayJobDrivers:
+    """Drivers as Ray Jobs on a cluster (Ray's Job Submission API at the dashboard address).
+
+    The first attempt's submission id is the job id, so submitting again
+    (a service that died between submitting and recording) is refused by Ray
+    and the job runs at most once; a resumed attempt n is `ID-n`. Status,
+    stop and logs go through the same API. JOB_DIR (spec, result) must be on
+    a filesystem the cluster's head node sees, as the job's output is.
+    """
+
+    def __init__(self, address: str, config_path: str | None = None):
+        from ray.job_submission import JobSubmissionClient
+
+        self.client = JobSubmissionClient(address)
+        self.config_path = config_path
+
+    def start(self, job: JobRecord, directory: Path) -> str:
+        submission = job.id if job.attempt == 0 else f"{job.id}-{job.attempt + 1}"
+        env = {"THRESHER_CONFIG": self.config_path} if self.config_path else {}
+        try:
+            self.client.submit_job(
+                entrypoint=f"{sys.executable} -m thresher.services.driver {directory}",
+                submission_id=submission,
+                runtime_env={"env_vars": env} if env else None,
+            )
+        except RuntimeError as e:
+            if "already exists" not in str(e):
+                raise
+        return f"ray:{submission}"
+
+    def _submission(self, driver: str | None) -> str | None:
+        return driver[4:] if driver and driver.startswith("ray:") else None
+
+    def alive(self, driver: str | None) -> bool:
+        from ray.job_submission import JobStatus
+
+        sid = self._submission(driver)
+        return sid is not None and self.client.get_job_status(sid) in (JobStatus.PENDING, JobStatus.RUNNING)
+
+    def stop(self, driver: str | None) -> None:
+        """Ray sends the entrypoint SIGTERM (SIGKILL after its grace period): the driver stops as on a local cancel."""
+        sid = self._submission(driver)
+        if sid is not None:
+            self.client.stop_job(sid)
+
+    def logs(self, driver: str | None) -> str | None:
+        sid = self._submission(driver)
+        return self.client.get_job_logs(sid) if sid else None
+
+    def ready(self) -> bool:
+        try:
+            self.client.list_jobs()
+        except Exception:
+            return False
+        return True
+
+
 class Scheduler:
-    def __init__(self, store: JobStore, drivers: LocalDrivers, data_dir: Path, max_concurrent: int, max_attempts: int, poll_s: float):
+    def __init__(self, store: JobStore, drivers: LocalDrivers | RayJobDrivers, data_dir: Path, max_concurrent: int, max_attempts: int, poll_s: float):
         self.store, self.drivers, self.data_dir = store, drivers, data_dir
         self.max_concurrent, self.max_attempts, self.poll_s = max_concurrent, max_attempts, poll_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # one tick at a time (the thread, or a cancel settling a queued job)
+        self._retry_at: dict[str, float] = {}  # job id -> when a failed driver start may be tried again
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="thresher-scheduler", daemon=True)
@@ -143,11 +214,22 @@ class Scheduler:
             self.store.transition(job.id, "failed", error=f"driver died during attempt {job.attempt} of {self.max_attempts}; see the job's logs")
 
     def _launch(self, job: JobRecord) -> None:
+        if time.time() < self._retry_at.get(job.id, 0.0):
+            return
         d = job_dir(self.data_dir, job.id)
         (d / "result.json").unlink(missing_ok=True)  # a result is only ever the current attempt's
-        driver = self.drivers.start(job, d)
         try:
-            self.store.transition(job.id, RUNNING, driver=driver)
+            driver = self.drivers.start(job, d)
+        except Exception as e:  # e.g. the cluster not up yet: the job stays queued, says why, and is retried
+            self._retry_at[job.id] = time.time() + RETRY_S
+            message = f"could not start its driver (retrying every {RETRY_S:g}s): {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+            if job.error != message:
+                log.warning("job %s: %s", job.id, message)
+                self.store.update(job.id, error=message)
+            return
+        self._retry_at.pop(job.id, None)
+        try:
+            self.store.transition(job.id, RUNNING, driver=driver, error=None)
         except IllegalTransition:  # cancelled between listing and starting
             self.drivers.stop(driver)
 

@@ -101,9 +101,13 @@ class JobService:
             raise Refused(404, f"job {job_id} has no {name} (state {job.state}; only a succeeded job publishes its output)")
         return path
 
-    def log_file(self, job_id: str) -> Path | None:
-        """The job's log: the pipeline's WORK/job.log once the job has one, before that the driver's own output."""
+    def log_text(self, job_id: str) -> str:
+        """The job's log: from Ray's Job API for a cluster job, else the pipeline's WORK/job.log once there is one, before that the driver's own output."""
         job = self.get(job_id)
-        work_log = Path(job.work_dir) / "job.log"
-        driver_log = job_dir(self.settings.data_dir, job.id) / "driver.log"
-        return work_log if work_log.exists() else driver_log if driver_log.exists() else None
+        remote = self.scheduler.drivers.logs(job.driver)
+        if remote is not None:
+            return remote
+        for path in (Path(job.work_dir) / "job.log", job_dir(self.settings.data_dir, job.id) / "driver.log"):
+            if path.exists():
+                return path.read_text(errors="replace")
+        return ""

@@ -11,6 +11,6 @@ def local_ray():
     """One real local Ray for the whole session (starting Ray costs seconds)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=1024 * 2**20)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=1024 * 2**20)  # never a cluster `ray start` left here
     yield ray
     ray.shutdown()

@@ -70,29 +70,21 @@ def report(job_id: str, jobs: JobService = Depends(service)) -> FileResponse:
 async def logs(job_id: str, tail: int = Query(200, ge=1, le=100_000), follow: bool = False, jobs: JobService = Depends(service)):
     jobs.get(job_id)  # 404 for an unknown job
     if not follow:
-        path = jobs.log_file(job_id)
-        lines = path.read_text(errors="replace").splitlines()[-tail:] if path else []
-        return PlainTextResponse("".join(line + "\n" for line in lines))
+        return PlainTextResponse("".join(line + "\n" for line in jobs.log_text(job_id).splitlines()[-tail:]))
     return StreamingResponse(_follow(jobs, job_id, tail), media_type="text/plain")
 
 
 async def _follow(jobs: JobService, job_id: str, tail: int):
-    """The last `tail` lines, then new ones as they come, until the job is in a terminal state and the log is drained."""
-    path, pos = None, 0
+    """The last `tail` lines, then what is added, until the job is in a terminal state and its log is drained."""
+    sent = None
     while True:
-        current = jobs.log_file(job_id)
-        if current != path and current is not None:  # the driver's log gives way to the pipeline's
-            path, pos = current, 0
-            text = path.read_text(errors="replace")
+        ended = jobs.get(job_id).state in TERMINAL
+        text = await asyncio.to_thread(jobs.log_text, job_id)
+        if sent is None or not text.startswith(sent):  # first look, or the driver's log gave way to the pipeline's
             yield "".join(line + "\n" for line in text.splitlines()[-tail:])
-            pos = len(text.encode())
-        elif path is not None:
-            with open(path, "rb") as fh:
-                fh.seek(pos)
-                chunk = fh.read()
-            if chunk:
-                pos += len(chunk)
-                yield chunk.decode(errors="replace")
-        if jobs.get(job_id).state in TERMINAL and (path is None or path.stat().st_size <= pos):
+        else:
+            yield text[len(sent):]
+        sent = text
+        if ended:
             return
         await asyncio.sleep(0.5)
