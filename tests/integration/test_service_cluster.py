@@ -27,11 +27,12 @@ def _free_port() -> int:
 @pytest.fixture
 def ray_head(tmp_path, monkeypatch):
     monkeypatch.setenv("RAY_AUTH_MODE", "token")  # Ray's token auth (the token in ~/.ray/auth_token), for the head and its clients
-    port, dashboard = _free_port(), _free_port()
+    port, dashboard, agent = _free_port(), _free_port(), _free_port()
     ray = Path(sys.executable).with_name("ray")
     head = subprocess.Popen(
         [str(ray), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}", "--include-dashboard=true",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--num-cpus=2", "--disable-usage-stats"],
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+         f"--dashboard-agent-listen-port={agent}", "--num-cpus=2", "--disable-usage-stats"],  # its own agent port: other Rays here hold the default
         stdout=open(tmp_path / "ray-head.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True,
     )
     url = f"http://127.0.0.1:{dashboard}"
@@ -63,6 +64,9 @@ def test_a_job_runs_as_a_ray_job_on_the_configured_cluster(ray_head, tmp_path, m
         job = s.wait(job_id)
         assert job["state"] == "succeeded" and job["driver"] == f"ray:{job_id}", job
         ray_jobs = JobSubmissionClient(ray_head)
+        deadline = time.time() + 60  # the driver writes its result, then exits
+        while ray_jobs.get_job_status(job_id) == JobStatus.RUNNING and time.time() < deadline:
+            time.sleep(0.5)
         assert ray_jobs.get_job_status(job_id) == JobStatus.SUCCEEDED  # submission id = job id: at most once
         assert sorted(places(tmp_path / "out")) == sorted(pq.read_table(tmp_path / "corpus").column("id").to_pylist())
         logs = s.http.get(f"/v1/jobs/{job_id}/logs").text
