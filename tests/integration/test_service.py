@@ -185,3 +185,25 @@ def test_a_restart_keeps_the_queued_job_and_resumes_the_one_whose_driver_died(tm
     assert later["state"] == "succeeded" and later["attempt"] == 1
     assert sorted(places(tmp_path / "out-r")) == sorted(pq.read_table(tmp_path / "corpus").column("id").to_pylist())
     s.stop()
+
+
+def test_the_command_line_client_submits_waits_and_reads_logs(server):
+    import yaml
+
+    env = {**os.environ, "THRESHER_URL": server.url, "THRESHER_TOKEN": ADMIN_TOKEN}
+    path = server.root / "job-cli.yaml"
+    path.write_text(yaml.safe_dump(spec(server.root, "out-cli", server.root / "corpus")))
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "thresher.pipeline.cli", *args], env=env, capture_output=True, text=True, timeout=600)
+
+    submitted = cli("submit", str(path), "--wait")
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.split()[0]
+    assert "succeeded" in submitted.stdout.splitlines()[-1] and (server.root / "out-cli" / "manifest.json").exists()
+    assert cli("status", job_id).stdout.startswith(f"{job_id}  succeeded")
+    assert "[write]" in cli("logs", job_id).stdout and "[write]" in cli("logs", job_id, "--follow").stdout  # follow ends with the job
+    late = cli("cancel", job_id)
+    assert late.returncode == 1 and late.stderr.strip() == f"thresher: job: 409: job {job_id} is already succeeded"
+    no_token = subprocess.run([sys.executable, "-m", "thresher.pipeline.cli", "status"], env={**env, "THRESHER_TOKEN": ""}, capture_output=True, text=True)
+    assert no_token.returncode == 1 and "no token" in no_token.stderr
