@@ -76,8 +76,7 @@ class JobService:
     def view(self, job: JobRecord) -> dict:
         """The job as the API shows it: the store's record plus live per-phase progress."""
         status = read_json(Path(job.work_dir) / "status.json") or {}
-        out = job.to_dict()
-        out.pop("spec", None)
+        out = job.to_dict(spec=False)
         out["progress"] = {"phase": status.get("phase") if job.state == "running" else None, "phases": status.get("phases", {}), "warnings": status.get("warnings", [])}
         out["links"] = {k: f"/v1/jobs/{job.id}/{k}" for k in ("manifest", "report", "logs")}
         return out

@@ -16,7 +16,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, cast
 
@@ -133,8 +133,9 @@ class JobRecord:
     driver: str | None
     counts: dict[str, Any] | None
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def to_dict(self, spec: bool = True) -> dict[str, Any]:
+        """JSON-ready; `spec=False` leaves the spec out (a status poll does not need it, and copying it is most of the cost)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if spec or f.name != "spec"}
 
 
 def _record(job: Job) -> JobRecord:
@@ -209,6 +210,10 @@ class JobStore:
             # The pool hands a connection to whichever thread asks; 30 s busy timeout.
             connect_args={"check_same_thread": False, "timeout": 30} if sqlite else {},
             pool_pre_ping=not sqlite,
+            # As many pooled connections as the API's threadpool has threads (40), so busy
+            # polling never opens and closes overflow connections.
+            pool_size=40,
+            max_overflow=10,
         )
         if sqlite:
             _sqlite_setup(self._engine)

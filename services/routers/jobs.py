@@ -15,7 +15,7 @@ from ..store import STATES, TERMINAL
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
-def service(request: Request) -> JobService:
+async def service(request: Request) -> JobService:
     return request.app.state.jobs
 
 
