@@ -53,6 +53,7 @@ class Server:
             except httpx.HTTPError:
                 time.sleep(0.2)
         else:
+            self.proc.kill()  # never leave a half-started server behind a failed test
             raise RuntimeError(f"the service did not start: {(self.root / 'serve.log').read_text()[-2000:]}")
         self.http = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30)
         return self
