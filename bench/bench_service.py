@@ -29,9 +29,6 @@ as the last one is answered, so the mean latency is clients / throughput
 (Little's law); at 50 clients a p99 under 100 ms needs several hundred
 answers a second.
 
-The job's driver is started with RAY_ADDRESS=local (unless set), so it
-starts its own Ray even if another process left a cluster on the machine.
-
 Target: p99 of the status poll under 100 ms.
 
 Usage:
@@ -86,9 +83,6 @@ class Server:
             "THRESHER_TOKENS": json.dumps({TOKEN: "admin"}),
             "THRESHER_POLL_S": "0.2",
             "THRESHER_MAX_CONCURRENT_JOBS": "1",
-            # The driver starts its own local Ray (as on a machine with no other); without this,
-            # ray.init() attaches to any cluster another process left in /tmp/ray and refuses num_cpus.
-            "RAY_ADDRESS": os.environ.get("RAY_ADDRESS") or "local",
         }
         self.log = open(self.root / "serve.log", "ab")
         self.proc = subprocess.Popen(

@@ -20,6 +20,9 @@ import time
 from pathlib import Path
 
 
+ON_CLUSTER = "THRESHER_DRIVER_ON_CLUSTER"  # set by the service in a Ray Job's runtime env
+
+
 def write_result(job_dir: Path, result: dict) -> None:
     tmp = job_dir / "result.json.tmp"
     tmp.write_text(json.dumps({**result, "unix": round(time.time(), 3)}))
@@ -36,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     job_dir = Path((argv or sys.argv[1:])[0])
     try:
         spec = parse_spec(json.loads((job_dir / "spec.json").read_text()), source="job spec")
-        ray_job = bool(os.environ.get("RAY_ADDRESS"))  # a Ray Job's entrypoint: the cluster it runs on, its logs through Ray
+        ray_job = os.environ.get(ON_CLUSTER) == "1"  # a Ray Job's entrypoint: the cluster it runs on, its logs through Ray
         if ray_job and spec.ray.address is None:
             spec = spec.model_copy(update={"ray": spec.ray.model_copy(update={"address": "auto"})})
         manifest = run(spec, log=lambda m: print(m, flush=True), progress=False, capture_output=not ray_job, handle_signals=True, settings=load_service_settings())

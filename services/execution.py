@@ -31,6 +31,7 @@ from pathlib import Path
 
 import psutil
 
+from .driver import ON_CLUSTER
 from .store import CANCELLED, QUEUED, RUNNING, IllegalTransition, JobRecord, JobStore
 
 log = logging.getLogger("thresher.service")
@@ -119,12 +120,12 @@ class RayJobDrivers:
 
     def start(self, job: JobRecord, directory: Path) -> str:
         submission = job.id if job.attempt == 0 else f"{job.id}-{job.attempt + 1}"
-        env = {"THRESHER_CONFIG": self.config_path} if self.config_path else {}
+        env = {ON_CLUSTER: "1", **({"THRESHER_CONFIG": self.config_path} if self.config_path else {})}
         try:
             self.client.submit_job(
                 entrypoint=f"{sys.executable} -m thresher.services.driver {directory}",
                 submission_id=submission,
-                runtime_env={"env_vars": env} if env else None,
+                runtime_env={"env_vars": env},
             )
         except RuntimeError as e:
             if "already exists" not in str(e):
