@@ -97,6 +97,21 @@ class ProxyEvaluator(Protocol):
     ) -> np.ndarray: ...
 
 
+def training_weights(proxy: str, train_texts: Sequence[str], train_weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The copies of each training text (default 1), checked, and the positions of those with a positive weight."""
+    if len(train_texts) == 0:
+        raise ValueError(f"{proxy} proxy needs at least one training text")
+    weights = np.ones(len(train_texts)) if train_weights is None else np.asarray(train_weights, np.float64)
+    if weights.shape != (len(train_texts),):
+        raise ValueError(f"train_weights has shape {weights.shape}, expected ({len(train_texts)},)")
+    if not (np.isfinite(weights).all() and (weights >= 0).all()):
+        raise ValueError("train_weights must be finite and non-negative")
+    keep = np.flatnonzero(weights > 0)
+    if len(keep) == 0:
+        raise ValueError(f"{proxy} proxy needs a training text with positive weight")
+    return weights, keep
+
+
 def tokenize(text: str) -> list[str]:
     """Lowercased word and punctuation tokens."""
     return TOKEN_PATTERN.findall(text.lower())
@@ -231,16 +246,7 @@ class NGramProxy:
 
     def fit(self, train_texts: Sequence[str], train_weights: np.ndarray | None = None) -> NGramModel:
         """Count the texts, each `train_weights` times (fractions allowed, default 1)."""
-        if len(train_texts) == 0:
-            raise ValueError("NGramProxy needs at least one training text")
-        weights = np.ones(len(train_texts)) if train_weights is None else np.asarray(train_weights, np.float64)
-        if weights.shape != (len(train_texts),):
-            raise ValueError(f"train_weights has shape {weights.shape}, expected ({len(train_texts)},)")
-        if not (np.isfinite(weights).all() and (weights >= 0).all()):
-            raise ValueError("train_weights must be finite and non-negative")
-        keep = np.flatnonzero(weights > 0)
-        if len(keep) == 0:
-            raise ValueError("NGramProxy needs a training text with positive weight")
+        weights, keep = training_weights(self.name, train_texts, train_weights)
         grams, rep, doc = _ngram_hashes([train_texts[i] for i in keep], self.order, self.seed)
 
         B = self.buckets

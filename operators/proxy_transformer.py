@@ -61,7 +61,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .proxy_lm import _doc_hashes
+from .proxy_lm import _doc_hashes, training_weights
 
 BOS_ID, EOS_ID = 0, 1
 _EVAL_BATCH = 8  # validation windows per forward pass (17 MB of logits at the defaults, see Threads)
@@ -160,16 +160,7 @@ class TransformerProxy:
 
     def fit(self, train_texts: Sequence[str], train_weights: np.ndarray | None = None) -> nn.Module:
         """Train a fresh model on the texts, each drawn in proportion to `train_weights` (default 1)."""
-        if len(train_texts) == 0:
-            raise ValueError("TransformerProxy needs at least one training text")
-        weights = np.ones(len(train_texts)) if train_weights is None else np.asarray(train_weights, np.float64)
-        if weights.shape != (len(train_texts),):
-            raise ValueError(f"train_weights has shape {weights.shape}, expected ({len(train_texts)},)")
-        if not (np.isfinite(weights).all() and (weights >= 0).all()):
-            raise ValueError("train_weights must be finite and non-negative")
-        keep = np.flatnonzero(weights > 0)
-        if len(keep) == 0:
-            raise ValueError("TransformerProxy needs a training text with positive weight")
+        weights, keep = training_weights(self.name, train_texts, train_weights)
         docs = [self._ids(train_texts[i]) for i in keep]
         sizes = np.array([len(d) for d in docs], np.int64)  # scored tokens + 1
         offsets = np.concatenate(([0], np.cumsum(sizes)[:-1]))
