@@ -61,6 +61,7 @@ def create_app(settings: ServiceSettings, config_path: str | None = None) -> Fas
     app.state.metrics = Metrics(store)
     app.state.ray_ready = drivers.ready
     app.state.new_token = first_token(settings, store)
+    app.state.known_tokens = {}  # auth's cache of valid tokens' kinds
 
     @app.exception_handler(Refused)
     async def refused(request: Request, e: Refused) -> JSONResponse:

@@ -15,18 +15,18 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 _bearer = HTTPBearer(auto_error=False)
 CACHE_S = 10.0  # a token's kind is remembered this long, so a poll costs no store lookup
-_known: dict[str, tuple[str, float]] = {}  # sha256 of a valid token -> (kind, until)
 
 
 def _kind(request: Request, credentials: HTTPAuthorizationCredentials | None) -> str:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise HTTPException(401, "a bearer token is required (Authorization: Bearer TOKEN)", headers={"WWW-Authenticate": "Bearer"})
     digest = hashlib.sha256(credentials.credentials.encode()).hexdigest()
-    kind, until = _known.get(digest, (None, 0.0))
+    known = request.app.state.known_tokens  # this app's: sha256 of a valid token -> (kind, until)
+    kind, until = known.get(digest, (None, 0.0))
     if until < time.monotonic():
         kind = request.app.state.store.check_token(credentials.credentials)
         if kind is not None:
-            _known[digest] = (kind, time.monotonic() + CACHE_S)
+            known[digest] = (kind, time.monotonic() + CACHE_S)
     if kind is None:
         raise HTTPException(401, "unknown token", headers={"WWW-Authenticate": "Bearer"})
     return kind
