@@ -2,8 +2,8 @@
 
 The API process only reads the job store (SQLite) and the job's status.json;
 the job itself runs in a driver process (and the local Ray it starts). This
-script starts `thresher serve` as a subprocess (as
-tests/integration/test_service.py does, max_concurrent_jobs 1), submits one
+script starts `thresher serve` as a subprocess (tests/serve_process.py,
+which the service tests use; max_concurrent_jobs 1), submits one
 long job (the demo corpus, embedder minilm, batch_size 16), waits until it is
 in its embed phase, and then measures, while that job keeps running:
 
@@ -46,9 +46,6 @@ import platform
 import random
 import shlex
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -60,77 +57,12 @@ import psutil
 
 from thresher.pipeline.demo_corpus import write as write_demo_corpus
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests/
+from tests.serve_process import TERMINAL, ServeProcess  # noqa: E402  (the same server the service tests run)
+
 TOKEN = "bench-admin-token"
-TERMINAL = ("succeeded", "failed", "cancelled")
+
 TARGET_P99_MS = 100.0
-
-
-class Server:
-    """`thresher serve` as a subprocess on a free loopback port."""
-
-    def __init__(self, root: Path):
-        self.root, self.data = root, root / "data"
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> "Server":
-        env = {
-            **os.environ,
-            "THRESHER_ALLOWED_ROOTS": json.dumps([str(self.root)]),
-            "THRESHER_TOKENS": json.dumps({TOKEN: "admin"}),
-            "THRESHER_POLL_S": "0.2",
-            "THRESHER_MAX_CONCURRENT_JOBS": "1",
-        }
-        self.log = open(self.root / "serve.log", "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "thresher.pipeline.cli", "serve", "--port", str(self.port), "--data-dir", str(self.data)],
-            cwd=self.root, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-        )
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                break
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        else:
-            self.proc.kill()
-        if self.proc.poll() is not None or time.time() >= deadline:
-            raise RuntimeError(f"the service did not start: {(self.root / 'serve.log').read_text()[-2000:]}")
-        self.http = httpx.Client(base_url=self.url, headers=headers(), timeout=60)
-        return self
-
-    def stop(self) -> None:
-        self.http.close()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
-
-    def job(self, job_id: str) -> dict:
-        r = self.http.get(f"/v1/jobs/{job_id}")
-        r.raise_for_status()
-        return r.json()
-
-    def wait(self, job_id: str, until, timeout: float) -> dict:
-        deadline = time.time() + timeout
-        job = self.job(job_id)
-        while time.time() < deadline:
-            job = self.job(job_id)
-            if until(job):
-                return job
-            if job["state"] in TERMINAL:
-                raise RuntimeError(f"job {job_id} ended before the measurement: {job['state']} {job.get('error')}")
-            time.sleep(0.5)
-        raise RuntimeError(f"job {job_id} never got there in {timeout:.0f} s: {json.dumps(job)[:1500]}")
 
 
 def headers() -> dict:
@@ -259,7 +191,7 @@ async def poll(url: str, path: str, clients: int, seconds: float, think_s: float
     return lat, errors, wall
 
 
-def measure_poll(server: Server, path: str, clients: int, seconds: float, think_s: float, job_sid: int | None) -> dict:
+def measure_poll(server: ServeProcess, path: str, clients: int, seconds: float, think_s: float, job_sid: int | None) -> dict:
     with CpuWindow(server.proc.pid, job_sid) as cpu:
         lat, errors, wall = asyncio.run(poll(server.url, path, clients, seconds, think_s))
     return {**summary(lat, sum(errors.values()), wall), **cpu.figures(len(lat)), "clients": clients, "path": path, "error_kinds": dict(errors)}
@@ -351,7 +283,7 @@ def main() -> None:
     corpus = root / "corpus" / "demo.parquet"
     write_demo_corpus(str(corpus), n_docs=args.docs, seed=0)
 
-    server = Server(root).start()
+    server = ServeProcess(root, {TOKEN: "admin"}, env={"THRESHER_MAX_CONCURRENT_JOBS": "1"}).start()
     m: dict = {"node": platform.node(), "cpus": os.cpu_count(), "load_before": load_before, "clients": args.clients,
                "seconds": args.seconds, "think_ms": args.think_ms, "docs": args.docs, "polls": {}}
     m["command"] = " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv])
@@ -421,9 +353,10 @@ def main() -> None:
         if running_id:
             try:
                 m["running_final"] = server.wait(running_id, lambda j: j["state"] in TERMINAL, timeout=120)["state"]
-            except RuntimeError as e:
+            except AssertionError as e:
                 m["running_final"] = str(e)[:80]
         server.stop()
+        server.reap()
 
     time.sleep(1)
     m["load_after"] = os.getloadavg()

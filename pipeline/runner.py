@@ -33,7 +33,7 @@ from .plan import Phase, WorkDir, downstream, phase_keys
 from .progress import PhaseProgress
 from .search import proxy_fingerprint
 from .settings import Settings, load_settings
-from .spec import CorpusRef, JobSpec
+from .spec import JobSpec
 
 READ_TASK_BYTES = 32 * 2**20
 JSONL_SAMPLE_LINES = 1000
@@ -53,18 +53,6 @@ def stop_on_signals() -> None:
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, handler)
-
-
-def _side_corpora(spec: JobSpec) -> dict[str, CorpusRef]:
-    sc = spec.scorers
-    refs = {
-        "scorers.classifier.reference": sc.classifier.reference if sc.classifier else None,
-        "scorers.dsir.target": sc.dsir.target if sc.dsir else None,
-        "scorers.target_sim.target": sc.target_sim.target if sc.target_sim else None,
-        "selection.search.validation": spec.selection.search.validation if getattr(spec.selection, "search", None) else None,
-        "selection.refine.validation": spec.selection.refine.validation if getattr(spec.selection, "refine", None) else None,
-    }
-    return {k: v for k, v in refs.items() if v is not None}
 
 
 def run(
@@ -155,7 +143,7 @@ def _fingerprints(inputs: io.InputFiles, side: dict[str, io.InputFiles], spec: J
 def keys_for(spec: JobSpec, settings: Settings | None = None) -> dict[str, str | None]:
     """Each phase's key for a spec, with the inputs (and proxy command) as they are now (None for a phase that is off)."""
     inputs = io.locate(spec.input.paths, spec.input.format, validate_config(spec))
-    side = {k: io.locate(r.paths, r.format, ValidateConfig(text_column=r.text_column)) for k, r in _side_corpora(spec).items()}
+    side = {k: io.locate(r.paths, r.format, ValidateConfig(text_column=r.text_column)) for k, r in spec.side_corpora().items()}
     return phase_keys(PHASES, spec, _fingerprints(inputs, side, spec, settings if settings is not None else load_settings()))
 
 
@@ -316,7 +304,7 @@ def preflight(spec: JobSpec, out_path: Path, work_path: Path) -> tuple[io.InputF
     if from_search and not Path(from_search).is_file():
         raise InputError(f"selection.from_search: {from_search} is not a file (give WORK/search-KEY/search.json of an earlier job)")
     side = {}
-    for field_name, ref in _side_corpora(spec).items():
+    for field_name, ref in spec.side_corpora().items():
         try:
             found = io.locate(ref.paths, ref.format, ValidateConfig(text_column=ref.text_column))
         except InputError as e:

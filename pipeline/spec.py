@@ -458,6 +458,18 @@ class JobSpec(Strict):
             raise ValueError("selection.strategy dsir needs scorers.dsir (a target corpus)")
         return self
 
+    def side_corpora(self) -> dict[str, CorpusRef]:
+        """The corpora a job reads besides its input, by the field that names them."""
+        sc = self.scorers
+        refs = {
+            "scorers.classifier.reference": sc.classifier.reference if sc.classifier else None,
+            "scorers.dsir.target": sc.dsir.target if sc.dsir else None,
+            "scorers.target_sim.target": sc.target_sim.target if sc.target_sim else None,
+            "selection.search.validation": self.selection.search.validation if getattr(self.selection, "search", None) else None,
+            "selection.refine.validation": self.selection.refine.validation if getattr(self.selection, "refine", None) else None,
+        }
+        return {k: v for k, v in refs.items() if v is not None}
+
     def hash(self, *parts: str) -> str:
         """Stable hash of the whole spec, or of the named top-level parts only."""
         data = self.model_dump(mode="json")

@@ -32,6 +32,7 @@ class ServiceSettings(Settings):
     tokens: dict[str, str] = Field(default_factory=dict, description="Bearer tokens from the config: token -> kind (admin or read). Stored hashed at start; with none configured and none stored, one admin token is created and printed on first start.")
     max_attempts: int = Field(2, ge=1, description="Driver starts per job: a driver that dies is resumed from its checkpoints until this many have been made, then the job fails.")
     poll_s: float = Field(0.5, gt=0, description="How often the scheduler checks drivers and starts queued jobs.")
+    job_nice: int = Field(10, ge=0, le=19, description="CPU niceness of a local driver and the local Ray it starts, so the API stays responsive while a job fills the cores (0 = the service's own priority).")
 
     def roots(self) -> list[Path]:
         return [p.resolve() for p in (self.allowed_roots or [Path.cwd()])]
@@ -49,3 +50,12 @@ def load_service_settings(path: str | Path | None = None, **overrides) -> Servic
     except ValidationError as e:
         first = e.errors()[0]
         raise SpecError(f"config: {'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
+
+
+def settings_table() -> str:
+    """The README's table of every setting with its default, generated so it cannot drift from the fields."""
+    rows = ["| setting | default | |", "|---|---|---|"]
+    for name, field in ServiceSettings.model_fields.items():
+        default = field.default_factory() if field.default_factory else field.default
+        rows.append(f"| `{name}` | `{default}` | {field.description} |")
+    return "\n".join(rows) + "\n"

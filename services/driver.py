@@ -29,6 +29,21 @@ def write_result(job_dir: Path, result: dict) -> None:
     tmp.replace(job_dir / "result.json")
 
 
+def lower_priority(nice: int) -> None:
+    """Nice this process (the local Ray it starts inherits it) and, with Linux's autogroup scheduling on, its session's group.
+
+    The driver leads its own session, and with autogroup the kernel first
+    shares the CPU equally between sessions, whatever a process's nice
+    value: only the group's niceness (/proc/self/autogroup) lets the API
+    process win the cores back from a job.
+    """
+    os.nice(nice)
+    try:
+        Path("/proc/self/autogroup").write_text(str(nice))
+    except OSError:  # not Linux, or autogroup off: the process niceness is what counts there
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     from thresher.pipeline.errors import Interrupted, ThresherError
     from thresher.pipeline.runner import run
@@ -40,9 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = parse_spec(json.loads((job_dir / "spec.json").read_text()), source="job spec")
         ray_job = os.environ.get(ON_CLUSTER) == "1"  # a Ray Job's entrypoint: the cluster it runs on, its logs through Ray
+        settings = load_service_settings()
+        if not ray_job and settings.job_nice:
+            lower_priority(settings.job_nice)
         if ray_job and spec.ray.address is None:
             spec = spec.model_copy(update={"ray": spec.ray.model_copy(update={"address": "auto"})})
-        manifest = run(spec, log=lambda m: print(m, flush=True), progress=False, capture_output=not ray_job, handle_signals=True, settings=load_service_settings())
+        manifest = run(spec, log=lambda m: print(m, flush=True), progress=False, capture_output=not ray_job, handle_signals=True, settings=settings)
     except Interrupted as e:
         write_result(job_dir, {"state": "cancelled", "error": str(e)})
         return e.exit_code

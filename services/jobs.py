@@ -52,10 +52,8 @@ class JobService:
 
     def _check_paths(self, spec: JobSpec) -> None:
         """Every path a job reads or writes must lie under an allowed root (no URIs, no escaping with ..)."""
-        from thresher.pipeline.runner import _side_corpora
-
         named = [("input.paths", p) for p in spec.input.paths]
-        named += [(f"{field}.paths", p) for field, ref in _side_corpora(spec).items() for p in ref.paths]
+        named += [(f"{field}.paths", p) for field, ref in spec.side_corpora().items() for p in ref.paths]
         named += [("output.path", spec.output.path)] + ([("output.work_dir", spec.output.work_dir)] if spec.output.work_dir else [])
         from_search = getattr(spec.selection, "from_search", None)
         named += [("selection.from_search", from_search)] if from_search else []

@@ -34,7 +34,7 @@ def submit(
 
 
 @router.get("", dependencies=[Depends(reader)], summary="Jobs, newest first")
-def list_jobs(
+async def list_jobs(
     state: str | None = Query(None, description=f"One of {', '.join(STATES)}."),
     limit: int = Query(50, ge=1, le=500),
     cursor: str | None = Query(None, description="next_cursor of the previous page."),
@@ -47,7 +47,7 @@ def list_jobs(
 
 
 @router.get("/{job_id}", dependencies=[Depends(reader)], summary="A job: state, current phase, per-phase progress, counts, error")
-def get_job(job_id: str, jobs: JobService = Depends(service)) -> dict:
+async def get_job(job_id: str, jobs: JobService = Depends(service)) -> dict:
     return jobs.view(jobs.get(job_id))
 
 

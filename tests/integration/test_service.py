@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,66 +15,15 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
+from ..serve_process import ServeProcess
 from .helpers import places, write_corpus
 
 READ_TOKEN = "read-only-dashboard-token"
 ADMIN_TOKEN = "admin-token-from-the-config"
 
 
-class Server:
-    """`thresher serve` as a subprocess; restartable on the same data directory."""
-
-    def __init__(self, root: Path):
-        self.root, self.data = root, root / "data"
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> "Server":
-        env = {
-            **os.environ,
-            "THRESHER_ALLOWED_ROOTS": json.dumps([str(self.root)]),
-            "THRESHER_TOKENS": json.dumps({ADMIN_TOKEN: "admin", READ_TOKEN: "read"}),
-            "THRESHER_POLL_S": "0.2",
-        }
-        self.log = open(self.root / "serve.log", "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "thresher.pipeline.cli", "serve", "--port", str(self.port), "--data-dir", str(self.data)],
-            cwd=self.root, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-        )
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        else:
-            self.proc.kill()  # never leave a half-started server behind a failed test
-            raise RuntimeError(f"the service did not start: {(self.root / 'serve.log').read_text()[-2000:]}")
-        self.http = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30)
-        return self
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=30)
-        self.log.close()
-
-    def job(self, job_id: str) -> dict:
-        r = self.http.get(f"/v1/jobs/{job_id}")
-        assert r.status_code == 200, r.text
-        return r.json()
-
-    def wait(self, job_id: str, until=lambda j: j["state"] in ("succeeded", "failed", "cancelled"), timeout: float = 300) -> dict:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            job = self.job(job_id)
-            if until(job):
-                return job
-            time.sleep(0.2)
-        raise AssertionError(f"job {job_id} never got there: {job}")
+def Server(root: Path) -> ServeProcess:
+    return ServeProcess(root, {ADMIN_TOKEN: "admin", READ_TOKEN: "read"})
 
 
 def spec(root: Path, name: str, corpus: Path, **selection) -> dict:
@@ -96,6 +44,7 @@ def server(tmp_path_factory):
     s = Server(root).start()
     yield s
     s.stop()
+    s.reap()
 
 
 def test_a_job_goes_from_submit_to_succeeded_with_its_output_served(server):
@@ -120,7 +69,7 @@ def test_a_job_goes_from_submit_to_succeeded_with_its_output_served(server):
 
 
 def test_bad_requests_get_the_right_status_and_a_reason(server):
-    root, body = server.root, spec(server.root, "out-b", server.root / "corpus")
+    body = spec(server.root, "out-b", server.root / "corpus")
     assert httpx.post(f"{server.url}/v1/jobs", json=body).status_code == 401
     assert httpx.get(f"{server.url}/v1/jobs", headers={"Authorization": "Bearer wrong"}).status_code == 401
     read = {"Authorization": f"Bearer {READ_TOKEN}"}
@@ -149,6 +98,10 @@ def test_cancel_during_embed_publishes_nothing_and_stops_the_ray_work(server):
     r = server.http.post("/v1/jobs", json={**spec(root, "out-d", root / "big"), "embedder": {"model": "minilm", "batch_size": 16}})
     job = server.wait(r.json()["id"], until=lambda j: j["progress"]["phase"] == "embed" and j["progress"]["phases"]["embed"].get("rows_done", 0) > 0)
     driver = int(job["driver"].split(":")[1])
+    niceness = {psutil.Process(pid).nice() for pid in _session(driver)}  # the driver and its local Ray, below the API's priority
+    if Path("/proc/self/autogroup").exists():  # the session's scheduling group too, which is what counts with autogroup on
+        assert Path(f"/proc/{driver}/autogroup").read_text().split()[-1] == "10"
+    assert min(niceness) >= os.nice(0) + 10, niceness  # (Ray lowers some of its own processes further, to 19)
     assert server.http.post(f"/v1/jobs/{job['id']}/cancel").status_code == 202
     done = server.wait(job["id"])
     assert done["state"] == "cancelled" and not (root / "out-d").exists() and not list(root.glob(".out-d.partial-*"))
@@ -174,18 +127,21 @@ def _session(sid: int) -> list[int]:
 def test_a_restart_keeps_the_queued_job_and_resumes_the_one_whose_driver_died(tmp_path):
     write_corpus(tmp_path / "corpus", 300)
     s = Server(tmp_path).start()
-    running = s.http.post("/v1/jobs", json=spec(tmp_path, "out-r", tmp_path / "corpus")).json()["id"]
-    queued = s.http.post("/v1/jobs", json={**spec(tmp_path, "out-q", tmp_path / "corpus"), "seed": 1}).json()["id"]
-    job = s.wait(running, until=lambda j: j["progress"]["phase"] in ("embed", "clusters", "fit", "score"))
-    assert s.job(queued)["state"] == "queued"  # one job at a time
-    s.stop()
-    os.killpg(int(job["driver"].split(":")[1]), signal.SIGKILL)  # the driver dies while the service is down
-    s.start()
-    resumed, later = s.wait(running), s.wait(queued)
-    assert resumed["state"] == "succeeded" and resumed["attempt"] == 2, resumed
-    assert later["state"] == "succeeded" and later["attempt"] == 1
-    assert sorted(places(tmp_path / "out-r")) == sorted(pq.read_table(tmp_path / "corpus").column("id").to_pylist())
-    s.stop()
+    try:
+        running = s.http.post("/v1/jobs", json=spec(tmp_path, "out-r", tmp_path / "corpus")).json()["id"]
+        queued = s.http.post("/v1/jobs", json={**spec(tmp_path, "out-q", tmp_path / "corpus"), "seed": 1}).json()["id"]
+        job = s.wait(running, until=lambda j: j["progress"]["phase"] in ("embed", "clusters", "fit", "score"))
+        assert s.job(queued)["state"] == "queued"  # one job at a time
+        s.stop()
+        os.killpg(int(job["driver"].split(":")[1]), signal.SIGKILL)  # the driver dies while the service is down
+        s.start()
+        resumed, later = s.wait(running), s.wait(queued)
+        assert resumed["state"] == "succeeded" and resumed["attempt"] == 2, resumed
+        assert later["state"] == "succeeded" and later["attempt"] == 1
+        assert sorted(places(tmp_path / "out-r")) == sorted(pq.read_table(tmp_path / "corpus").column("id").to_pylist())
+    finally:
+        s.stop()
+        s.reap()
 
 
 def test_the_command_line_client_submits_waits_and_reads_logs(server):

@@ -115,4 +115,5 @@ def test_the_status_page_shows_a_running_job_with_live_progress_only_with_a_toke
         assert server.wait(job_id, timeout=60)["state"] == "cancelled"
     finally:
         server.stop()
+        server.reap()
         shutil.rmtree(ray_tmp, ignore_errors=True)
