@@ -33,6 +33,9 @@ def submit(
     return {"id": job.id, "state": job.state, "created": created}
 
 
+# The polled reads are `async`: a few-millisecond indexed read of the store (SQLite in WAL mode never blocks
+# a reader) costs less on the event loop than the threadpool hop and the GIL hand-offs between 40 threads
+# (bench/RESULTS.md). Routes that write or touch processes stay in the threadpool.
 @router.get("", dependencies=[Depends(reader)], summary="Jobs, newest first")
 async def list_jobs(
     state: str | None = Query(None, description=f"One of {', '.join(STATES)}."),
