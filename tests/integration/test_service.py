@@ -15,6 +15,7 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
+from .. import postgres
 from ..serve_process import ServeProcess
 from .helpers import places, write_corpus
 
@@ -164,3 +165,22 @@ def test_the_command_line_client_submits_waits_and_reads_logs(server):
     assert late.returncode == 1 and late.stderr.strip() == f"thresher: job: 409: job {job_id} is already succeeded"
     no_token = subprocess.run([sys.executable, "-m", "thresher.pipeline.cli", "status"], env={**env, "THRESHER_TOKEN": ""}, capture_output=True, text=True)
     assert no_token.returncode == 1 and "no token" in no_token.stderr
+
+
+def test_the_service_keeps_its_jobs_in_postgres_when_given_a_url(tmp_path):
+    write_corpus(tmp_path / "corpus", 300)
+    with postgres.server() as admin_url:
+        url = postgres.fresh_database(admin_url)
+        s = ServeProcess(tmp_path, {ADMIN_TOKEN: "admin"}, env={"THRESHER_DATABASE_URL": url})
+        s.start()
+        try:
+            assert httpx.get(f"{s.url}/readyz").json()["checks"]["store"] is True
+            job_id = s.http.post("/v1/jobs", json=spec(tmp_path, "out-pg", tmp_path / "corpus")).json()["id"]
+            assert s.wait(job_id)["state"] == "succeeded"
+            s.stop()
+            s.start()  # a restarted service finds the job in Postgres, and nothing went to a SQLite file
+            assert s.job(job_id)["state"] == "succeeded" and not (tmp_path / "data" / "jobs.db").exists()
+            assert sorted(places(tmp_path / "out-pg")) == sorted(pq.read_table(tmp_path / "corpus").column("id").to_pylist())
+        finally:
+            s.stop()
+            s.reap()

@@ -1,4 +1,4 @@
-"""The selection service's job store, on real SQLite files."""
+"""The selection service's job store, on a real SQLite file and on a real PostgreSQL server (every test runs on both)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import threading
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, create_engine, inspect, text
 
 from thresher.services import store
+
+from .. import postgres
 from thresher.services.store import (
     CANCELLED,
     FAILED,
@@ -33,16 +35,46 @@ LEGAL = {
 }
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "state" / "jobs.db"
+@pytest.fixture(scope="module")
+def postgres_server():
+    with postgres.server() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def url(request, tmp_path: Path) -> str:
+    """A new, empty job store's URL on each backend."""
+    if request.param == "sqlite":
+        path = tmp_path / "state" / "jobs.db"
+        path.parent.mkdir(parents=True)
+        return f"sqlite:///{path}"
+    return postgres.fresh_database(request.getfixturevalue("postgres_server"))
 
 
 @pytest.fixture
-def js(db: Path):
-    s = JobStore.sqlite(db)
+def js(url: str):
+    s = JobStore(url)
     yield s
     s.close()
+
+
+def query(url: str, sql: str) -> list[tuple]:
+    """Rows of `sql`, read past the store with a connection of its own."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(text(sql))]
+    finally:
+        engine.dispose()
+
+
+def columns(url: str, table: str) -> list[str]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [c["name"] for c in inspect(conn).get_columns(table)]
+    finally:
+        engine.dispose()
 
 
 def submit(js: JobStore, key: str | None = None, n: int = 0):
@@ -58,9 +90,8 @@ def in_state(js: JobStore, state: str):
     return job
 
 
-def db_version(db: Path) -> int:
-    with sqlite3.connect(db) as conn:
-        return conn.execute("SELECT version FROM schema_version").fetchone()[0]
+def db_version(url: str) -> int:
+    return query(url, "SELECT version FROM schema_version")[0][0]
 
 
 def test_submit_get_round_trip(js: JobStore):
@@ -245,7 +276,7 @@ def test_counts_by_state(js: JobStore):
     assert js.counts_by_state() == {QUEUED: 2, RUNNING: 1, SUCCEEDED: 0, FAILED: 1, CANCELLED: 0}
 
 
-def test_tokens(js: JobStore, db: Path):
+def test_tokens(js: JobStore, url: str):
     assert not js.has_tokens()
     admin = js.add_token("ops", "admin")
     reader = js.add_token("dashboard", "read")
@@ -259,58 +290,65 @@ def test_tokens(js: JobStore, db: Path):
         js.add_token("x", "root")
     js.close()
 
-    stored = b"".join(p.read_bytes() for p in db.parent.iterdir() if p.name.startswith(db.name))
-    assert admin.encode() not in stored and reader.encode() not in stored
-    assert store._sha256(admin).encode() in stored  # we did read the data
+    stored = repr(query(url, "SELECT * FROM tokens"))
+    assert admin not in stored and reader not in stored
+    assert store._sha256(admin) in stored  # we did read the data
+    if url.startswith("sqlite"):  # nor anywhere in the database's files
+        db = Path(url.removeprefix("sqlite:///"))
+        raw = b"".join(p.read_bytes() for p in db.parent.iterdir() if p.name.startswith(db.name))
+        assert admin.encode() not in raw and store._sha256(admin).encode() in raw
 
 
 def test_ping(js: JobStore):
     assert js.ping()
 
 
-def test_fresh_db_has_current_version_and_wal(js: JobStore, db: Path):
-    assert db_version(db) == store.SCHEMA_VERSION == 1
-    with sqlite3.connect(db) as conn:
-        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+def test_fresh_db_has_current_version_and_wal(js: JobStore, url: str):
+    assert db_version(url) == store.SCHEMA_VERSION == 1
+    if url.startswith("sqlite"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_jobs_survive_restart(db: Path):
-    first = JobStore.sqlite(db)
+def test_jobs_survive_restart(url: str):
+    first = JobStore(url)
     job, _ = submit(first, key="k")
     job = first.transition(job.id, RUNNING, phase="embed", driver="pid:7")
     first.add_token("ops", "admin")
     first.close()
 
-    second = JobStore.sqlite(db)
+    second = JobStore(url)
     assert second.get(job.id) == job
     assert submit(second, key="k") == (job, False)
     assert second.has_tokens()
-    assert db_version(db) == 1
+    assert db_version(url) == 1
     second.close()
 
 
-def test_newer_schema_is_refused(db: Path):
-    JobStore.sqlite(db).close()
-    with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE schema_version SET version = 3")
+def test_newer_schema_is_refused(url: str):
+    JobStore(url).close()
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE schema_version SET version = 3"))
+    engine.dispose()
     with pytest.raises(StoreError) as err:
-        JobStore.sqlite(db)
+        JobStore(url)
     assert str(err.value) == "job store schema version 3 is newer than this thresher (1); upgrade thresher"
 
 
-def make_v0(db: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+def make_v0(url: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """A database written by a (fake) thresher whose schema was version 0."""
     monkeypatch.setattr(store, "SCHEMA_VERSION", 0)
-    old = JobStore.sqlite(db)
+    old = JobStore(url)
     job, _ = submit(old)
     old.close()
     monkeypatch.setattr(store, "SCHEMA_VERSION", 1)
-    assert db_version(db) == 0
+    assert db_version(url) == 0
     return job.id
 
 
-def test_migration_from_older_version_keeps_jobs(db: Path, monkeypatch: pytest.MonkeyPatch):
-    job_id = make_v0(db, monkeypatch)
+def test_migration_from_older_version_keeps_jobs(url: str, monkeypatch: pytest.MonkeyPatch):
+    job_id = make_v0(url, monkeypatch)
     ran = []
 
     def v0_to_v1(conn: Connection) -> None:
@@ -319,19 +357,18 @@ def test_migration_from_older_version_keeps_jobs(db: Path, monkeypatch: pytest.M
         conn.execute(text("UPDATE jobs SET note = 'migrated'"))
 
     monkeypatch.setattr(store, "MIGRATIONS", {0: v0_to_v1})
-    js = JobStore.sqlite(db)
-    assert ran == [0] and db_version(db) == 1
+    js = JobStore(url)
+    assert ran == [0] and db_version(url) == 1
     assert js.get(job_id).state == QUEUED
     js.close()
-    with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT id, note FROM jobs").fetchall() == [(job_id, "migrated")]
+    assert query(url, "SELECT id, note FROM jobs") == [(job_id, "migrated")]
 
-    JobStore.sqlite(db).close()  # already current: the step does not run again
+    JobStore(url).close()  # already current: the step does not run again
     assert ran == [0]
 
 
-def test_failed_migration_changes_nothing(db: Path, monkeypatch: pytest.MonkeyPatch):
-    job_id = make_v0(db, monkeypatch)
+def test_failed_migration_changes_nothing(url: str, monkeypatch: pytest.MonkeyPatch):
+    job_id = make_v0(url, monkeypatch)
 
     def broken(conn: Connection) -> None:
         conn.execute(text("ALTER TABLE jobs ADD COLUMN note TEXT"))
@@ -340,12 +377,11 @@ def test_failed_migration_changes_nothing(db: Path, monkeypatch: pytest.MonkeyPa
 
     monkeypatch.setattr(store, "MIGRATIONS", {0: broken})
     with pytest.raises(StoreError, match="migration 0 -> 1 failed: boom"):
-        JobStore.sqlite(db)
-    assert db_version(db) == 0
-    with sqlite3.connect(db) as conn:
-        assert "note" not in [row[1] for row in conn.execute("PRAGMA table_info(jobs)")]
-        assert conn.execute("SELECT id FROM jobs").fetchall() == [(job_id,)]
+        JobStore(url)
+    assert db_version(url) == 0
+    assert "note" not in columns(url, "jobs")
+    assert query(url, "SELECT id FROM jobs") == [(job_id,)]
 
     monkeypatch.setattr(store, "MIGRATIONS", {})
     with pytest.raises(StoreError, match="no migration from job store schema version 0 to 1"):
-        JobStore.sqlite(db)
+        JobStore(url)
