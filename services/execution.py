@@ -9,7 +9,10 @@ reused pid for one.
 
 `RayJobDrivers` submits the same driver as a Ray Job to a cluster.
 
-`Scheduler` is one thread: each tick it settles running jobs (a result ->
+`Scheduler` is one thread: each tick it first holds the store's `scheduler`
+lease (so of several services sharing a store, one schedules and the others
+only serve the API, and a second `thresher serve` on the same data
+directory by mistake never runs a job twice), then settles running jobs (a result ->
 its terminal state; a driver gone without one -> requeued to resume from
 its checkpoints while attempts remain, else failed with the reason), keeps
 each running job's current phase, and starts queued jobs oldest first up to
@@ -23,10 +26,12 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import psutil
@@ -36,6 +41,7 @@ from .store import CANCELLED, QUEUED, RUNNING, IllegalTransition, JobRecord, Job
 
 log = logging.getLogger("thresher.service")
 RETRY_S = 5.0
+LEASE = "scheduler"
 
 
 def job_dir(data_dir: Path, job_id: str) -> Path:
@@ -167,16 +173,22 @@ class Scheduler:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # one tick at a time (the thread, or a cancel settling a queued job)
         self._retry_at: dict[str, float] = {}  # job id -> when a failed driver start may be tried again
+        self._stopped: set[str] = set()  # running jobs this scheduler has sent a stop
+        self.me = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.lease_s = max(10.0, 10 * poll_s)  # a crashed holder's lease lapses after this long
+        self.leader: str | None = None  # who held the lease at the last tick
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="thresher-scheduler", daemon=True)
         self._thread.start()
 
     def shutdown(self) -> None:
-        """Stop scheduling; running drivers keep running and a restarted service picks them up."""
+        """Stop scheduling and give up the lease; running drivers keep running and a restarted service picks them up."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        if self.leader == self.me:
+            self.store.release_lease(LEASE, self.me)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -188,6 +200,15 @@ class Scheduler:
 
     def tick(self) -> None:
         with self._lock:
+            holder = self.store.hold_lease(LEASE, self.me, self.lease_s)
+            if holder != self.me:
+                if holder != self.leader:
+                    log.warning("another service (%s) schedules the jobs of this store; this one serves the API only", holder)
+                self.leader = holder
+                return
+            if self.leader != self.me:
+                log.info("scheduling the jobs of this store (%s)", self.me)
+            self.leader = self.me
             running = self.store.running()
             for job in running:
                 self._settle(job)
@@ -202,6 +223,9 @@ class Scheduler:
             self.store.transition(job.id, result["state"], error=result.get("error"), counts=result.get("counts"), phase=None)
             return
         if self.drivers.alive(job.driver):
+            if (d / "cancel").exists() and job.id not in self._stopped:  # cancelled through another service
+                self._stopped.add(job.id)
+                self.drivers.stop(job.driver)
             status = read_json(Path(job.work_dir) / "status.json")
             phase = status.get("phase") if status and status.get("pid") else None
             if phase and phase != job.phase:
@@ -241,6 +265,8 @@ class Scheduler:
             if job.state == QUEUED:
                 return self.store.transition(job.id, CANCELLED, error="cancelled before it started")
             if job.state == RUNNING:
-                (job_dir(self.data_dir, job.id) / "cancel").touch()
-                self.drivers.stop(job.driver)
+                (job_dir(self.data_dir, job.id) / "cancel").touch()  # the lease holder stops it, if that is not this service
+                if self.leader == self.me:
+                    self._stopped.add(job.id)
+                    self.drivers.stop(job.driver)
             return job

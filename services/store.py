@@ -38,9 +38,10 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # Step v -> v+1 for every v below SCHEMA_VERSION, run in the opening transaction
-# (so a failed upgrade changes nothing). A step must keep every job.
+# (so a failed upgrade changes nothing). A step must keep every job. Defined
+# after the tables they touch, below.
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
 
 # Ray Jobs' states.
@@ -112,6 +113,19 @@ class SchemaVersion(Base):
     __tablename__ = "schema_version"
 
     version: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+
+
+class Lease(Base):
+    """Who holds a named role (the scheduler) until when: one holder among the services sharing a store."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(primary_key=True)
+    holder: Mapped[str]
+    until: Mapped[float]  # unix seconds
+
+
+MIGRATIONS[1] = lambda conn: Lease.__table__.create(conn)  # v2: the scheduler's lease
 
 
 @dataclass(frozen=True)
@@ -399,6 +413,38 @@ class JobStore:
     def has_tokens(self) -> bool:
         with self._reads() as s:
             return s.scalar(select(Token.id).limit(1)) is not None
+
+    # Leases.
+
+    def hold_lease(self, name: str, holder: str, ttl_s: float) -> str:
+        """Take or renew lease `name` for `ttl_s` seconds; returns who holds it now (`holder` if we do).
+
+        One conditional UPDATE (ours, or expired) or one INSERT: of two
+        services racing for it, exactly one wins."""
+        now = time.time()
+        with self._writes.begin() as s:
+            taken = s.execute(
+                update(Lease)
+                .where(Lease.name == name, or_(Lease.holder == holder, Lease.until < now))
+                .values(holder=holder, until=now + ttl_s)
+            )
+            if cast("CursorResult[Any]", taken).rowcount == 1:
+                return holder
+            current = s.scalar(select(Lease.holder).where(Lease.name == name))
+        if current is not None:
+            return current
+        try:
+            with self._writes.begin() as s:
+                s.add(Lease(name=name, holder=holder, until=now + ttl_s))
+            return holder
+        except IntegrityError:  # another service inserted it first
+            with self._reads() as s:
+                return s.scalar(select(Lease.holder).where(Lease.name == name)) or ""
+
+    def release_lease(self, name: str, holder: str) -> None:
+        """Give the lease up now (a clean shutdown), so another service need not wait for it to expire."""
+        with self._writes.begin() as s:
+            s.execute(update(Lease).where(Lease.name == name, Lease.holder == holder).values(until=0.0))
 
     def ping(self) -> bool:
         """Whether the database answers (for /readyz)."""

@@ -24,14 +24,15 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 class ServeProcess:
-    def __init__(self, root: Path, tokens: dict[str, str], env: dict[str, str] | None = None, admin_token: str | None = None):
-        self.root, self.data = root, root / "data"
+    def __init__(self, root: Path, tokens: dict[str, str], env: dict[str, str] | None = None, admin_token: str | None = None, data: Path | None = None):
+        self.root, self.data = root, data or root / "data"
         self.tokens, self.extra_env = tokens, env or {}
         self.admin_token = admin_token or next(t for t, kind in tokens.items() if kind == "admin")
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = root / f"serve-{self.port}.log"
         self.proc: subprocess.Popen | None = None
         self._drivers: set[str] = set()  # "pid:PID:START" of the jobs seen running
 
@@ -43,7 +44,7 @@ class ServeProcess:
             "THRESHER_POLL_S": "0.2",
             **self.extra_env,
         }
-        self.log = open(self.root / "serve.log", "ab")
+        self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "thresher.pipeline.cli", "serve", "--port", str(self.port), "--data-dir", str(self.data)],
             cwd=self.root, env=env, stdout=self.log, stderr=subprocess.STDOUT,
@@ -59,7 +60,7 @@ class ServeProcess:
             self.proc.kill()  # never leave a half-started server behind
             self.proc.wait()
             self.log.close()
-            raise RuntimeError(f"the service did not start: {(self.root / 'serve.log').read_text()[-2000:]}")
+            raise RuntimeError(f"the service did not start: {self.log_path.read_text()[-2000:]}")
         self.http = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.admin_token}"}, timeout=60)
         return self
 

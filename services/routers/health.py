@@ -16,7 +16,9 @@ def healthz() -> dict:
 @router.get("/readyz", summary="The job store and Ray are reachable (no auth)")
 def readyz(request: Request) -> JSONResponse:
     checks = {"store": request.app.state.store.ping(), "ray": request.app.state.ray_ready()}
-    return JSONResponse({"ready": all(checks.values()), "checks": checks}, status_code=200 if all(checks.values()) else 503)
+    scheduler = request.app.state.scheduler
+    body = {"ready": all(checks.values()), "checks": checks, "scheduling": scheduler.leader == scheduler.me, "scheduler": scheduler.leader}
+    return JSONResponse(body, status_code=200 if all(checks.values()) else 503)
 
 
 @router.get("/metrics", summary="Prometheus metrics: jobs by state, phase durations, documents processed (no auth)")

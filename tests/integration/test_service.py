@@ -184,3 +184,26 @@ def test_the_service_keeps_its_jobs_in_postgres_when_given_a_url(tmp_path):
         finally:
             s.stop()
             s.reap()
+
+
+def test_two_services_on_one_store_run_each_job_once_and_either_can_cancel(tmp_path):
+    write_corpus(tmp_path / "corpus", 300)
+    write_corpus(tmp_path / "big", 4000, seed=3)
+    first = Server(tmp_path).start()
+    second = ServeProcess(tmp_path, {ADMIN_TOKEN: "admin", READ_TOKEN: "read"}, data=first.data).start()
+    try:
+        ids = [second.http.post("/v1/jobs", json={**spec(tmp_path, f"out-{i}", tmp_path / "corpus"), "seed": i}).json()["id"] for i in range(2)]
+        for job_id in ids:
+            done = first.wait(job_id)
+            assert done["state"] == "succeeded" and done["attempt"] == 1, done  # started once, by one scheduler
+        assert "schedules the jobs of this store" in second.log_path.read_text()  # the second only serves the API
+        assert httpx.get(f"{first.url}/readyz").json()["scheduling"] and not httpx.get(f"{second.url}/readyz").json()["scheduling"]
+        body = {**spec(tmp_path, "out-big", tmp_path / "big"), "embedder": {"model": "minilm", "batch_size": 16}}
+        job_id = second.http.post("/v1/jobs", json=body).json()["id"]
+        second.wait(job_id, until=lambda j: j["progress"]["phase"] == "embed")
+        assert second.http.post(f"/v1/jobs/{job_id}/cancel").status_code == 202  # through the one not scheduling
+        assert first.wait(job_id, timeout=60)["state"] == "cancelled" and not (tmp_path / "out-big").exists()
+    finally:
+        for s in (second, first):
+            s.stop()
+            s.reap()

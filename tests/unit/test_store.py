@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -304,7 +305,7 @@ def test_ping(js: JobStore):
 
 
 def test_fresh_db_has_current_version_and_wal(js: JobStore, url: str):
-    assert db_version(url) == store.SCHEMA_VERSION == 1
+    assert db_version(url) == store.SCHEMA_VERSION == 2
     if url.startswith("sqlite"):
         with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
             assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -321,7 +322,7 @@ def test_jobs_survive_restart(url: str):
     assert second.get(job.id) == job
     assert submit(second, key="k") == (job, False)
     assert second.has_tokens()
-    assert db_version(url) == 1
+    assert db_version(url) == 2
     second.close()
 
 
@@ -329,11 +330,11 @@ def test_newer_schema_is_refused(url: str):
     JobStore(url).close()
     engine = create_engine(url)
     with engine.begin() as conn:
-        conn.execute(text("UPDATE schema_version SET version = 3"))
+        conn.execute(text("UPDATE schema_version SET version = 4"))
     engine.dispose()
     with pytest.raises(StoreError) as err:
         JobStore(url)
-    assert str(err.value) == "job store schema version 3 is newer than this thresher (1); upgrade thresher"
+    assert str(err.value) == "job store schema version 4 is newer than this thresher (2); upgrade thresher"
 
 
 def make_v0(url: str, monkeypatch: pytest.MonkeyPatch) -> str:
@@ -385,3 +386,62 @@ def test_failed_migration_changes_nothing(url: str, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(store, "MIGRATIONS", {})
     with pytest.raises(StoreError, match="no migration from job store schema version 0 to 1"):
         JobStore(url)
+
+
+def test_a_version_1_store_gains_the_lease_table_and_keeps_its_jobs(url: str):
+    """The real v1 -> v2 step: a store written before leases existed."""
+    old = JobStore(url)
+    job, _ = submit(old, key="k")
+    old.add_token("ops", "admin")
+    old.close()
+    engine = create_engine(url)
+    with engine.begin() as conn:  # what version 1 looked like: no leases table
+        conn.execute(text("DROP TABLE leases"))
+        conn.execute(text("UPDATE schema_version SET version = 1"))
+    engine.dispose()
+    assert "leases" not in tables(url)
+
+    upgraded = JobStore(url)
+    assert db_version(url) == 2 and "leases" in tables(url)
+    assert upgraded.get(job.id) == job and upgraded.has_tokens()
+    assert upgraded.hold_lease("scheduler", "a", 10) == "a"
+    upgraded.close()
+
+
+def tables(url: str) -> list[str]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return inspect(conn).get_table_names()
+    finally:
+        engine.dispose()
+
+
+def test_a_lease_has_one_holder_until_it_lapses_or_is_released(js: JobStore):
+    assert js.hold_lease("scheduler", "a", 60) == "a"
+    assert js.hold_lease("scheduler", "b", 60) == "a"  # held: b learns who holds it
+    assert js.hold_lease("scheduler", "a", 60) == "a"  # renewed
+    js.release_lease("scheduler", "b")  # not b's to release
+    assert js.hold_lease("scheduler", "b", 60) == "a"
+    js.release_lease("scheduler", "a")
+    assert js.hold_lease("scheduler", "b", 0.2) == "b"
+    time.sleep(0.3)  # b's lapses without a renewal
+    assert js.hold_lease("scheduler", "a", 60) == "a"
+    assert js.hold_lease("other", "b", 60) == "b"  # leases are per name
+
+
+def test_of_services_racing_for_a_free_lease_exactly_one_wins(js: JobStore):
+    won: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def race(me: str) -> None:
+        barrier.wait()
+        if js.hold_lease("scheduler", me, 60) == me:
+            won.append(me)
+
+    threads = [threading.Thread(target=race, args=(f"s{i}",)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(won) == 1 and js.hold_lease("scheduler", "late", 60) == won[0]
