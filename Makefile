@@ -25,7 +25,7 @@ serve: setup
 	$(BIN)/thresher serve
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 bench: setup
 	$(BIN)/python bench/bench_embed.py
