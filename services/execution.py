@@ -58,15 +58,16 @@ def read_json(path: Path) -> dict | None:
 class LocalDrivers:
     """Driver subprocesses on this machine."""
 
-    def __init__(self, config_path: str | None = None):
+    def __init__(self, config_path: str | None = None, command: list[str] | None = None):
         self.config_path = config_path
+        self.command = command or [sys.executable, "-m", "thresher.services.driver"]  # + JOB_DIR
         self._children: dict[int, subprocess.Popen] = {}  # reaped on poll, so no zombies
 
     def start(self, job: JobRecord, directory: Path) -> str:
         env = {**os.environ, **({"THRESHER_CONFIG": self.config_path} if self.config_path else {})}
         with open(directory / "driver.log", "ab") as out:
             p = subprocess.Popen(
-                [sys.executable, "-m", "thresher.services.driver", str(directory)],
+                [*self.command, str(directory)],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env,
             )
         self._children[p.pid] = p
@@ -255,8 +256,10 @@ class Scheduler:
         self._retry_at.pop(job.id, None)
         try:
             self.store.transition(job.id, RUNNING, driver=driver, error=None)
-        except IllegalTransition:  # cancelled between listing and starting
-            self.drivers.stop(driver)
+        except IllegalTransition:  # cancelled between listing and starting, or started by a service that held the lease just before
+            now = self.store.get(job.id)
+            if now is None or now.state != RUNNING or now.driver != driver:  # (a Ray submission id is the same driver: keep it)
+                self.drivers.stop(driver)
 
     def cancel(self, job: JobRecord) -> JobRecord:
         """A queued job is cancelled now; a running one is asked to stop and settles when its driver exits."""
