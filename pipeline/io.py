@@ -15,6 +15,7 @@ import ray.data
 from thresher.operators import schema as S
 from thresher.operators.validate import ValidateConfig, parse_jsonl
 
+from .confine import Roots
 from .errors import InputError
 
 PARQUET_EXT = (".parquet", ".pq")
@@ -89,6 +90,7 @@ class InputFiles:
     schema: pa.Schema | None = None  # Parquet: unified over every file's footer
     rows: int | None = None  # Parquet: rows in all files (footers); JSONL: unknown until read
     row_groups: tuple[tuple[int, ...], ...] = ()  # Parquet: rows of each row group, per file
+    roots: Roots = Roots()  # where the files must lie (checked again at every open); empty = anywhere
 
     def fingerprint(self) -> list[dict]:
         """Every input file with its size and modification time: what a cache of this input depends on.
@@ -101,14 +103,32 @@ class InputFiles:
 
 
 
-def locate(paths: list[str], fmt: str, cfg: ValidateConfig) -> InputFiles:
-    """Find and check the input before any work starts: files exist, one format, columns present."""
+def locate(paths: list[str], fmt: str, cfg: ValidateConfig, roots: Roots = Roots(), field: str = "input.paths") -> InputFiles:
+    """Find and check the input before any work starts: files exist (inside the roots), one format, columns present."""
     fs, files = expand(paths)
+    if roots:
+        if fs.type_name != "local":
+            raise InputError(f"{field}: {paths[0]}: only local paths can be confined to the allowed roots")
+        for f in files:
+            roots.check(field, f)
     fmt = detect_format(files, fmt)
-    schema, row_groups = check_parquet(fs, files, cfg) if fmt == "parquet" else (None, ())
+    schema, row_groups = check_parquet(fs, files, cfg, roots) if fmt == "parquet" else (None, ())
     rows = sum(map(sum, row_groups)) if fmt == "parquet" else None
     dirs = tuple(p for _, p in map(filesystem_for, paths) if fs.get_file_info(p).type == pafs.FileType.Directory)
-    return InputFiles(fs, files, fmt, dirs, schema, rows, row_groups)
+    return InputFiles(fs, files, fmt, dirs, schema, rows, row_groups, roots)
+
+
+def open_input(fs: pafs.FileSystem, path: str, roots: Roots, stream: bool = False):
+    """An input file, opened for random access (or as a stream, decompressed by its extension).
+
+    With roots, the file is opened by descriptor and the opened file checked
+    (`Roots.open_fd`), so a symlink swapped in after the driver's check is not read.
+    """
+    if not roots:
+        return fs.open_input_stream(path) if stream else fs.open_input_file(path)
+    f = pa.PythonFile(os.fdopen(roots.open_fd("input file", path), "rb"), mode="r")
+    codec = pa.Codec.detect(path) if stream and path.endswith(COMPRESSED_EXT) else None
+    return pa.CompressedInputStream(f, codec) if codec is not None else f
 
 
 def input_columns(found: InputFiles, sample_lines: int = 1000) -> tuple[set[str], str]:
@@ -118,7 +138,7 @@ def input_columns(found: InputFiles, sample_lines: int = 1000) -> tuple[set[str]
         return set(found.schema.names), f"the input's Parquet files ({found.files[0]}{' and more' if len(found.files) > 1 else ''})"
     keys: set[str] = set()
     for path in found.files[:8]:
-        with found.fs.open_input_stream(path) as fh:
+        with open_input(found.fs, path, found.roots, stream=True) as fh:
             head = fh.read(8 * 2**20).removeprefix(BOM).split(b"\n")[:sample_lines]
         for line in head:
             try:
@@ -161,16 +181,16 @@ def read_raw(found: InputFiles, cfg: ValidateConfig) -> ray.data.Dataset:
             for i in range(len(sizes))
         ]
         return ray.data.from_items(parts, override_num_blocks=min(len(parts), PARQUET_READ_BLOCKS)).map_batches(
-            read_parquet_row_groups, fn_kwargs={"fs": found.fs, "schema": found.schema}, batch_format="pyarrow", batch_size=1
+            read_parquet_row_groups, fn_kwargs={"fs": found.fs, "schema": found.schema, "roots": found.roots}, batch_format="pyarrow", batch_size=1
         )
     ranges = jsonl_ranges(found)
     lines = ray.data.from_items(ranges, override_num_blocks=len(ranges)).map_batches(
-        read_jsonl_ranges, fn_kwargs={"fs": found.fs}, batch_format="pyarrow", batch_size=1
+        read_jsonl_ranges, fn_kwargs={"fs": found.fs, "roots": found.roots}, batch_format="pyarrow", batch_size=1
     )
     return lines.map_batches(parse_jsonl, fn_kwargs={"cfg": cfg, "line_column": "line"}, batch_format="pyarrow", batch_size=4096)
 
 
-def read_parquet_row_groups(items: pa.Table, fs: pafs.FileSystem, schema: pa.Schema):
+def read_parquet_row_groups(items: pa.Table, fs: pafs.FileSystem, schema: pa.Schema, roots: Roots = Roots()):
     """Ray task: row groups of Parquet files in the unified schema (a column a file lacks is null), with positions.
 
     Blocks are cut to about READ_BATCH_BYTES, so a row group of long documents
@@ -180,7 +200,7 @@ def read_parquet_row_groups(items: pa.Table, fs: pafs.FileSystem, schema: pa.Sch
     import pyarrow.parquet as pq
 
     for item in items.to_pylist():
-        with fs.open_input_file(item["path"]) as fh:
+        with open_input(fs, item["path"], roots) as fh:
             offset = item["offset"]
             pf = pq.ParquetFile(fh)
             meta = pf.metadata.row_group(item["row_group"])
@@ -212,7 +232,7 @@ def jsonl_ranges(found: InputFiles) -> list[dict]:
     return ranges
 
 
-def read_jsonl_ranges(items: pa.Table, fs: pafs.FileSystem):
+def read_jsonl_ranges(items: pa.Table, fs: pafs.FileSystem, roots: Roots = Roots()):
     """Ray task: the lines (raw bytes) of byte ranges, split on b'\\n' only.
 
     A range owns the lines that start inside it: it skips the partial line
@@ -226,10 +246,10 @@ def read_jsonl_ranges(items: pa.Table, fs: pafs.FileSystem):
     for item in items.to_pylist():
         path, start, end = item["path"], item["start"], item["end"]
         if end < 0:  # a whole (possibly compressed) file, streamed
-            with fs.open_input_stream(path) as fh:
+            with open_input(fs, path, roots, stream=True) as fh:
                 yield from (_with_position(t.drop_columns(["offset"]), path, t.column("offset")) for t in _line_tables(_chunks(fh), strip_bom=True))
             continue
-        with fs.open_input_file(path) as fh:
+        with open_input(fs, path, roots) as fh:
             skip_partial = start > 0 and fh.read_at(1, start - 1) != b"\n"
             fh.seek(start)
             data = fh.read(end - start)
@@ -287,7 +307,7 @@ def _lines_table(lines: list[bytes], offsets: list[int]) -> pa.Table:
     return pa.table({"line": pa.array([lines[i].removesuffix(b"\r") for i in keep], pa.binary()), "offset": pa.array([offsets[i] for i in keep], pa.int64())})
 
 
-def check_parquet(fs: pafs.FileSystem, files: list[str], cfg: ValidateConfig) -> tuple[pa.Schema, tuple[tuple[int, ...], ...]]:
+def check_parquet(fs: pafs.FileSystem, files: list[str], cfg: ValidateConfig, roots: Roots = Roots()) -> tuple[pa.Schema, tuple[tuple[int, ...], ...]]:
     """Open every file's footer before any work; returns the unified schema and each file's row-group sizes.
 
     Refused, in one line naming the file: unreadable (corrupt, truncated, not
@@ -301,9 +321,11 @@ def check_parquet(fs: pafs.FileSystem, files: list[str], cfg: ValidateConfig) ->
 
     def footer(path: str):
         try:
-            with fs.open_input_file(path) as fh:
+            with open_input(fs, path, roots) as fh:
                 meta = pq.ParquetFile(fh).metadata
                 return meta.schema.to_arrow_schema(), tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
+        except InputError:
+            raise
         except Exception as e:  # pyarrow raises ArrowInvalid, OSError, ... for a bad file
             raise InputError(f"{path}: not a readable Parquet file ({e})") from None
 
@@ -330,18 +352,18 @@ def check_parquet(fs: pafs.FileSystem, files: list[str], cfg: ValidateConfig) ->
     return pa.unify_schemas([sch for sch, _ in footers]), tuple(groups for _, groups in footers)
 
 
-def read_texts(paths: list[str], fmt: str, text_column: str, max_docs: int) -> list[str]:
+def read_texts(paths: list[str], fmt: str, text_column: str, max_docs: int, roots: Roots = Roots()) -> list[str]:
     """Up to max_docs valid texts of a side corpus (reference or target), read on the driver."""
     import pyarrow.parquet as pq
 
     cfg = ValidateConfig(text_column=text_column)
-    found = locate(paths, fmt, cfg)
+    found = locate(paths, fmt, cfg, roots)
     texts: list[str] = []
     for path in found.files:
         if found.format == "parquet":
-            batches = (b.column(0) for b in pq.ParquetFile(found.fs.open_input_file(path)).iter_batches(columns=[text_column], batch_size=8192))
+            batches = (b.column(0) for b in pq.ParquetFile(open_input(found.fs, path, roots)).iter_batches(columns=[text_column], batch_size=8192))
         else:
-            with found.fs.open_input_stream(path) as fh:
+            with open_input(found.fs, path, roots, stream=True) as fh:
                 batches = (parse_jsonl(t, cfg, line_column="line").column(text_column) for t in _line_tables(_chunks(fh), strip_bom=True))
         for col in batches:
             texts += [t for t in col.to_pylist() if isinstance(t, str) and t.strip()]

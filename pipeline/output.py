@@ -29,6 +29,7 @@ from thresher.operators.histogram import domain_order
 from thresher.operators.selection import uniform_from_ids
 
 from . import shards
+from .confine import Roots
 from .report import job_report
 from .spec import JobSpec
 
@@ -37,14 +38,15 @@ DISTRIBUTION_BINS = 20
 NOT_IN_QUARANTINE_PREFIXES = ("sig_", "q_", "d_", "sel_", S.DOMAIN, S.N_TOKENS)
 
 
-def publish(spec: JobSpec, dirs: dict[str, Path | None], timings: dict, facts: dict, log: Callable[[str], None], started: float) -> dict:
-    """Write OUT from the score and select phases, manifest last, then one rename."""
+def publish(spec: JobSpec, dirs: dict[str, Path | None], timings: dict, facts: dict, log: Callable[[str], None], started: float, roots: Roots = Roots()) -> dict:
+    """Write OUT from the score and select phases, manifest last, then one rename (the output checked against the roots before each)."""
     out = Path(spec.output.path)
     score_dir, select_dir, embed_dir = dirs["score"], dirs["select"], dirs["embed"]
+    roots.makedirs("output.path", out.parent)
     for stale in out.parent.glob(f".{out.name}.partial-*"):  # left by a killed job of this output
         shutil.rmtree(stale, ignore_errors=True)
     staging = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
-    staging.mkdir(parents=True)
+    staging.mkdir()
     t = time.perf_counter()
     try:
         shards = _write_shards(spec, score_dir, select_dir, staging / "data")
@@ -73,6 +75,8 @@ def publish(spec: JobSpec, dirs: dict[str, Path | None], timings: dict, facts: d
         }
         (staging / "report.html").write_text(job_report(manifest, dirs.get("search")))
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        roots.check("output.path", staging)
+        roots.check("output.path", out)
         if out.exists():
             if not spec.output.overwrite:
                 raise FileExistsError(f"output {out} appeared while the job ran")

@@ -40,6 +40,7 @@ from thresher.operators.signals import add_signals
 from thresher.operators.validate import ValidateConfig, lift_json_keys, validate
 
 from . import ids, io, picks
+from .confine import Roots
 from .errors import JobError
 from .events import OnEvent
 from .plan import Phase, WorkDir
@@ -80,6 +81,7 @@ class Context:
     progress: PhaseProgress | None = None  # the running phase's row count
     phase: str | None = None  # the phase running now ("write" while publishing)
     settings: Settings = field(default_factory=Settings)  # the operator's, not the spec's (proxy commands)
+    roots: Roots = field(default_factory=Roots)  # where every file the job opens must lie (empty = anywhere)
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
@@ -340,7 +342,7 @@ def embed_texts(ctx: Context, texts: list[str], with_signals: bool) -> pa.Table:
 
 
 def _side_texts(ctx: Context, ref: CorpusRef) -> list[str]:
-    return io.read_texts(ref.paths, ref.format, ref.text_column, ref.max_docs)
+    return io.read_texts(ref.paths, ref.format, ref.text_column, ref.max_docs, ctx.roots)
 
 
 def assign_clusters(batch: pa.Table, kmeans: KMeans) -> pa.Table:

@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -26,6 +27,7 @@ from thresher.operators.signals import SIGNALS
 from thresher.operators.validate import ValidateConfig
 
 from . import io, output, reaper
+from .confine import Roots
 from .errors import InputError, Interrupted, JobError, SpecError
 from .events import OnEvent, RunStatus
 from .phases import PHASE_NAMES, PHASES, Context, Lift, validate_config
@@ -83,9 +85,11 @@ def run(
     if unknown:
         raise SpecError(f"--force: no phase {unknown[0]!r} (phases: {', '.join(PHASE_NAMES)})")
     out_path = Path(spec.output.path)
-    work_path = Path(spec.output.work_dir or f"{out_path}.work")
-    inputs, side = preflight(spec, out_path, work_path)
+    work_path = Path(spec.output.work_path())
+    roots = Roots.of(settings.allowed_roots)
+    inputs, side = preflight(spec, out_path, work_path, roots)
     proxy_fingerprint(spec, settings)  # a proxy command the settings lack stops the job here, before any work
+    roots.makedirs(WORK_FIELD, work_path)
     with WorkDir(work_path) as work, _output_to(work.path / "job.log", capture_output):
         status = RunStatus(work.path)
 
@@ -99,7 +103,7 @@ def run(
                 fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
             log(message)
 
-        ctx = Context(spec, work, log_line, emit, inputs, side, lift_for(spec, inputs), settings=settings)
+        ctx = Context(spec, work, log_line, emit, inputs, side, lift_for(spec, inputs), settings=settings, roots=roots)
         try:
             manifest = _run_plan(ctx, progress, set(force), t0, handle_signals)
         except KeyboardInterrupt:
@@ -185,7 +189,7 @@ def _run_plan(ctx: Context, progress: bool, force: set[str], t0: float, handle_s
     ctx.phase = "write"
     ctx.emit({"event": "phase_start", "phase": "write"})
     try:
-        return output.publish(spec, dirs, ctx.timings, facts, ctx.log, started=t0)
+        return output.publish(spec, dirs, ctx.timings, facts, ctx.log, started=t0, roots=ctx.roots)
     except Exception as e:
         if _disk_full(e):
             raise JobError(f"no space left on the device of the output {Path(spec.output.path).parent} (writing the output); free space and rerun") from None
@@ -193,16 +197,21 @@ def _run_plan(ctx: Context, progress: bool, force: set[str], t0: float, handle_s
 
 
 def _disk_full(e: BaseException | None) -> bool:
-    """Whether an error is, or was caused by, a full disk (also inside a Ray task's error)."""
-    seen = 0
-    while e is not None and seen < 10:
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+    """Whether an error is, or was caused by, a full disk, also inside a Ray task's error.
+
+    Ray's errors do not always chain the worker's exception (`UserCodeException`
+    carries it only as text), so the text of the whole chain is read too.
+    """
+    seen, chain = 0, e
+    while chain is not None and seen < 10:
+        if isinstance(chain, OSError) and chain.errno in (errno.ENOSPC, errno.EDQUOT):
             return True
-        if isinstance(e, OSError) and "No space left on device" in str(e):  # pyarrow's IOError carries only the text
-            return True
-        e = getattr(e, "cause", None) or e.__cause__ or e.__context__
+        chain = getattr(chain, "cause", None) or chain.__cause__ or chain.__context__
         seen += 1
-    return False
+    if e is None:
+        return False
+    text = "".join(traceback.format_exception(e))
+    return any(s in text for s in ("No space left on device", f"[Errno {errno.ENOSPC}]", "Disk quota exceeded"))
 
 
 def _run_phase(ctx: Context, phase: Phase, key: str, needed: dict[str, Path | None]) -> dict:
@@ -275,8 +284,16 @@ def _referenced_input_columns(spec: JobSpec) -> list[tuple[str, str, str]]:
     return refs
 
 
-def preflight(spec: JobSpec, out_path: Path, work_path: Path) -> tuple[io.InputFiles, dict[str, io.InputFiles]]:
-    """Every check that needs no Ray: paths, overlaps, columns and keys, side corpora. Raises naming the field."""
+WORK_FIELD = "output.work_dir"
+
+
+def preflight(spec: JobSpec, out_path: Path, work_path: Path, roots: Roots = Roots()) -> tuple[io.InputFiles, dict[str, io.InputFiles]]:
+    """Every check that needs no Ray: paths (inside the roots), overlaps, columns and keys, side corpora. Raises naming the field."""
+    roots.check_output(out_path, work_path, WORK_FIELD if spec.output.work_dir else f"{WORK_FIELD} (default: OUTPUT.work)")
+    for path, field_name in ((out_path, "output.path"), (work_path, WORK_FIELD)):
+        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+        if blocker is not None and blocker != path:
+            raise InputError(f"{field_name}: cannot create {path}: {blocker} is a file, not a directory")
     if out_path.exists() and not out_path.is_dir():
         raise InputError(f"output.path {out_path} is an existing file, not a directory; give a directory path")
     o, w = out_path.resolve(), work_path.resolve()
@@ -284,7 +301,7 @@ def preflight(spec: JobSpec, out_path: Path, work_path: Path) -> tuple[io.InputF
         raise SpecError(f"output.work_dir {work_path} and output.path {out_path} overlap; replacing the output would delete the work directory")
     if out_path.exists() and not spec.output.overwrite:
         raise JobError(f"output {out_path} already exists (set output.overwrite: true to replace it)")
-    inputs = io.locate(spec.input.paths, spec.input.format, validate_config(spec))
+    inputs = io.locate(spec.input.paths, spec.input.format, validate_config(spec), roots)
     io.check_not_inside(inputs, str(out_path), str(work_path))
     given, where = io.input_columns(inputs, JSONL_SAMPLE_LINES)
     if inputs.format == "jsonl":
@@ -301,14 +318,16 @@ def preflight(spec: JobSpec, out_path: Path, work_path: Path) -> tuple[io.InputF
         if col not in computed:
             raise SpecError(f"selection.exclude.{i}: no decision column {col!r} (is its scorer enabled?)")
     from_search = getattr(spec.selection, "from_search", None)
-    if from_search and not Path(from_search).is_file():
-        raise InputError(f"selection.from_search: {from_search} is not a file (give WORK/search-KEY/search.json of an earlier job)")
+    if from_search:
+        roots.check("selection.from_search", from_search)
+        if not Path(from_search).is_file():
+            raise InputError(f"selection.from_search: {from_search} is not a file (give WORK/search-KEY/search.json of an earlier job)")
     side = {}
     for field_name, ref in spec.side_corpora().items():
         try:
-            found = io.locate(ref.paths, ref.format, ValidateConfig(text_column=ref.text_column))
+            found = io.locate(ref.paths, ref.format, ValidateConfig(text_column=ref.text_column), roots, f"{field_name}.paths")
         except InputError as e:
-            raise InputError(f"{field_name}: {e}") from None
+            raise InputError(str(e) if str(e).startswith(field_name) else f"{field_name}: {e}") from None
         if found.format == "jsonl":
             keys, at = io.input_columns(found, JSONL_SAMPLE_LINES)
             if ref.text_column not in keys:

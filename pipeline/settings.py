@@ -30,6 +30,19 @@ class Settings(BaseSettings):
         description="Proxy evaluators run as commands, by name: argv (no shell). The command gets the selection's Parquet (text, sel_copies) and the validation texts' Parquet (text) as its last two arguments and prints the loss (lower = better) as the last line of stdout.",
     )
     proxy_timeout_s: float = Field(600.0, gt=0, description="A proxy command still running after this long fails the job.")
+    allowed_roots: list[Path] = Field(
+        default_factory=list,
+        description="Directories every path a job opens must lie under, symlinks followed, checked where the files are opened (pipeline/confine.py); empty = not confined (the service's own default is the directory it started in).",
+    )
+
+
+    def proxy_command(self, proxy: str) -> list[str]:
+        """The argv a spec's `command:NAME` proxy names, or SpecError when the operator configured none by that name."""
+        label = proxy.removeprefix("command:")
+        if label not in self.proxy_commands:
+            known = ", ".join(sorted(self.proxy_commands)) or "none"
+            raise SpecError(f"selection.search.proxy: no proxy command {label!r} in the settings (proxy_commands; configured: {known})")
+        return self.proxy_commands[label]
 
 
 def load_settings(path: str | Path | None = None) -> Settings:

@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = parse_spec(json.loads((job_dir / "spec.json").read_text()), source="job spec")
         ray_job = os.environ.get(ON_CLUSTER) == "1"  # a Ray Job's entrypoint: the cluster it runs on, its logs through Ray
         settings = load_service_settings()
+        settings = settings.model_copy(update={"allowed_roots": settings.roots()})  # the job confines what it opens to them
         if not ray_job and settings.job_nice:
             lower_priority(settings.job_nice)
         if ray_job and spec.ray.address is None:
