@@ -40,11 +40,7 @@ def make_proxy(name: str, settings) -> ProxyEvaluator:
         from thresher.operators.proxy_transformer import TransformerProxy
 
         return TransformerProxy()
-    label = name.removeprefix("command:")
-    if label not in settings.proxy_commands:
-        known = ", ".join(sorted(settings.proxy_commands)) or "none"
-        raise JobError(f"selection.search.proxy: no proxy command {label!r} in the settings (proxy_commands; configured: {known})")
-    return CommandProxy(label, settings.proxy_commands[label], settings.proxy_timeout_s)
+    return CommandProxy(name.removeprefix("command:"), settings.proxy_command(name), settings.proxy_timeout_s)
 
 
 def proxy_fingerprint(spec, settings) -> list[dict] | None:

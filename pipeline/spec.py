@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -21,7 +24,9 @@ from .errors import SpecError
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Unknown fields are errors and types are strict: "100" is not a number, true is not 1."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class InputSpec(Strict):
@@ -423,10 +428,14 @@ class OutputSpec(Strict):
     write_rejected: bool = Field(True, description="Also write rejected/: doc_id + reason for every valid document not selected (invalid rows are in quarantine/).")
     work_dir: str | None = Field(None, description="Checkpoints and fitted states; default OUTPUT.work beside the output. Reused by resumed and repeated jobs.")
 
+    def work_path(self) -> str:
+        """The work directory: work_dir, or OUTPUT.work beside the output (the one place that default is made)."""
+        return self.work_dir or f"{self.path}.work"
+
 
 class RaySpec(Strict):
     address: str | None = Field(None, description="Ray cluster address (ray://host:10001 or 'auto'); none = start a local Ray.")
-    num_cpus: int | None = Field(None, gt=0, description="CPUs for a local Ray; none = all cores.")
+    num_cpus: int | None = Field(None, gt=0, description="CPUs for a local Ray; none = all cores. At least one more than embedder.actors x embedder.cpus_per_actor (so at least 2 with the defaults): the embedding actors hold theirs while read tasks need a whole CPU.")
     object_store_mb: int | None = Field(2048, gt=0, description="Object store size for a local Ray, MiB.")
     buffer_mb: int = Field(
         256,
@@ -451,6 +460,16 @@ class JobSpec(Strict):
         if isinstance(raw, dict) and isinstance(raw.get("selection"), dict) and "strategy" not in raw["selection"]:
             raw = {**raw, "selection": {**raw["selection"], "strategy": "quadmix"}}
         return raw
+
+    @model_validator(mode="after")
+    def _room_to_read(self) -> "JobSpec":
+        held = self.embedder.actors * self.embedder.cpus_per_actor
+        if self.ray.address is None and self.ray.num_cpus is not None and self.embedder.device != "cuda" and self.ray.num_cpus - held < 1:
+            raise ValueError(
+                f"ray.num_cpus {self.ray.num_cpus} leaves {max(self.ray.num_cpus - held, 0):g} CPUs beside the embedding actors "
+                f"(embedder.actors x cpus_per_actor = {held:g}) and reading needs 1: give at least {math.ceil(held) + 1}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _dsir_strategy_needs_scorer(self) -> "JobSpec":
@@ -478,10 +497,21 @@ class JobSpec(Strict):
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
+class _SpecLoader(yaml.SafeLoader):
+    """YAML 1.1 with YAML 1.2's floats: `1e6` is a number (PyYAML alone reads it as a string, which strict types refuse)."""
+
+
+_SpecLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
 def load_spec(path: str | Path) -> JobSpec:
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_SpecLoader)
     except FileNotFoundError:
         raise SpecError(f"spec file not found: {path}") from None
     except yaml.YAMLError as e:
@@ -492,6 +522,8 @@ def load_spec(path: str | Path) -> JobSpec:
 def parse_spec(raw: object, source: str = "spec") -> JobSpec:
     if not isinstance(raw, dict):
         raise SpecError(f"{source}: the spec must be a mapping of fields")
+    for where, problem in _unusable_values(raw, ()):
+        raise SpecError(f"{source}: {'.'.join(where) or '(spec)'}: {problem}")
     try:
         return JobSpec.model_validate(raw)
     except ValidationError as e:
@@ -503,6 +535,26 @@ def parse_spec(raw: object, source: str = "spec") -> JobSpec:
         if first["type"] == "union_tag_invalid":  # an unknown strategy
             loc.append(first["ctx"]["discriminator"].strip("'"))
             msg = f"unknown {loc[-1]} {first['ctx']['tag']!r} (known: {first['ctx']['expected_tags']})"
-        field = ".".join(str(p) for p in loc) or "(spec)"
+        msg = msg.removeprefix("Value error, ")
+        field = ".".join(str(p) for p in loc)
         more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
-        raise SpecError(f"{source}: {field}: {msg}{more}") from None
+        raise SpecError(f"{source}: {field + ': ' if field else ''}{msg}{more}") from None
+
+
+def _unusable_values(value: object, where: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], str]]:
+    """Values no field accepts anywhere in a spec, free-form mappings included: NUL bytes and lone surrogates
+    in strings (no path or column can hold them), non-finite numbers (a budget of 1e999 is not a budget)."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            yield where, "a NUL byte is not allowed in a string"
+        elif any("\ud800" <= c <= "\udfff" for c in value):
+            yield where, "a lone surrogate is not valid Unicode"
+    elif isinstance(value, float) and not math.isfinite(value):
+        yield where, f"{value} is not a finite number"
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _unusable_values(k, where + ("(key)",))
+            yield from _unusable_values(v, where + (str(k),))
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            yield from _unusable_values(v, where + (str(i),))

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from .config import ServiceSettings
 from .execution import LocalDrivers, RayJobDrivers, Scheduler
 from .jobs import JobService, Refused
+from .limits import BodyLimit
 from .metrics import Metrics
 from .routers import health, jobs, pages
 from .store import JobStore
@@ -42,6 +43,21 @@ def first_token(settings: ServiceSettings, store: JobStore) -> str | None:
     path.write_text(token + "\n")
     path.chmod(0o600)
     return token
+
+
+def _with_spec_schema(app: FastAPI) -> dict:
+    """The OpenAPI document, with the job spec's schema (and the models it uses) among the components."""
+    from fastapi.openapi.utils import get_openapi
+
+    from thresher.pipeline.spec import JobSpec
+
+    doc = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+    schema = JobSpec.model_json_schema(ref_template="#/components/schemas/{model}")
+    components = doc.setdefault("components", {}).setdefault("schemas", {})
+    components.update(schema.pop("$defs", {}))
+    components["JobSpec"] = schema
+    app.openapi_schema = doc
+    return doc
 
 
 def create_app(settings: ServiceSettings, config_path: str | None = None) -> FastAPI:
@@ -76,6 +92,8 @@ def create_app(settings: ServiceSettings, config_path: str | None = None) -> Fas
         first = e.errors()[0]
         return JSONResponse({"detail": f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"}, status_code=422)
 
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.openapi = lambda: app.openapi_schema or _with_spec_schema(app)
     app.include_router(jobs.router)
     app.include_router(health.router)
     app.include_router(pages.router)

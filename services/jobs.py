@@ -13,12 +13,29 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from thresher.pipeline.errors import SpecError
+from pydantic import BaseModel
+
+from thresher.pipeline.confine import Roots
+from thresher.pipeline.errors import InputError, SpecError
 from thresher.pipeline.spec import JobSpec, parse_spec
 
 from .config import ServiceSettings
 from .execution import Scheduler, job_dir, read_json
 from .store import TERMINAL, JobRecord, JobStore, StoreError
+
+
+class Error(BaseModel):
+    """Every error the API answers: one readable line, naming the field or path at fault."""
+
+    detail: str
+
+
+# The error bodies the /v1 routes answer with, for the OpenAPI document (FastAPI's default 422 schema is a list).
+ERROR_RESPONSES = {status: {"model": Error, "description": what} for status, what in (
+    (400, "A bad cursor."), (401, "No token, or an unknown one."), (403, "A read-only token, or a path outside the allowed roots."),
+    (404, "No such job, or nothing published yet."), (409, "Not in a state that allows it."),
+    (413, "The request body is over max_body_bytes."), (422, "A spec or parameter that cannot be used, naming the field."),
+)}
 
 
 class Refused(Exception):
@@ -38,12 +55,16 @@ class JobService:
     def submit(self, raw: object, idempotency_key: str | None = None) -> tuple[JobRecord, bool]:
         try:
             spec = parse_spec(raw, source="job spec")
+            search = getattr(spec.selection, "search", None)
+            if search is not None and search.proxy.startswith("command:"):
+                self.settings.proxy_command(search.proxy)
         except SpecError as e:
             raise Refused(422, str(e)) from None
         self._check_paths(spec)
-        out = spec.output.path
-        work = spec.output.work_dir or f"{out}.work"
-        job, created = self.store.submit(spec.model_dump(mode="json"), out, work, idempotency_key)
+        dumped = spec.model_dump(mode="json")
+        job, created = self.store.submit(dumped, spec.output.path, spec.output.work_path(), idempotency_key)
+        if not created and job.spec != dumped:
+            raise Refused(422, f"Idempotency-Key {idempotency_key!r} was used for job {job.id} with a different spec; use a new key for a new job")
         if created:
             d = job_dir(self.settings.data_dir, job.id)
             d.mkdir(parents=True, exist_ok=True)
@@ -51,19 +72,28 @@ class JobService:
         return job, created
 
     def _check_paths(self, spec: JobSpec) -> None:
-        """Every path a job reads or writes must lie under an allowed root (no URIs, no escaping with ..)."""
+        """Every path a job names must lie under an allowed root (local paths or file:// URIs, symlinks followed).
+
+        This refuses what is wrong at the door; the driver checks again on the
+        files it opens (pipeline/confine.py), which is what confines a job.
+        """
         named = [("input.paths", p) for p in spec.input.paths]
         named += [(f"{field}.paths", p) for field, ref in spec.side_corpora().items() for p in ref.paths]
-        named += [("output.path", spec.output.path)] + ([("output.work_dir", spec.output.work_dir)] if spec.output.work_dir else [])
         from_search = getattr(spec.selection, "from_search", None)
         named += [("selection.from_search", from_search)] if from_search else []
-        roots = self.settings.roots()
-        for field, path in named:
-            if "://" in path or not Path(path).is_absolute():
-                raise Refused(403, f"{field}: {path!r} must be an absolute local path under the allowed roots ({', '.join(map(str, roots))})")
-            resolved = Path(path).resolve()
-            if not any(resolved == r or r in resolved.parents for r in roots):
-                raise Refused(403, f"{field}: {path} is outside the allowed roots ({', '.join(map(str, roots))})")
+        roots = Roots.of(self.settings.roots())
+        out, work = spec.output.path, spec.output.work_path()
+        for field, path in [*named, ("output.path", out), ("output.work_dir", work)]:
+            plain = path.removeprefix("file://") if path.startswith("file:///") and not field.startswith("output.") else path
+            if "://" in plain or not Path(plain).is_absolute():
+                what = "an absolute local path" if field.startswith("output.") else "an absolute local path or file:// URI"
+                raise Refused(403, f"{field}: {path!r} must be {what} under the allowed roots ({roots.describe()})")
+        try:
+            for field, path in named:
+                roots.check(field, path.removeprefix("file://"))
+            roots.check_output(out, work, "output.work_dir" if spec.output.work_dir else "output.work_dir (default: OUTPUT.work)")
+        except InputError as e:
+            raise Refused(403, str(e)) from None
 
     def get(self, job_id: str) -> JobRecord:
         job = self.store.get(job_id)

@@ -47,7 +47,7 @@ def test_a_configured_command_is_the_proxy_and_its_content_is_part_of_the_key(lo
 
     import pytest
 
-    from thresher.pipeline.errors import JobError
+    from thresher.pipeline.errors import SpecError
     from thresher.pipeline.settings import Settings
 
     corpus = write_corpus(tmp_path / "corpus", 300)
@@ -64,7 +64,7 @@ def test_a_configured_command_is_the_proxy_and_its_content_is_part_of_the_key(lo
     settings = Settings(proxy_commands={"mine": [sys.executable, str(script)]})
     search = {"validation": {"paths": [str(validation)]}, "runs": 10, "candidates": 500, "top_k": 8, "proxy": "command:mine"}
     spec = make_spec(corpus, tmp_path / "out", clustering={"n_clusters": 2}, selection={"search": search, "budget": {"unit": "docs", "amount": 60}})
-    with pytest.raises(JobError, match="no proxy command 'mine' in the settings"):
+    with pytest.raises(SpecError, match="no proxy command .mine. in the settings"):
         run(spec, log=lambda m: None, progress=False, settings=Settings())
     assert not (tmp_path / "out.work").exists()  # refused before any work
     m = run(spec, log=lambda m: None, progress=False, settings=settings)
