@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
             c.add_argument("id", nargs="?" if name == "status" else None, help="job id")
         if name == "logs":
             c.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
+    for command in sub.choices.values():  # `thresher serve --config FILE` as well as `thresher --config FILE serve`
+        command.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help="operator settings (as before the command)")
     args = parser.parse_args(argv)
     try:
         from thresher.services.config import load_service_settings  # the CLI reads the whole settings file, strictly
@@ -180,7 +182,7 @@ def summary(spec: JobSpec, manifest: dict) -> str:
         f"  report: {Path(spec.output.path).resolve() / 'report.html'}",
         f"  input {c['input']}  = selected {c['selected_docs']} + not selected {c['not_selected']} + invalid {c['invalid']}",
         f"  copies {c['selected_copies']}, tokens {c['selected_tokens']} ({spec.selection.strategy}, {len(manifest['domains'])} domains)",
-        f"  total {manifest['timings']['total']['seconds']:.1f}s; Ray's log: {Path(spec.output.work_dir or f'{spec.output.path}.work').resolve() / 'job.log'}",
+        f"  total {manifest['timings']['total']['seconds']:.1f}s; Ray's log: {Path(spec.output.work_path()).resolve() / 'job.log'}",
     ]
     lines += [f"  warning: {w}" for w in manifest.get("warnings", [])]
     return "\n".join(lines)

@@ -6,7 +6,9 @@ spawns (DashboardAgent, RuntimeEnvAgent) and idle workers can outlive it.
 kill of the driver's process group spares it): while the driver lives it
 notes the driver's descendants every half second; once the driver is gone it
 terminates those still alive (the same pid *and* start time, so a reused pid
-is never touched), then kills what is left a few seconds later.
+is never touched), then kills what is left a few seconds later. A worker
+forked after the last look whose parent died in the same kill is found by
+the driver's session or process group instead (when the driver leads one).
 """
 
 from __future__ import annotations
@@ -40,6 +42,23 @@ def _descendants(driver: psutil.Process, me: int) -> dict[int, float]:
         return {}
 
 
+def _group(leader: int, since: float, me: int) -> dict[int, float]:
+    """Ray's processes started since `since` in the session or process group `leader` leads.
+
+    Only Ray's (its command line names ray): a group also holds what the shell
+    started beside the driver, such as the `tee` of `thresher run ... | tee`.
+    """
+    found = {}
+    for p in psutil.process_iter(["create_time", "cmdline"]):
+        try:
+            ray_process = any("ray" in part for part in p.info["cmdline"] or ())
+            if p.pid != me and ray_process and leader in (os.getsid(p.pid), os.getpgid(p.pid)) and p.info["create_time"] >= since:
+                found[p.pid] = p.info["create_time"]
+        except (OSError, psutil.Error):
+            continue
+    return found
+
+
 def _alive(pids: dict[int, float]) -> list[psutil.Process]:
     out = []
     for pid, created in pids.items():
@@ -59,6 +78,7 @@ def main(driver_pid: int) -> None:
     except psutil.Error:
         return
     seen: dict[int, float] = {}
+    sid, pgid, since = os.getsid(driver_pid), os.getpgid(driver_pid), driver.create_time()
     while driver.is_running() and driver.status() != psutil.STATUS_ZOMBIE:
         seen.update(_descendants(driver, me))
         time.sleep(POLL_S)
@@ -68,6 +88,11 @@ def main(driver_pid: int) -> None:
             seen.update({c.pid: c.create_time() for c in p.children(recursive=True)})
         except psutil.Error:
             pass
+    # A worker forked after the last look whose parent died with the driver is nobody's child any more, but it
+    # is still in the driver's session or process group, when the driver leads one (a service's driver leads
+    # its session; a shell gives a command its own process group).
+    if driver_pid in (sid, pgid):
+        seen.update(_group(driver_pid, since, me))
     left = _alive(seen)
     for p in left:
         try:

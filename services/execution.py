@@ -41,6 +41,7 @@ from .store import CANCELLED, QUEUED, RUNNING, IllegalTransition, JobRecord, Job
 
 log = logging.getLogger("thresher.service")
 RETRY_S = 5.0
+STOP_GRACE_S = 30.0  # an ended job's processes (driver, local Ray) are killed if still running this long after
 LEASE = "scheduler"
 
 
@@ -88,7 +89,30 @@ class LocalDrivers:
             return None
 
     def alive(self, driver: str | None) -> bool:
-        return self._process(driver) is not None
+        """The driver, or any process of its session (the local Ray it started), is still running."""
+        return self._process(driver) is not None or bool(self._session(driver))
+
+    def _session(self, driver: str | None) -> list[psutil.Process]:
+        """Live processes of the driver's session started after it (so a reused session id is never mistaken for it)."""
+        if not driver or not driver.startswith("pid:"):
+            return []
+        _, pid, started = driver.split(":")
+        found = []
+        for p in psutil.process_iter(["create_time", "status"]):
+            try:
+                if os.getsid(p.pid) == int(pid) and p.info["create_time"] >= float(started) - 0.01 and p.info["status"] != psutil.STATUS_ZOMBIE:
+                    found.append(p)
+            except (OSError, psutil.Error):
+                continue
+        return found
+
+    def kill(self, driver: str | None) -> None:
+        """SIGKILL to every process of the driver's session: what a stop left running past its grace period."""
+        for p in ([self._process(driver)] if self._process(driver) else []) + self._session(driver):
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
 
     def logs(self, driver: str | None) -> str | None:
         return None  # a local driver's output is in JOB_DIR/driver.log and WORK/job.log
@@ -154,6 +178,9 @@ class RayJobDrivers:
         if sid is not None:
             self.client.stop_job(sid)
 
+    def kill(self, driver: str | None) -> None:
+        """Ray kills a stopped job's entrypoint after its own grace period."""
+
     def logs(self, driver: str | None) -> str | None:
         sid = self._submission(driver)
         return self.client.get_job_logs(sid) if sid else None
@@ -175,6 +202,8 @@ class Scheduler:
         self._lock = threading.Lock()  # one tick at a time (the thread, or a cancel settling a queued job)
         self._retry_at: dict[str, float] = {}  # job id -> when a failed driver start may be tried again
         self._stopped: set[str] = set()  # running jobs this scheduler has sent a stop
+        self.stop_grace_s = STOP_GRACE_S
+        self._ending: dict[str, float] = {}  # job id -> when it was first seen ending (result written or cancel asked)
         self.me = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease_s = max(10.0, 10 * poll_s)  # a crashed holder's lease lapses after this long
         self.leader: str | None = None  # who held the lease at the last tick
@@ -218,19 +247,28 @@ class Scheduler:
                 self._launch(job)
 
     def _settle(self, job: JobRecord) -> None:
+        """A running job ends (and frees its slot) only once its driver and every process it started are gone."""
         d = job_dir(self.data_dir, job.id)
         result = read_json(d / "result.json")
-        if result is not None and result.get("unix", 0) >= (job.started_at or 0):
-            self.store.transition(job.id, result["state"], error=result.get("error"), counts=result.get("counts"), phase=None)
-            return
+        finished = result is not None and result.get("unix", 0) >= (job.started_at or 0)
         if self.drivers.alive(job.driver):
-            if (d / "cancel").exists() and job.id not in self._stopped:  # cancelled through another service
+            cancelled = (d / "cancel").exists()
+            if cancelled and job.id not in self._stopped:  # cancelled through another service
                 self._stopped.add(job.id)
                 self.drivers.stop(job.driver)
+            if finished or cancelled:  # ending: its processes get STOP_GRACE_S to go, then are killed
+                ending = self._ending.setdefault(job.id, time.monotonic())
+                if time.monotonic() - ending > self.stop_grace_s:
+                    log.warning("job %s: processes still running %gs after it ended; killing them", job.id, self.stop_grace_s)
+                    self.drivers.kill(job.driver)
             status = read_json(Path(job.work_dir) / "status.json")
-            phase = status.get("phase") if status and status.get("pid") else None
+            phase = status.get("phase") if status and status.get("pid") and not finished else None
             if phase and phase != job.phase:
                 self.store.update(job.id, phase=phase)
+            return
+        self._ending.pop(job.id, None)
+        if finished:
+            self.store.transition(job.id, result["state"], error=result.get("error"), counts=result.get("counts"), phase=None)
             return
         if (d / "cancel").exists():
             self.store.transition(job.id, CANCELLED, error="cancelled; the driver stopped before reporting")

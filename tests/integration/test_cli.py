@@ -103,3 +103,34 @@ def test_unknown_filter_column_is_refused_before_work(tmp_path):
     p = _run("run", str(spec))
     assert p.returncode == 2 and "selection.filters.0.column: no input column 'sig_nonsense'" in p.stderr
     assert not (tmp_path / "o.work").exists()
+
+
+def test_an_output_under_a_file_is_one_readable_line(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus", 50)
+    (tmp_path / "afile").write_text("not a directory")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"input": {"paths": [str(corpus)]}, "output": {"path": str(tmp_path / "afile" / "out")}}))
+    p = _run("run", str(spec))
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 1 and len(lines) == 1 and "afile is a file, not a directory" in lines[0], p.stderr
+
+
+def test_a_full_disk_inside_a_ray_task_is_recognised(local_ray):
+    """Ray Data wraps a worker's OSError in a UserCodeException that does not chain it: the text still says ENOSPC."""
+    import ray.data
+
+    from thresher.pipeline.runner import _disk_full
+
+    def write_to_a_full_disk(batch):
+        with open("/dev/full", "wb") as fh:  # every write to /dev/full fails with ENOSPC
+            fh.write(b"x" * 4096)
+            fh.flush()
+        return batch
+
+    try:
+        ray.data.range(4).map_batches(write_to_a_full_disk).materialize()
+    except Exception as e:
+        assert _disk_full(e), repr(e)
+        assert not _disk_full(RuntimeError("UDF failed to process a data block"))
+    else:
+        raise AssertionError("writing to /dev/full did not fail")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -52,9 +53,23 @@ def ray_head(tmp_path, monkeypatch):
     head.wait(timeout=60)
 
 
-def test_a_job_runs_as_a_ray_job_on_the_configured_cluster(ray_head, tmp_path, monkeypatch):
-    from ray.job_submission import JobStatus, JobSubmissionClient
+RAY_JOB = """
+import json, sys
+from ray.job_submission import JobSubmissionClient
+client = JobSubmissionClient(sys.argv[1])
+print(json.dumps({"status": str(client.get_job_status(sys.argv[2]).value), "logs": client.get_job_logs(sys.argv[2])}))
+"""
 
+
+def _ray_job(url: str, job_id: str) -> dict:
+    """A Ray Job's status and logs, asked from a fresh process: Ray reads RAY_AUTH_MODE once per process, so a
+    client in this one would keep whatever an earlier test's Ray left (the test must not depend on test order)."""
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    out = subprocess.run([sys.executable, "-c", RAY_JOB, url, job_id], env=env, capture_output=True, text=True, timeout=120, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_a_job_runs_as_a_ray_job_on_the_configured_cluster(ray_head, tmp_path, monkeypatch):
     write_corpus(tmp_path / "corpus", 300)
     monkeypatch.setenv("THRESHER_RAY_ADDRESS", ray_head)
     s = Server(tmp_path).start()
@@ -63,13 +78,12 @@ def test_a_job_runs_as_a_ray_job_on_the_configured_cluster(ray_head, tmp_path, m
         job_id = s.http.post("/v1/jobs", json=spec(tmp_path, "out", tmp_path / "corpus")).json()["id"]
         job = s.wait(job_id)
         assert job["state"] == "succeeded" and job["driver"] == f"ray:{job_id}", job
-        ray_jobs = JobSubmissionClient(ray_head)
         deadline = time.time() + 60  # the driver writes its result, then exits
-        while ray_jobs.get_job_status(job_id) == JobStatus.RUNNING and time.time() < deadline:
+        while (ray_job := _ray_job(ray_head, job_id))["status"] == "RUNNING" and time.time() < deadline:
             time.sleep(0.5)
-        assert ray_jobs.get_job_status(job_id) == JobStatus.SUCCEEDED  # submission id = job id: at most once
+        assert ray_job["status"] == "SUCCEEDED"  # submission id = job id: at most once
         assert sorted(places(tmp_path / "out")) == sorted(pq.read_table(tmp_path / "corpus").column("id").to_pylist())
         logs = s.http.get(f"/v1/jobs/{job_id}/logs").text
-        assert "[write]" in logs and logs.strip().splitlines()[-1] in ray_jobs.get_job_logs(job_id)  # logs come from Ray's Job API
+        assert "[write]" in logs and logs.strip().splitlines()[-1] in ray_job["logs"]  # logs come from Ray's Job API
     finally:
         s.stop()

@@ -399,3 +399,32 @@ def test_the_same_spec_in_a_fresh_work_directory_gives_byte_identical_shards(loc
         assert hashlib.sha256((tmp_path / "out1" / path).read_bytes()).hexdigest() == digest
     layouts = [sorted(pq.ParquetFile(f).metadata.num_rows for f in (tmp_path / f"out{i}.work").glob("embed-*/data/*.parquet")) for i in (0, 1)]
     assert layouts[0] != layouts[1]  # the upstream files really were split differently
+
+
+def test_kill_9_of_the_jobs_process_group_leaves_nothing_of_ray(tmp_path):
+    """As a shell's `kill -9 -PGID` (or a service's cancel gone wrong) does: the whole group at once, during select.
+
+    A worker the raylet forks in that instant has no parent left to be found
+    through; the reaper finds it by the driver's session and process group.
+    """
+    import psutil
+
+    corpus = write_corpus(tmp_path / "corpus", 800)
+    spec = _spec_file(tmp_path, corpus, tmp_path / "out")
+    job = subprocess.Popen([THRESHER, "run", str(spec), "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    _wait_for_phase(tmp_path / "out.work", "select", job)
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+
+    def left() -> list[str]:
+        found = []
+        for p in psutil.process_iter(["cmdline"]):
+            with contextlib.suppress(OSError, psutil.Error):
+                if os.getsid(p.pid) == job.pid and p.status() != psutil.STATUS_ZOMBIE:
+                    found.append(" ".join(p.info["cmdline"] or [])[:100])
+        return found
+
+    deadline = time.time() + 20
+    while left() and time.time() < deadline:
+        time.sleep(0.5)
+    assert not left(), left()

@@ -13,9 +13,11 @@ from thresher.services.execution import LocalDrivers, Scheduler, job_dir
 from thresher.services.store import JobStore
 
 DRIVER = """
-import json, pathlib, sys, time
+import json, pathlib, subprocess, sys, time
 d = pathlib.Path(sys.argv[-1])
 (d / "started").open("a").write("x")
+if (d / "linger").exists():  # a process of the job's session that outlives the driver, as a local Ray's may
+    subprocess.Popen(["sleep", (d / "linger").read_text()])
 time.sleep(float((d / "seconds").read_text()))
 tmp = d / "result.json.tmp"
 tmp.write_text(json.dumps({"state": "succeeded", "error": None, "unix": time.time()}))
@@ -93,3 +95,20 @@ def test_a_cancel_through_a_service_that_does_not_schedule_stops_the_job(store, 
     until(lambda: a.tick() or store.get(job_id).state == "cancelled", timeout=15)
     assert not a.drivers.alive(driver)
     assert "cancelled" in store.get(job_id).error
+
+
+def test_a_job_frees_its_slot_only_when_every_process_it_started_is_gone(store, tmp_path):
+    a = scheduler(store, tmp_path)
+    a.stop_grace_s = 2.0
+    first, second = submit(store, tmp_path, 0.2), submit(store, tmp_path, 0.2)
+    (job_dir(tmp_path, first) / "linger").write_text("60")
+    a.tick()
+    driver = store.get(first).driver
+    until(lambda: (job_dir(tmp_path, first) / "result.json").exists() and not a.drivers._process(driver))
+    a.tick()
+    lingering = a.drivers._session(driver)
+    assert [p.name() for p in lingering] == ["sleep"]  # the driver is gone, its child is not
+    assert store.get(first).state == "running" and store.get(second).state == "queued"  # so the slot stays taken
+    until(lambda: a.tick() or store.get(first).state == "succeeded", timeout=15)  # killed after the grace period
+    assert not any(p.is_running() and p.status() != "zombie" for p in lingering)
+    until(lambda: a.tick() or store.get(second).state != "queued")
