@@ -17,7 +17,8 @@ import yaml
 
 from thresher.pipeline.errors import InputError, JobError
 
-TERMINAL = ("succeeded", "failed", "cancelled")
+from .states import JobState
+
 
 
 class Client:
@@ -61,7 +62,7 @@ class Client:
     def wait(self, job_id: str, poll_s: float = 1.0) -> dict:
         while True:
             job = self.job(job_id)
-            if job["state"] in TERMINAL:
+            if JobState(job["state"]).is_terminal:
                 return job
             time.sleep(poll_s)
 
@@ -87,7 +88,7 @@ def line(job: dict) -> str:
     phase = p.get("phase")
     done = p.get("phases", {}).get(phase, {}) if phase else {}
     rows = f" {done.get('rows_done', 0):,}/{done.get('rows_total') or '?'} rows" if phase else ""
-    err = f"  {job['error']}" if job.get("error") and job["state"] != "succeeded" else ""
+    err = f"  {job['error']}" if job.get("error") and job["state"] != JobState.SUCCEEDED else ""
     return f"{job['id']}  {job['state']:<9}  {phase or '-'}{rows}{err}"
 
 

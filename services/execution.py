@@ -37,7 +37,8 @@ from pathlib import Path
 import psutil
 
 from .driver import ON_CLUSTER
-from .store import CANCELLED, QUEUED, RUNNING, IllegalTransition, JobRecord, JobStore
+from .states import JobState
+from .store import IllegalTransition, JobRecord, JobStore
 
 log = logging.getLogger("thresher.service")
 RETRY_S = 5.0
@@ -271,11 +272,11 @@ class Scheduler:
             self.store.transition(job.id, result["state"], error=result.get("error"), counts=result.get("counts"), phase=None)
             return
         if (d / "cancel").exists():
-            self.store.transition(job.id, CANCELLED, error="cancelled; the driver stopped before reporting")
+            self.store.transition(job.id, JobState.CANCELLED, error="cancelled; the driver stopped before reporting")
         elif job.attempt < self.max_attempts:
-            self.store.transition(job.id, QUEUED, error=f"driver died during attempt {job.attempt}; resuming from its checkpoints")
+            self.store.transition(job.id, JobState.QUEUED, error=f"driver died during attempt {job.attempt}; resuming from its checkpoints")
         else:
-            self.store.transition(job.id, "failed", error=f"driver died during attempt {job.attempt} of {self.max_attempts}; see the job's logs")
+            self.store.transition(job.id, JobState.FAILED, error=f"driver died during attempt {job.attempt} of {self.max_attempts}; see the job's logs")
 
     def _launch(self, job: JobRecord) -> None:
         if time.time() < self._retry_at.get(job.id, 0.0):
@@ -293,19 +294,19 @@ class Scheduler:
             return
         self._retry_at.pop(job.id, None)
         try:
-            self.store.transition(job.id, RUNNING, driver=driver, error=None)
+            self.store.transition(job.id, JobState.RUNNING, driver=driver, error=None)
         except IllegalTransition:  # cancelled between listing and starting, or started by a service that held the lease just before
             now = self.store.get(job.id)
-            if now is None or now.state != RUNNING or now.driver != driver:  # (a Ray submission id is the same driver: keep it)
+            if now is None or now.state != JobState.RUNNING or now.driver != driver:  # (a Ray submission id is the same driver: keep it)
                 self.drivers.stop(driver)
 
     def cancel(self, job: JobRecord) -> JobRecord:
         """A queued job is cancelled now; a running one is asked to stop and settles when its driver exits."""
         with self._lock:
             job = self.store.get(job.id)
-            if job.state == QUEUED:
-                return self.store.transition(job.id, CANCELLED, error="cancelled before it started")
-            if job.state == RUNNING:
+            if job.state == JobState.QUEUED:
+                return self.store.transition(job.id, JobState.CANCELLED, error="cancelled before it started")
+            if job.state == JobState.RUNNING:
                 (job_dir(self.data_dir, job.id) / "cancel").touch()  # the lease holder stops it, if that is not this service
                 if self.leader == self.me:
                     self._stopped.add(job.id)

@@ -21,7 +21,8 @@ from thresher.pipeline.spec import JobSpec, parse_spec
 
 from .config import ServiceSettings
 from .execution import Scheduler, job_dir, read_json
-from .store import TERMINAL, JobRecord, JobStore, StoreError
+from .states import JobState
+from .store import JobRecord, JobStore, StoreError
 
 
 class Error(BaseModel):
@@ -105,7 +106,7 @@ class JobService:
         """The job as the API shows it: the store's record plus live per-phase progress."""
         status = read_json(Path(job.work_dir) / "status.json") or {}
         out = job.to_dict(spec=False)
-        out["progress"] = {"phase": status.get("phase") if job.state == "running" else None, "phases": status.get("phases", {}), "warnings": status.get("warnings", [])}
+        out["progress"] = {"phase": status.get("phase") if job.state == JobState.RUNNING else None, "phases": status.get("phases", {}), "warnings": status.get("warnings", [])}
         out["links"] = {k: f"/v1/jobs/{job.id}/{k}" for k in ("manifest", "report", "logs")}
         return out
 
@@ -117,14 +118,14 @@ class JobService:
 
     def cancel(self, job_id: str) -> JobRecord:
         job = self.get(job_id)
-        if job.state in TERMINAL:
+        if JobState(job.state).is_terminal:
             raise Refused(409, f"job {job_id} is already {job.state}")
         return self.scheduler.cancel(job)
 
     def output_file(self, job_id: str, name: str) -> Path:
         job = self.get(job_id)
         path = Path(job.output_path) / name
-        if job.state != "succeeded" or not path.is_file():
+        if job.state != JobState.SUCCEEDED or not path.is_file():
             raise Refused(404, f"job {job_id} has no {name} (state {job.state}; only a succeeded job publishes its output)")
         return path
 

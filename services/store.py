@@ -38,26 +38,14 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
+from .states import NAMES, JobState
+
 SCHEMA_VERSION = 2
 # Step v -> v+1 for every v below SCHEMA_VERSION, run in the opening transaction
 # (so a failed upgrade changes nothing). A step must keep every job. Defined
 # after the tables they touch, below.
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
 
-# Ray Jobs' states.
-QUEUED = "queued"
-RUNNING = "running"
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-CANCELLED = "cancelled"
-STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
-TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
-TRANSITIONS: dict[str, frozenset[str]] = {
-    QUEUED: frozenset({RUNNING, CANCELLED}),
-    # -> queued: a driver that died is requeued and resumes from its checkpoints.
-    RUNNING: frozenset({SUCCEEDED, FAILED, CANCELLED, QUEUED}),
-    **{state: frozenset() for state in TERMINAL},
-}
 TOKEN_KINDS = frozenset({"admin", "read"})
 MAX_LIMIT = 500
 _FIELDS = frozenset({"phase", "error", "driver", "counts"})
@@ -282,7 +270,7 @@ class JobStore:
         and it returns the winner's job."""
         job = Job(
             id=uuid.uuid4().hex,
-            state=QUEUED,
+            state=JobState.QUEUED,
             spec=json.dumps(spec),
             idempotency_key=idempotency_key,
             created_at=time.time(),
@@ -311,13 +299,13 @@ class JobStore:
     def running(self) -> list[JobRecord]:
         """Oldest first: the jobs whose drivers the scheduler watches."""
         with self._reads() as s:
-            jobs = s.scalars(select(Job).where(Job.state == RUNNING).order_by(Job.created_at, Job.id))
+            jobs = s.scalars(select(Job).where(Job.state == JobState.RUNNING).order_by(Job.created_at, Job.id))
             return [_record(job) for job in jobs]
 
     def queued(self) -> list[JobRecord]:
         """Oldest first: the order the scheduler starts them in."""
         with self._reads() as s:
-            jobs = s.scalars(select(Job).where(Job.state == QUEUED).order_by(Job.created_at, Job.id))
+            jobs = s.scalars(select(Job).where(Job.state == JobState.QUEUED).order_by(Job.created_at, Job.id))
             return [_record(job) for job in jobs]
 
     def list(
@@ -328,8 +316,8 @@ class JobStore:
         meanwhile neither shifts nor repeats a page."""
         if not 1 <= limit <= MAX_LIMIT:
             raise StoreError(f"limit must be between 1 and {MAX_LIMIT}")
-        if state is not None and state not in STATES:
-            raise StoreError(f"unknown state {state!r}; one of {', '.join(STATES)}")
+        if state is not None and state not in NAMES:
+            raise StoreError(f"unknown state {state!r}; one of {', '.join(NAMES)}")
         query = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
         if state is not None:
             query = query.where(Job.state == state)
@@ -353,15 +341,15 @@ class JobStore:
         attempt; entering a terminal state stamps finished_at."""
         values = _values(fields)
         now = time.time()
-        if to == RUNNING:
+        if to == JobState.RUNNING:
             values.update(started_at=now, attempt=Job.attempt + 1)
-        if to in TERMINAL:
+        if JobState(to).is_terminal:
             values.update(finished_at=now)
         with self._writes.begin() as s:
             current = s.scalar(select(Job.state).where(Job.id == job_id))
             if current is None:
                 raise KeyError(job_id)
-            if to not in TRANSITIONS[current]:
+            if not JobState(current).can_become(to):
                 raise IllegalTransition(job_id, current, to)
             moved = s.execute(
                 update(Job)
@@ -391,7 +379,7 @@ class JobStore:
         """Jobs per state, every state present (zeros too): for metrics."""
         with self._reads() as s:
             rows = s.execute(select(Job.state, func.count()).group_by(Job.state))
-            return dict.fromkeys(STATES, 0) | {state: n for state, n in rows}
+            return dict.fromkeys(JobState, 0) | {JobState(state): n for state, n in rows}
 
     # Tokens.
 

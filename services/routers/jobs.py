@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Str
 
 from ..auth import admin, reader
 from ..jobs import ERROR_RESPONSES, JobService
-from ..store import STATES, TERMINAL
+from ..states import NAMES, JobState
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
 
@@ -43,13 +43,13 @@ def submit(
 # (bench/RESULTS.md). Routes that write or touch processes stay in the threadpool.
 @router.get("", dependencies=[Depends(reader)], summary="Jobs, newest first")
 async def list_jobs(
-    state: str | None = Query(None, description=f"One of {', '.join(STATES)}."),
+    state: str | None = Query(None, description=f"One of {', '.join(NAMES)}."),
     limit: int = Query(50, ge=1, le=500),
     cursor: str | None = Query(None, description="next_cursor of the previous page."),
     jobs: JobService = Depends(service),
 ) -> dict:
-    if state is not None and state not in STATES:
-        return JSONResponse({"detail": f"state: unknown {state!r} (known: {', '.join(STATES)})"}, status_code=422)
+    if state is not None and state not in NAMES:
+        return JSONResponse({"detail": f"state: unknown {state!r} (known: {', '.join(NAMES)})"}, status_code=422)
     page, nxt = jobs.list(state, limit, cursor)
     return {"jobs": [jobs.view(j) for j in page], "next_cursor": nxt}
 
@@ -94,7 +94,7 @@ async def _follow(jobs: JobService, job_id: str, tail: int):
     """The last `tail` lines, then what is added, until the job is in a terminal state and its log is drained."""
     sent = None
     while True:
-        ended = jobs.get(job_id).state in TERMINAL
+        ended = JobState(jobs.get(job_id).state).is_terminal
         text = await asyncio.to_thread(jobs.log_text, job_id)
         if sent is None or not text.startswith(sent):  # first look, or the driver's log gave way to the pipeline's
             yield "".join(line + "\n" for line in text.splitlines()[-tail:])

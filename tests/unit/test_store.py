@@ -13,18 +13,10 @@ from sqlalchemy import Connection, create_engine, inspect, text
 from thresher.services import store
 
 from .. import postgres
-from thresher.services.store import (
-    CANCELLED,
-    FAILED,
-    QUEUED,
-    RUNNING,
-    STATES,
-    SUCCEEDED,
-    TERMINAL,
-    IllegalTransition,
-    JobStore,
-    StoreError,
-)
+from thresher.services.states import NAMES as STATES, TERMINAL, JobState
+from thresher.services.store import IllegalTransition, JobStore, StoreError
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = JobState  # in declaration order
 
 LEGAL = {
     (QUEUED, RUNNING),
@@ -445,3 +437,12 @@ def test_of_services_racing_for_a_free_lease_exactly_one_wins(js: JobStore):
     for t in threads:
         t.join()
     assert len(won) == 1 and js.hold_lease("scheduler", "late", 60) == won[0]
+
+
+def test_the_state_machine_is_the_one_the_store_enforces():
+    from thresher.services.states import RAY_JOBS
+
+    assert {(a, b) for a in JobState for b in JobState if a.can_become(b)} == LEGAL
+    assert TERMINAL == {SUCCEEDED, FAILED, CANCELLED} and not any(QUEUED.is_terminal or RUNNING.is_terminal for _ in [0])
+    assert set(RAY_JOBS) == set(JobState) and RAY_JOBS[CANCELLED] == "STOPPED"
+    assert f"{QUEUED}" == "queued" and QUEUED == "queued"  # stored and served as the plain name
