@@ -52,13 +52,13 @@ def load_settings(path: str | Path | None = None) -> Settings:
     path = path or os.environ.get("THRESHER_CONFIG")
     try:
         from_env = Settings()
-        return Settings(**{**_read(Path(path)), **from_env.model_dump(exclude_unset=True)}) if path else from_env
+        return Settings(**{**read_config_file(Path(path)), **from_env.model_dump(exclude_unset=True)}) if path else from_env
     except ValidationError as e:
         first = e.errors()[0]
         raise SpecError(f"config: {'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
 
 
-def _read(path: Path) -> dict[str, Any]:
+def read_config_file(path: Path) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:

@@ -14,7 +14,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from thresher.pipeline.errors import SpecError
-from thresher.pipeline.settings import Settings, _read
+from thresher.pipeline.settings import Settings, read_config_file
 
 
 class ServiceSettings(Settings):
@@ -46,7 +46,7 @@ def load_service_settings(path: str | Path | None = None, **overrides) -> Servic
     path = path or os.environ.get("THRESHER_CONFIG")
     try:
         from_env = ServiceSettings()
-        merged = {**(_read(Path(path)) if path else {}), **from_env.model_dump(exclude_unset=True), **{k: v for k, v in overrides.items() if v is not None}}
+        merged = {**(read_config_file(Path(path)) if path else {}), **from_env.model_dump(exclude_unset=True), **{k: v for k, v in overrides.items() if v is not None}}
         return ServiceSettings(**merged)
     except ValidationError as e:
         first = e.errors()[0]

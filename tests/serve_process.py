@@ -46,7 +46,7 @@ class ServeProcess:
         }
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "thresher.pipeline.cli", "serve", "--port", str(self.port), "--data-dir", str(self.data)],
+            [sys.executable, "-m", "thresher.cli", "serve", "--port", str(self.port), "--data-dir", str(self.data)],
             cwd=self.root, env=env, stdout=self.log, stderr=subprocess.STDOUT,
         )
         deadline = time.time() + timeout

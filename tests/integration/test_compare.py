@@ -6,7 +6,7 @@ import json
 
 import pyarrow.parquet as pq
 
-from thresher.pipeline.cli import main
+from thresher.cli import main
 
 from .helpers import make_spec, screenshot, write_corpus
 

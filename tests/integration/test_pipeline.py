@@ -139,7 +139,7 @@ def test_diversity_of_the_selection_is_reported(job):
 
 
 def test_explain_says_where_a_document_went_and_why(job, capsys):
-    from thresher.pipeline.cli import main
+    from thresher.cli import main
 
     spec, m, _ = job
     out = Path(spec.output.path)

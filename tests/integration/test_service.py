@@ -153,7 +153,7 @@ def test_the_command_line_client_submits_waits_and_reads_logs(server):
     path.write_text(yaml.safe_dump(spec(server.root, "out-cli", server.root / "corpus")))
 
     def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "thresher.pipeline.cli", *args], env=env, capture_output=True, text=True, timeout=600)
+        return subprocess.run([sys.executable, "-m", "thresher.cli", *args], env=env, capture_output=True, text=True, timeout=600)
 
     submitted = cli("submit", str(path), "--wait")
     assert submitted.returncode == 0, submitted.stderr
@@ -163,7 +163,7 @@ def test_the_command_line_client_submits_waits_and_reads_logs(server):
     assert "[write]" in cli("logs", job_id).stdout and "[write]" in cli("logs", job_id, "--follow").stdout  # follow ends with the job
     late = cli("cancel", job_id)
     assert late.returncode == 1 and late.stderr.strip() == f"thresher: job: 409: job {job_id} is already succeeded"
-    no_token = subprocess.run([sys.executable, "-m", "thresher.pipeline.cli", "status"], env={**env, "THRESHER_TOKEN": ""}, capture_output=True, text=True)
+    no_token = subprocess.run([sys.executable, "-m", "thresher.cli", "status"], env={**env, "THRESHER_TOKEN": ""}, capture_output=True, text=True)
     assert no_token.returncode == 1 and "no token" in no_token.stderr
 
 

@@ -167,5 +167,5 @@ def test_serve_takes_config_after_the_subcommand(tmp_path):
 
     config = tmp_path / "thresher.yaml"
     config.write_text("port: notaport\n")
-    p = subprocess.run([sys.executable, "-m", "thresher.pipeline.cli", "serve", "--config", str(config)], capture_output=True, text=True, timeout=60, env={**os.environ})
+    p = subprocess.run([sys.executable, "-m", "thresher.cli", "serve", "--config", str(config)], capture_output=True, text=True, timeout=60, env={**os.environ})
     assert p.returncode == 2 and "port" in p.stderr and "unrecognized" not in p.stderr, p.stderr

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from thresher.pipeline.cli import spec_reference
+from thresher.cli import spec_reference
 
 
 def test_readme_spec_reference_is_current():

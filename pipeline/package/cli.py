@@ -1,4 +1,8 @@
-"""`thresher` command line: run a job, make the demo corpus, print the spec reference."""
+"""`thresher` command line: run a job, make the demo corpus, print the spec reference, serve and talk to the service.
+
+The entry module above both layers: it may import the pipeline and the
+service, which never import it (services -> pipeline -> operators).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import ThresherError
-from .spec import JobSpec, load_spec
+from thresher.pipeline.errors import ThresherError
+from thresher.pipeline.spec import JobSpec, load_spec
 
 
 def _version() -> str:
@@ -74,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "gc":
             return _gc(Path(args.work_dir), args.specs, args.dry_run)
         if args.command == "compare":
-            from .compare import compare, table
+            from thresher.pipeline.compare import compare, table
 
             rows = compare(load_spec(args.spec), args.strategies, Path(args.out), args.validation, settings=settings)
             print(table(rows), end="")
@@ -82,12 +86,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "explain":
             import json
 
-            from .explain import explain
+            from thresher.pipeline.explain import explain
 
             print(json.dumps(explain(Path(args.output), args.doc_id), indent=2, default=str))
             return 0
         if args.command == "demo-corpus":
-            from .demo_corpus import write
+            from thresher.pipeline.demo_corpus import write
 
             fmt = "jsonl" if args.path.endswith((".jsonl", ".json")) else "parquet"
             path = write(args.path, n_docs=args.docs, seed=args.seed, fmt=fmt)
@@ -102,8 +106,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(spec_path: str, progress: bool, force: tuple[str, ...], settings) -> int:
     spec = load_spec(spec_path)  # refuses a bad spec before Ray starts
-    from .console import JobConsole
-    from .runner import run
+    from thresher.pipeline.console import JobConsole
+    from thresher.pipeline.runner import run
 
     with JobConsole(live=progress) as console:
         manifest = run(spec, log=lambda m: None, progress=False, on_event=console.on_event, force=force, capture_output=True, handle_signals=True, settings=settings)
@@ -153,9 +157,9 @@ def _gc(work: Path, spec_paths: list[str], dry_run: bool) -> int:
     """Keep the phases the given specs (or the last job's manifest in status.json) point to."""
     import json
 
-    from .errors import InputError
-    from .plan import gc
-    from .runner import job_phase_dirs
+    from thresher.pipeline.errors import InputError
+    from thresher.pipeline.plan import gc
+    from thresher.pipeline.runner import job_phase_dirs
 
     if not work.is_dir():
         raise InputError(f"{work}: no such work directory")
@@ -204,7 +208,7 @@ def spec_reference() -> str:
 
     from thresher.operators.heuristic_rules import FAMILY_CONFIGS
 
-    from .spec import STRATEGIES, JobSpec, RulesSpec, SelectionBase
+    from thresher.pipeline.spec import STRATEGIES, JobSpec, RulesSpec, SelectionBase
 
     out: list[str] = []
     done: set[str] = set()
