@@ -34,8 +34,9 @@ import pyarrow as pa
 from . import schema as S
 from .dsir import GUMBEL_IQR, GUMBEL_MEDIAN, gumbel_from_ids
 from .histogram import DomainHistograms
-from .quadmix import merged_quality
-from .selection import _without_replacement, top_threshold
+from .budget import without_replacement
+from .merged_quality import merged_quality
+from .selection import top_threshold
 from .subset import kmq_budgets
 
 
@@ -86,7 +87,7 @@ class KMQ:
 
     def facts(self) -> dict:
         return {
-            **_without_replacement(self.budget_, self.unit_, self.pool_),
+            **without_replacement(self.budget_, self.unit_, self.pool_),
             "split": self.split,
             "temperature": self.temperature,
             "domain_budgets": {k: int(b) for k, b in zip(self.hist_.keys, self.budgets_)},

@@ -123,7 +123,7 @@ def _token_hash(token: str) -> int:
 
 
 @lru_cache(maxsize=1 << 14)
-def _doc_hashes(text: str) -> np.ndarray:
+def doc_hashes(text: str) -> np.ndarray:
     """Token hashes of one text, then `</s>`.
 
     Cached (read-only, the latest 16,384 texts): a search scores one pool many times.
@@ -138,7 +138,7 @@ def _doc_hashes(text: str) -> np.ndarray:
 def _ngram_hashes(texts: Sequence[str], order: int, seed: int) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     """(grams, pos, doc): grams[k-1][i] is the hash of the k-gram ending at position i of the
     padded stream; pos the positions scored (every token and `</s>`, no `<s>`); doc their text."""
-    docs = [_doc_hashes(t) for t in texts]
+    docs = [doc_hashes(t) for t in texts]
     pad = np.full(order - 1, _token_hash(BOS), np.uint64)
     stream = fmix64(np.concatenate([a for d in docs for a in (pad, d)]) ^ np.uint64(seed & (2**64 - 1)))
     grams = [stream]

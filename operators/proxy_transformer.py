@@ -61,7 +61,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .proxy_lm import _doc_hashes, training_weights
+from .proxy_lm import doc_hashes, training_weights
 
 BOS_ID, EOS_ID = 0, 1
 _EVAL_BATCH = 8  # validation windows per forward pass (17 MB of logits at the defaults, see Threads)
@@ -146,7 +146,7 @@ class TransformerProxy:
 
     def _ids(self, text: str) -> np.ndarray:
         """`<s>`, the text's token ids, `</s>`."""
-        ids = (_doc_hashes(text)[:-1] % np.uint64(self.vocab_size)).astype(np.int64) + 2
+        ids = (doc_hashes(text)[:-1] % np.uint64(self.vocab_size)).astype(np.int64) + 2
         return np.concatenate(([BOS_ID], ids, [EOS_ID]))
 
     def _model(self) -> _LM:

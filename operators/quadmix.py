@@ -33,8 +33,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from .histogram import DomainHistograms, index_of
 from . import schema as S
+from .budget import shortfall
+from .histogram import DomainHistograms, index_of
+from .merged_quality import quality_column
 
 
 @dataclass(frozen=True)
@@ -57,22 +59,6 @@ def sampling_value(
     with np.errstate(over="ignore"):
         head = (2.0 / (1.0 + np.exp(-lam * (omega - r)))) ** eta + epsilon
     return np.where(r <= omega, head, epsilon)
-
-
-def quality_column(batch: pa.Table, name: str) -> np.ndarray:
-    """A quality column as float64, nulls and NaN read as 0."""
-    return np.nan_to_num(np.asarray(batch.column(name).to_numpy(zero_copy_only=False), np.float64))
-
-
-def merged_quality(batch: pa.Table, alpha: dict[str, float]) -> np.ndarray:
-    """q̄ / Σα: the α-weighted mean of the quality columns, in [0, 1]."""
-    total = sum(alpha.values())
-    if total <= 0:
-        raise ValueError("QuaDMix alpha weights must sum to a positive number")
-    q = np.zeros(batch.num_rows)
-    for name, weight in alpha.items():
-        q += weight * quality_column(batch, name)
-    return q / total
 
 
 def capped_scale(s: np.ndarray, w: np.ndarray, budget: float, cap: float) -> float:
@@ -170,7 +156,6 @@ class QuaDMix:
 
     def facts(self) -> dict:
         """What the fit decided, for the manifest; sizes in the budget's unit, copies counted."""
-        from .selection import shortfall  # selection imports merged_quality from here
 
         return {
             "budget": self.budget_,

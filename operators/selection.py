@@ -18,9 +18,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .histogram import DomainHistograms
-from .quadmix import merged_quality
 from . import schema as S
+from .budget import without_replacement
+from .histogram import DomainHistograms
+from .merged_quality import merged_quality
 
 ALL = "*"
 
@@ -174,7 +175,7 @@ class TopK:
 
     def facts(self) -> dict:
         threshold = None if np.isneginf(self.threshold_) else float(self.threshold_)  # None: the whole pool
-        return {**_without_replacement(self.budget_, self.unit_, self.pool_), "threshold": threshold}
+        return {**without_replacement(self.budget_, self.unit_, self.pool_), "threshold": threshold}
 
 
 class Uniform:
@@ -202,21 +203,7 @@ class Uniform:
         return np.full(batch.num_rows, self.rate_), None
 
     def facts(self) -> dict:
-        return {**_without_replacement(self.budget_, self.unit_, self.pool_), "rate": self.rate_}
-
-
-def shortfall(budget: float | None, expected: float) -> float:
-    """How much of the budget the fitted strategy cannot fill; 0 within rounding (1e-9 of the budget)."""
-    if budget is None:
-        return 0.0
-    short = budget - expected
-    return short if short > 1e-9 * budget else 0.0
-
-
-def _without_replacement(budget: float, unit: str, pool: float) -> dict:
-    """Facts of a one-copy strategy: it yields the budget, or the whole pool when that is smaller."""
-    expected = min(budget, pool)
-    return {"budget": budget, "unit": unit, "expected": expected, "shortfall": shortfall(budget, expected), "max_copies": 1, "pool": pool}
+        return {**without_replacement(self.budget_, self.unit_, self.pool_), "rate": self.rate_}
 
 
 def select(batch: pa.Table, strategy: Strategy, seed: int, filters: list) -> pa.Table:

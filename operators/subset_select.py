@@ -53,7 +53,8 @@ import pyarrow as pa
 from . import schema as S
 from .embed import from_fixed_list
 from .histogram import DomainHistograms
-from .selection import ALL, _without_replacement, shortfall
+from .budget import shortfall, without_replacement
+from .selection import ALL
 from .subset import MODES, facility_location, kmq_budgets, max_min_diversity, odis
 
 
@@ -164,7 +165,7 @@ class GroupPick:
     def facts(self) -> dict:
         picked = sum(p[self.unit_] for p in self.picked_.values())
         return {
-            **_without_replacement(self.budget_, self.unit_, self.pool_),
+            **without_replacement(self.budget_, self.unit_, self.pool_),
             "expected": float(picked),  # exact: every pick gets one copy
             "shortfall": shortfall(self.budget_, picked),
             "split": self.split,

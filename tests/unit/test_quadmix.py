@@ -8,7 +8,8 @@ import pytest
 
 from thresher.operators import schema as S
 from thresher.operators.histogram import DomainHistograms
-from thresher.operators.quadmix import QuaDMix, QuaDMixParams, merged_quality, sampling_value
+from thresher.operators.merged_quality import merged_quality
+from thresher.operators.quadmix import QuaDMix, QuaDMixParams, sampling_value
 from thresher.operators.selection import draw_copies
 
 
