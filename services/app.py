@@ -62,7 +62,8 @@ def _with_spec_schema(app: FastAPI) -> dict:
 
 def create_app(settings: ServiceSettings, config_path: str | None = None) -> FastAPI:
     store = open_store(settings)
-    drivers = RayJobDrivers(settings.ray_address, config_path) if settings.ray_address else LocalDrivers(config_path)
+    roots = settings.roots()
+    drivers = RayJobDrivers(settings.ray_address, config_path, roots) if settings.ray_address else LocalDrivers(config_path, roots=roots)
     scheduler = Scheduler(store, drivers, settings.data_dir, settings.max_concurrent_jobs, settings.max_attempts, settings.poll_s)
 
     @asynccontextmanager

@@ -57,16 +57,23 @@ def read_json(path: Path) -> dict | None:
         return None
 
 
+def driver_env(config_path: str | None, roots: list[Path] | None) -> dict[str, str]:
+    """What a driver is told besides its job directory: the service's config file, and the allowed roots as the
+    service resolved them (a Ray Job's driver starts elsewhere, with another working directory and environment)."""
+    env = {"THRESHER_CONFIG": config_path} if config_path else {}
+    return env | ({"THRESHER_ALLOWED_ROOTS": json.dumps([str(r) for r in roots])} if roots else {})
+
+
 class LocalDrivers:
     """Driver subprocesses on this machine."""
 
-    def __init__(self, config_path: str | None = None, command: list[str] | None = None):
-        self.config_path = config_path
+    def __init__(self, config_path: str | None = None, command: list[str] | None = None, roots: list[Path] | None = None):
+        self.config_path, self.roots = config_path, roots
         self.command = command or [sys.executable, "-m", "thresher.services.driver"]  # + JOB_DIR
         self._children: dict[int, subprocess.Popen] = {}  # reaped on poll, so no zombies
 
     def start(self, job: JobRecord, directory: Path) -> str:
-        env = {**os.environ, **({"THRESHER_CONFIG": self.config_path} if self.config_path else {})}
+        env = {**os.environ, **driver_env(self.config_path, self.roots)}
         with open(directory / "driver.log", "ab") as out:
             p = subprocess.Popen(
                 [*self.command, str(directory)],
@@ -144,15 +151,15 @@ class RayJobDrivers:
     a filesystem the cluster's head node sees, as the job's output is.
     """
 
-    def __init__(self, address: str, config_path: str | None = None):
+    def __init__(self, address: str, config_path: str | None = None, roots: list[Path] | None = None):
         from ray.job_submission import JobSubmissionClient
 
         self.client = JobSubmissionClient(address)
-        self.config_path = config_path
+        self.config_path, self.roots = config_path, roots
 
     def start(self, job: JobRecord, directory: Path) -> str:
         submission = job.id if job.attempt == 0 else f"{job.id}-{job.attempt + 1}"
-        env = {ON_CLUSTER: "1", **({"THRESHER_CONFIG": self.config_path} if self.config_path else {})}
+        env = {ON_CLUSTER: "1", **driver_env(self.config_path, self.roots)}
         try:
             self.client.submit_job(
                 entrypoint=f"{sys.executable} -m thresher.services.driver {directory}",
