@@ -25,6 +25,7 @@ serve: setup
 	$(BIN)/thresher serve
 
 test: setup
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q --durations=25
 
 bench: setup

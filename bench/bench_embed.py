@@ -72,7 +72,7 @@ def corpus_path(out: Path, n_docs: int, seed: int = 0) -> Path:
 
 def ensure_corpus(out: Path, n_docs: int, seed: int = 0) -> tuple[Path, float | None]:
     """The demo corpus of n_docs documents, generated once and cached in `out`."""
-    from thresher.pipeline import demo_corpus
+    from thresher import demo_corpus
 
     path = corpus_path(out, n_docs, seed)
     if path.exists():
@@ -401,7 +401,8 @@ def bench_model(model: str, n_docs: int, args) -> dict:
         print(f"[{model}]   pipeline embed {pr['timings']['embed']['docs_per_s']:,.1f} docs/s (foreign CPU {pr['cpu']['foreign_frac']:.0%})", flush=True)
         wait_quiet(args.quiet_wait)
         heads.append(pipeline_run(head_corpus, out / f"run-{model}-head-{rep}", model, args))
-        print(f"[{model}]   pipeline on the first {heads[-1]['counts']['input']:,} docs: embed phase {heads[-1]['timings']['embed']['seconds']:.1f} s; marginal {marginal(pr, heads[-1]):,.1f} docs/s", flush=True)
+        print(f"[{model}]   pipeline on the first {heads[-1]['counts']['input']:,} docs: embed phase {heads[-1]['timings']['embed']['seconds']:.1f} s; marginal {marginal(pr, heads[-1]):,.1f} "
+            f"docs/s", flush=True)
     del embedder
     return report(model, n_docs, load_s, cold_s, bares, pipes, heads)
 

@@ -35,7 +35,7 @@ import pyarrow as pa
 
 from thresher.operators import schema as S
 from thresher.operators.heuristic_rules import apply_rules
-from thresher.pipeline.demo_corpus import generate
+from thresher.demo_corpus import generate
 
 COLUMNS = [S.Q_RULE_GOPHER_QUALITY, S.Q_RULE_GOPHER_REPETITION, S.Q_RULE_C4, S.Q_RULE_FINEWEB]
 

@@ -62,7 +62,7 @@ def ensure_corpus(out: Path, n_docs: int, seed: int = 0) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     tmp = path.with_suffix(".tmp.parquet")
-    code = "import sys; from thresher.pipeline import demo_corpus; demo_corpus.write(sys.argv[1], n_docs=int(sys.argv[2]), seed=int(sys.argv[3]))"
+    code = "import sys; from thresher import demo_corpus; demo_corpus.write(sys.argv[1], n_docs=int(sys.argv[2]), seed=int(sys.argv[3]))"
     subprocess.run([sys.executable, "-c", code, str(tmp), str(n_docs), str(seed)], check=True)
     tmp.rename(path)
     print(f"generated {path} in {time.perf_counter() - t:.1f} s", flush=True)

@@ -102,7 +102,8 @@ def main() -> None:
             }
             if "search" in m["timings"]:
                 s = m["timings"]["search"]
-                row |= {k: s.get(k) for k in ("runs", "rounds", "chosen_from", "heldout_spearman", "predicted_loss", "measured_loss", "best_run_loss", "median_run_loss")} | {"search_seconds": s["seconds"]}
+                row |= {k: s.get(k) for k in ("runs", "rounds", "chosen_from", "heldout_spearman", "predicted_loss", "measured_loss", "best_run_loss",
+                    "median_run_loss")} | {"search_seconds": s["seconds"]}
             rows.append(row)
             print(json.dumps(row), flush=True)
     print()
@@ -113,7 +114,8 @@ def main() -> None:
         rs = [r for r in rows if r["strategy"] == name]
         loss = np.mean([r["eval_loss"] for r in rs])
         vs = f"{(loss - base) / base:+.2%}" if base else "-"
-        print(f"| {name} | {loss:.4f} ± {np.std([r['eval_loss'] for r in rs]):.4f} | {vs} | {np.mean([r['entropy'] for r in rs]):.3f} | {np.mean([r['vendi'] for r in rs]):.2f} | {np.mean([r['docs'] for r in rs]):.0f} | {len(rs)} |")
+        print(f"| {name} | {loss:.4f} ± {np.std([r['eval_loss'] for r in rs]):.4f} | {vs} | {np.mean([r['entropy'] for r in rs]):.3f} | {np.mean([r['vendi'] for r in rs]):.2f} | "
+            f"{np.mean([r['docs'] for r in rs]):.0f} | {len(rs)} |")
 
 
 if __name__ == "__main__":

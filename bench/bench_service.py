@@ -55,7 +55,7 @@ import httpx
 import numpy as np
 import psutil
 
-from thresher.pipeline.demo_corpus import write as write_demo_corpus
+from thresher.demo_corpus import write as write_demo_corpus
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests/
 from tests.serve_process import TERMINAL, ServeProcess  # noqa: E402  (the same server the service tests run)
@@ -228,7 +228,10 @@ def row(name: str, s: dict) -> str:
 
 
 def markdown(m: dict) -> str:
-    poll_head = "| endpoint | requests | errors | req/s | p50 ms | p90 ms | p99 ms | max ms | API CPU ms/req | API cores | job cores | client cores | machine busy cores |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    poll_head = (
+        "| endpoint | requests | errors | req/s | p50 ms | p90 ms | p99 ms | max ms | API CPU ms/req | API cores | job cores | client cores | machine busy cores |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    )
     sub_head = "| submits | requests | errors | req/s | p50 ms | p90 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|---:|---:|---:|"
     p = m["polls"]
     verdict = "met" if p["job"]["p99"] < TARGET_P99_MS and p["job"]["errors"] == 0 else "NOT met"
@@ -239,8 +242,10 @@ def markdown(m: dict) -> str:
         f"- machine: {m['node']}, {m['cpus']} CPUs, Python {platform.python_version()}, {platform.platform()}",
         f"- load average (1/5/15 min) before: {' / '.join(f'{x:.2f}' for x in m['load_before'])}; after: {' / '.join(f'{x:.2f}' for x in m['load_after'])}",
         f"- command: `{m['command']}`",
-        f"- running job: {m['docs']} demo docs, embedder minilm batch_size 16, in phase embed for every window: {m['embed_throughout']} (rows_done {m['rows_at_start']} -> {m['rows_at_end']} of {m['rows_total']})",
-        f"- {m['clients']} concurrent clients (one connection each, think time {m['think_ms']:.0f} ms), {m['seconds']:.0f} s per endpoint; one uvicorn process (`thresher serve`), max_concurrent_jobs 1",
+        f"- running job: {m['docs']} demo docs, embedder minilm batch_size 16, in phase embed for every window: {m['embed_throughout']} (rows_done {m['rows_at_start']} -> {m['rows_at_end']} of "
+            f"{m['rows_total']})",
+        f"- {m['clients']} concurrent clients (one connection each, think time {m['think_ms']:.0f} ms), {m['seconds']:.0f} s per endpoint; one uvicorn process (`thresher serve`), max_concurrent_jobs "
+            f"1",
         f"- target: p99 of `GET /v1/jobs/{{id}}` under {TARGET_P99_MS:.0f} ms with {m['clients']} clients: **{verdict}** (p99 {p['job']['p99']:.1f} ms)",
         "- columns: API CPU ms/req = CPU seconds of the `thresher serve` process (API, its threadpool, the scheduler thread) / answered requests; "
         "cores = CPU seconds / wall seconds of the window for the API process, the job (driver + its local Ray), this client, and the whole machine (everything running on it)",

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from thresher.pipeline.demo_corpus import generate
+from thresher.demo_corpus import generate
 from thresher.pipeline.runner import run
 from thresher.pipeline.spec import parse_spec
 

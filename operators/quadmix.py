@@ -41,11 +41,13 @@ from .merged_quality import quality_column
 
 @dataclass(frozen=True)
 class QuaDMixParams:
-    lam: float = 10.0
-    omega: float = 0.5
-    eta: float = 1.0
-    epsilon: float = 0.0
-    alpha: dict[str, float] = field(default_factory=lambda: {S.Q_HEURISTIC: 1.0})
+    """One domain's parameters. The metadata (bounds, description) is what the job spec's `selection.quadmix` checks and documents."""
+
+    lam: float = field(default=10.0, metadata={"gt": 0, "description": "λ: steepness of the sigmoid decay over the percentile."})
+    omega: float = field(default=0.5, metadata={"ge": 0, "le": 1, "description": "ω: the top share of a domain (by tokens) sampled at least once in expectation."})
+    eta: float = field(default=1.0, metadata={"gt": 0, "description": "η: exponent; the best document gets about 2^η copies."})
+    epsilon: float = field(default=0.0, metadata={"ge": 0, "description": "ε: baseline copies added everywhere, and all a document beyond ω gets."})
+    alpha: dict[str, float] = field(default_factory=lambda: {S.Q_HEURISTIC: 1.0}, metadata={"description": "Weights α of the quality columns merged into q̄."})
 
 
 def sampling_value(

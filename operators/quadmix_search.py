@@ -53,7 +53,7 @@ Deviations, all deliberate:
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -65,13 +65,15 @@ SCALARS = ("lam", "omega", "eta", "epsilon")
 
 @dataclass(frozen=True)
 class ParamRanges:
-    lam_min: float = 1.0
-    lam_max: float = 100.0
-    omega_min: float = 0.0
-    omega_max: float = 1.0
-    eta_min: float = 0.25
-    eta_max: float = 3.0
-    epsilon_max: float = 0.05
+    """Where the search draws each parameter from; the metadata is what `selection.search.ranges` checks and documents."""
+
+    lam_min: float = field(default=1.0, metadata={"gt": 0, "description": "λ is drawn log-uniform in [lam_min, lam_max]."})
+    lam_max: float = field(default=100.0, metadata={"gt": 0, "description": "Upper end of λ's range."})
+    omega_min: float = field(default=0.0, metadata={"ge": 0, "le": 1, "description": "ω is drawn uniform in [omega_min, omega_max]."})
+    omega_max: float = field(default=1.0, metadata={"ge": 0, "le": 1, "description": "Upper end of ω's range."})
+    eta_min: float = field(default=0.25, metadata={"gt": 0, "description": "η is drawn uniform in [eta_min, eta_max]."})
+    eta_max: float = field(default=3.0, metadata={"gt": 0, "description": "Upper end of η's range."})
+    epsilon_max: float = field(default=0.05, metadata={"ge": 0, "description": "ε is drawn uniform in [0, epsilon_max]."})
 
 
 @dataclass(frozen=True)

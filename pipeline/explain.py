@@ -18,6 +18,7 @@ from thresher.operators import schema as S
 
 from . import shards
 from .errors import InputError
+from .spec import OutputSpec
 
 SHOWN_PREFIXES = ("q_", "u_", "d_", "sig_", "sel_")
 
@@ -29,7 +30,7 @@ def explain(out: Path, doc_id: str) -> dict:
     except (OSError, ValueError):
         raise InputError(f"{out} holds no readable manifest.json: not a thresher output") from None
     output = manifest["spec"]["output"]
-    work = Path(output["work_dir"]) if output.get("work_dir") else out.parent / f"{out.name}.work"
+    work = Path(OutputSpec.model_validate({**output, "path": str(out)}).work_path())  # beside the output where it is now
     score_dir = work / f"score-{manifest['phases']['score']['key']}"
     select_dir = work / f"select-{manifest['phases']['select']['key']}"
     if not (score_dir / "_SUCCESS").exists() or not (select_dir / "_SUCCESS").exists():

@@ -1,18 +1,20 @@
 """The job's phases: `PHASES` (one list, in dependency order) and the body of each.
 
-    embed     read -> validate -> signals -> embed (actor pool)          reads input files, input.*, embedder.model
+    embed     read -> validate -> signals -> embed (actor pool)          reads input files, input.*, embedder.model, scorers.lang
     clusters  k-means + cluster sizes on a hash-ordered sample           reads clustering, seed
-    fit       rank normalisers, classifier, DSIR, target set              reads scorers (fits), their side corpora, seed
+    fit       every fitted scorer of the registry (pipeline/scorers.py)  reads those scorers' specs and side corpora, seed
     dedup     exact + MinHash near duplicates                             reads scorers.dedup
     semdedup  SemDeDup within each k-means cluster                        reads scorers.semdedup, seed
-    score     every score column, duplicate flags                         reads scorers.rules
+    score     every score column, duplicate flags                         reads the unfitted scorers' specs (rules)
     search    QuaDMix parameters from proxy runs (when selection.search)   reads selection, its validation files, seed
-    select    histograms -> strategy.fit -> doc_id + sel_* per file       reads selection, seed
+    select    histograms -> strategy.fit -> doc_id + sel_* per file       reads selection (from_search by content), seed
               (subset strategies: a pick pass per group in between, pipeline/picks.py)
 
-Each phase's cache key is the hash of what it reads plus the keys of the
-phases it needs (`pipeline/plan.py`), so a new input file re-embeds, a rule
-threshold rescores without refitting k-means, and a new budget reselects only.
+A phase's body is given its `Slice` of the spec, the same object its cache
+key is the hash of (`pipeline/plan.py`), never the whole spec: a new input
+file re-embeds, a rule threshold rescores without refitting k-means, a new
+budget reselects only, and a body cannot read what its key does not cover.
+How a job runs (batch sizes, actors, the device, Ray) is in the `Context`.
 `pipeline/runner.py` runs the list; `pipeline/output.py` writes the output.
 """
 
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -34,48 +36,39 @@ from thresher.operators.embed import Embedder, ModelRef, embed_batch, from_fixed
 from thresher.operators.histogram import DomainHistograms
 from thresher.operators.kmeans import KMeans
 from thresher.operators.langid import lang_batch
-from thresher.operators.selection import filter_reasons, select, uniform_from_ids
+from thresher.operators.selection import filter_reasons, select
 from thresher.operators.semdedup import SemanticDuplicates, SemDeDup, semdedup_group
 from thresher.operators.signals import add_signals
-from thresher.operators.validate import ValidateConfig, lift_json_keys, validate
+from thresher.operators.validate import ValidateConfig, validate
 
 from . import ids, io, picks
 from .confine import Roots
 from .errors import JobError
 from .events import OnEvent
-from .plan import Phase, WorkDir
+from .plan import Phase, Slice, WorkDir
 from .progress import PhaseProgress, count_rows
+from .scorers import SideInputs
+from .scoring import Clusters, FittedScorers, Scorers, fit_clusters, fit_scorers, score_batch, scorer_sample_columns
 from .search import search_phase
 from .settings import Settings
-from .scoring import Clusters, FittedScorers, Scorers, fit_clusters, fit_scorers, score_batch, scorer_sample_columns
-from .spec import CorpusRef, JobSpec
+from .spec import CorpusRef, EmbedderSpec, InputSpec, JobSpec
+from .tables import Lift, domain_source, fit_sample, iter_tables, read_dataset, row_count, valid_rows, with_domain
 
 PREPARE_TASK_BYTES = 256 * 2**20
 
 
 @dataclass
-class Lift:
-    """JSONL keys a phase reads, lifted out of the `metadata` column (nothing for Parquet)."""
-
-    numeric: list[str] = field(default_factory=list)
-    text: list[str] = field(default_factory=list)
-
-    def apply(self, t: pa.Table, wanted: set[str]) -> pa.Table:
-        num = [k for k in self.numeric if k in wanted and k not in t.column_names]
-        txt = [k for k in self.text if k in wanted and k not in t.column_names]
-        return lift_json_keys(t, num, txt) if num or txt else t
-
-
-@dataclass
 class Context:
-    spec: JobSpec
+    """How a job runs, shared by every phase: where, with what, and what it reports; never what it computes."""
+
     work: WorkDir
     log: Callable[[str], None]
     emit: OnEvent
     inputs: io.InputFiles
     side: dict[str, io.InputFiles]  # side corpora by spec field
     lift: Lift
-    model: ModelRef | None = None
+    embedder: EmbedderSpec  # batch sizes, actors, device (its model is in the embed phase's slice)
+    model: ModelRef | None = None  # embedder.model, resolved on the driver
     timings: dict[str, dict] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     progress: PhaseProgress | None = None  # the running phase's row count
@@ -88,31 +81,45 @@ class Context:
         self.log(f"warning: {message}")
         self.emit({"event": "warning", "message": message})
 
-
-def _reads_embed(spec: JobSpec, fp: dict) -> dict:
-    lang = spec.scorers.lang.model_dump(mode="json") if spec.scorers.lang else None
-    return {"input": spec.input.model_dump(mode="json", exclude={"paths"}), "files": fp["input"], "model": spec.embedder.model, "lang": lang}
+    def side_texts(self, ref: CorpusRef) -> list[str]:
+        return io.read_texts(ref.paths, ref.format, ref.text_column, ref.max_docs, self.roots)
 
 
-def _reads_fit(spec: JobSpec, fp: dict) -> dict:
-    sc = spec.scorers.model_dump(mode="json", include={"fit_sample_size", "classifier", "columns", "dsir", "target_sim"})
-    return {"scorers": sc, "side_files": {k: v for k, v in fp.items() if k.startswith("scorers.")}, "seed": spec.seed}
+def _reads_embed(spec: JobSpec, fp: dict) -> Slice:
+    return Slice("embed", input=spec.input.model_copy(update={"paths": []}), files=fp["input"], model=spec.embedder.model, lang=spec.scorers.lang)
 
 
-def _reads_search(spec: JobSpec, fp: dict) -> dict:
-    return {
-        "selection": spec.selection.model_dump(mode="json"),
-        "validation": fp.get("selection.search.validation") or fp.get("selection.refine.validation"),
-        "proxy_command": fp.get("selection.search.proxy"),
-        "seed": spec.seed,
-    }
+def _reads_clusters(spec: JobSpec, fp: dict) -> Slice:
+    return Slice("clusters", clustering=spec.clustering, seed=spec.seed)
 
 
-def _reads_selection(spec: JobSpec, fp: dict) -> dict:
-    sel = spec.selection.model_dump(mode="json")
-    if sel.get("from_search"):  # the file's content, not its name, decides
-        sel["from_search"] = {"path": sel["from_search"], "sha256": _file_sha256(sel["from_search"])}
-    return {"selection": sel, "seed": spec.seed}
+def _reads_fit(spec: JobSpec, fp: dict) -> Slice:
+    fitted = dict(spec.scorers.fitted())
+    side = {k: v for k, v in fp.items() if k.startswith("scorers.")}
+    return Slice("fit", scorers=fitted, sample_size=spec.scorers.fit_sample_size, side_files=side, seed=spec.seed)
+
+
+def _reads_dedup(spec: JobSpec, fp: dict) -> Slice:
+    return Slice("dedup", dedup=spec.scorers.dedup)
+
+
+def _reads_semdedup(spec: JobSpec, fp: dict) -> Slice:
+    return Slice("semdedup", semdedup=spec.scorers.semdedup, seed=spec.seed)
+
+
+def _reads_score(spec: JobSpec, fp: dict) -> Slice:
+    return Slice("score", scorers={n: s for n, s in spec.scorers.enabled() if not s.fitted})
+
+
+def _reads_search(spec: JobSpec, fp: dict) -> Slice:
+    validation = fp.get("selection.search.validation") or fp.get("selection.refine.validation")
+    return Slice("search", selection=spec.selection, validation=validation, proxy_command=fp.get("selection.search.proxy"), seed=spec.seed)
+
+
+def _reads_selection(spec: JobSpec, fp: dict) -> Slice:
+    from_search = getattr(spec.selection, "from_search", None)
+    content = _file_sha256(from_search) if from_search else None  # the file's content, not its name, decides
+    return Slice("select", selection=spec.selection, from_search_sha256=content, seed=spec.seed)
 
 
 def _file_sha256(path: str) -> str:
@@ -124,49 +131,48 @@ def _file_sha256(path: str) -> str:
         raise JobError(f"selection.from_search: cannot read {path}") from None
 
 
-def embed_phase(ctx: Context, d: Path, needed: dict) -> dict:
+def embed_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
     """Read and validate the input twice: once to find repeated ids (cheap, no model), then to embed."""
-    spec = ctx.spec
-    cfg = validate_config(spec)
+    cfg = validate_config(s.input)
     order = {f: i for i, f in enumerate(ctx.inputs.files)}
     raw = io.read_raw(ctx.inputs, cfg)
-    repeats = ids.repeated(raw.map_batches(validate, fn_kwargs={"cfg": cfg}, batch_format="pyarrow", batch_size=spec.embedder.batch_size), order)
+    repeats = ids.repeated(raw.map_batches(validate, fn_kwargs={"cfg": cfg}, batch_format="pyarrow", batch_size=ctx.embedder.batch_size), order)
     if repeats.size:
         ctx.log(f"[embed] {repeats.size} rows repeat an earlier row's id; quarantined")
     marks = {"repeats": repeats, "order": order, "reason": ids.REASON_DUPLICATE_ID if cfg.id_column else ids.REASON_DUPLICATE_TEXT}
-    marks["lang_chars"] = spec.scorers.lang.max_chars if spec.scorers.lang else 0
+    marks["lang_chars"] = s.lang.max_chars if s.lang else 0
     # Ray Data fuses consecutive maps whose remote args are equal. Prepare's
     # memory request (a batch of text and its polars intermediates) makes them
     # differ, so prepare stays out of the embedding actor: fused, a CPU actor
     # would validate and compute signals between its batches instead of
     # leaving that to another core (50k static docs: embed phase 102.7 s
     # fused, 84.7 s not; bench/RESULTS.md).
-    ds = raw.map_batches(prepare_batch, fn_kwargs={"cfg": cfg, **marks}, batch_format="pyarrow", batch_size=spec.embedder.batch_size, memory=PREPARE_TASK_BYTES)
+    ds = raw.map_batches(prepare_batch, fn_kwargs={"cfg": cfg, **marks}, batch_format="pyarrow", batch_size=ctx.embedder.batch_size, memory=PREPARE_TASK_BYTES)
     _embedding(ctx, ds).write_parquet(str(d / "data"))
-    return {"rows": _count(d / "data"), "files": len(ctx.inputs.files), "repeated_ids": int(repeats.size), "device": _device(spec), "model": spec.embedder.model}
+    return {"rows": row_count(d / "data"), "files": len(ctx.inputs.files), "repeated_ids": int(repeats.size), "device": _device(ctx.embedder), "model": s.model}
 
 
-def clusters_phase(ctx: Context, d: Path, needed: dict) -> dict:
-    valid = _valid_rows(needed["embed"])
-    sample = _fit_sample(ctx, needed["embed"], [S.DOC_ID, S.INVALID_REASON, S.EMB], ctx.spec.clustering.sample_size, valid)
-    clusters, info = fit_clusters(ctx.spec, sample, valid)
+def clusters_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
+    valid = valid_rows(needed["embed"])
+    sample = fit_sample(needed["embed"], [S.DOC_ID, S.INVALID_REASON, S.EMB], s.clustering.sample_size, valid, s.seed, ctx.lift, ctx.progress)
+    clusters, info = fit_clusters(s.clustering, s.seed, sample, valid)
     clusters.save(d)
     return {"rows": sample.num_rows, **info}
 
 
-def fit_phase(ctx: Context, d: Path, needed: dict) -> dict:
-    spec = ctx.spec
-    sample = _fit_sample(ctx, needed["embed"], scorer_sample_columns(spec), spec.scorers.fit_sample_size, _valid_rows(needed["embed"]))
-    fitted, info = fit_scorers(spec, sample, lambda ref: _side_texts(ctx, ref), lambda texts, sig: embed_texts(ctx, texts, sig))
+def fit_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
+    columns = scorer_sample_columns(s.scorers)
+    sample = fit_sample(needed["embed"], columns, s.sample_size, valid_rows(needed["embed"]), s.seed, ctx.lift, ctx.progress)
+    fitted, info = fit_scorers(s.scorers, sample, SideInputs(ctx.side_texts, lambda texts, sig: embed_texts(ctx, texts, sig)), s.seed)
     fitted.save(d)
     return {"rows": sample.num_rows, **info}
 
 
-def dedup_phase(ctx: Context, d: Path, needed: dict) -> dict:
+def dedup_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
     """Exact and near duplicates: text streams through the driver, hashes and MinHash signatures are kept."""
-    p = ctx.spec.scorers.dedup
+    p = s.dedup
     finders = [(n, f) for n, f, on in (("exact", ExactDuplicates(), p.exact), ("near", NearDuplicates(p.threshold, p.num_perm, p.ngram), p.near)) if on]
-    for t in _iter_tables(needed["embed"], [S.DOC_ID, S.TEXT, S.INVALID_REASON]):
+    for t in iter_tables(needed["embed"], [S.DOC_ID, S.TEXT, S.INVALID_REASON]):
         ctx.progress.add(t.num_rows)
         t = t.filter(t.column(S.INVALID_REASON).is_null())
         for _, f in finders:
@@ -179,15 +185,15 @@ def dedup_phase(ctx: Context, d: Path, needed: dict) -> dict:
     return info
 
 
-def semdedup_phase(ctx: Context, d: Path, needed: dict) -> dict:
+def semdedup_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
     """SemDeDup as a Ray Data group-by on the k-means cluster: memory bounded by the largest cluster (in blocks)."""
-    p = ctx.spec.scorers.semdedup
+    p = s.semdedup
     kmeans = Clusters.load(needed["clusters"]).kmeans
     groups = (
-        _read(needed["embed"], [S.DOC_ID, S.EMB, S.INVALID_REASON])
+        read_dataset(needed["embed"], [S.DOC_ID, S.EMB, S.INVALID_REASON])
         .map_batches(assign_clusters, fn_args=[kmeans], batch_format="pyarrow", batch_size=4096)
         .groupby(S.D_CLUSTER)
-        .map_groups(semdedup_group, fn_args=[SemDeDup(p.epsilon, p.order, ctx.spec.seed, p.block)], batch_format="pyarrow")
+        .map_groups(semdedup_group, fn_args=[SemDeDup(p.epsilon, p.order, s.seed, p.block)], batch_format="pyarrow")
     )
     pairs = list(groups.iter_batches(batch_format="pyarrow", batch_size=None))
     empty = pa.table({S.DOC_ID: pa.array([], pa.string()), S.D_SEMDUP_OF: pa.array([], pa.string())})
@@ -196,40 +202,32 @@ def semdedup_phase(ctx: Context, d: Path, needed: dict) -> dict:
     return {"semantic_duplicates": table.num_rows}
 
 
-def score_phase(ctx: Context, d: Path, needed: dict) -> dict:
-    sc = ctx.spec.scorers
+def score_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
     duplicates: list[DuplicateMap] = []
     if needed.get("dedup"):
         duplicates += [cls.load(needed["dedup"] / n) for n, cls in (("exact", ExactDuplicates), ("near", NearDuplicates)) if (needed["dedup"] / n).exists()]
     if needed.get("semdedup"):
         duplicates.append(SemanticDuplicates.load(needed["semdedup"] / "semdedup"))
-    scorers = Scorers(
-        Clusters.load(needed["clusters"]),
-        FittedScorers.load(needed["fit"]),
-        rules=sc.rules.model_dump() if sc.rules else None,
-        duplicates=duplicates,
-        lift_numeric=[c.column for c in sc.columns if c.column in ctx.lift.numeric],
-    )
-    ds = _read(needed["embed"]).map_batches(score_batch, fn_args=[scorers, ctx.progress.counter], batch_format="pyarrow", batch_size=4096)
+    scorers = Scorers.build(Clusters.load(needed["clusters"]), FittedScorers.load(needed["fit"]), s.scorers, duplicates, ctx.lift.numeric)
+    ds = read_dataset(needed["embed"]).map_batches(score_batch, fn_args=[scorers, ctx.progress.counter], batch_format="pyarrow", batch_size=4096)
     ds.write_parquet(str(d / "data"))
-    return {"rows": _count(d / "data")}
+    return {"rows": row_count(d / "data")}
 
 
-def select_phase(ctx: Context, d: Path, needed: dict) -> dict:
+def select_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
     """Fit the strategy on corpus-wide histograms, then write doc_id + domain + sel_* beside each score file.
 
     The output is narrow and row-group aligned with the score files (same file
     names, same row groups), so a new budget or strategy costs a few bytes per
     document in the work directory, and the writer joins the two while it streams.
     """
-    spec = ctx.spec
-    sel = spec.selection
+    sel = s.selection
     filters = sel.build_filters()
-    strategy = sel.build(needed, spec.seed)
-    cols = sorted({S.DOC_ID, S.INVALID_REASON, S.N_TOKENS, _domain_source(sel.domain), *(f.column for f in filters), *strategy.columns})
+    strategy = sel.build(needed, s.seed)
+    cols = sorted({S.DOC_ID, S.INVALID_REASON, S.N_TOKENS, domain_source(sel.domain), *(f.column for f in filters), *strategy.columns})
     hist = DomainHistograms(sel.percentile_bins)
     eligible = picks.Eligible() if getattr(strategy, "needs_picks", False) else None
-    for t in _iter_tables(needed["score"], cols, ctx.lift):
+    for t in iter_tables(needed["score"], cols, ctx.lift):
         ctx.progress.add(t.num_rows)
         t = with_domain(t.filter(t.column(S.INVALID_REASON).is_null()), sel.domain)
         t = t.filter(pa.array(np.equal(filter_reasons(t, filters), None)))
@@ -254,18 +252,18 @@ def select_phase(ctx: Context, d: Path, needed: dict) -> dict:
     hist.save(d / "histograms.json")
     files = sorted((needed["score"] / "data").glob("*.parquet"))
     (d / "data").mkdir()
-    task = {"strategy": strategy, "seed": spec.seed, "filters": filters, "columns": cols, "domain": sel.domain, "lift": ctx.lift, "out": str(d / "data"), "counter": ctx.progress.counter}
+    task = {"strategy": strategy, "seed": s.seed, "filters": filters, "columns": cols, "domain": sel.domain, "lift": ctx.lift, "out": str(d / "data"), "counter": ctx.progress.counter}
     ray.data.from_items([{"file": str(f)} for f in files], override_num_blocks=max(1, len(files))).map(select_file, fn_kwargs=task).take_all()
-    return {"rows": _count(d / "data"), "strategy": sel.strategy, **facts}
+    return {"rows": row_count(d / "data"), "strategy": sel.strategy, **facts}
 
 
 PHASES: list[Phase] = [
     Phase("embed", (), _reads_embed, embed_phase),
-    Phase("clusters", ("embed",), lambda s, fp: {"clustering": s.clustering.model_dump(mode="json"), "seed": s.seed}, clusters_phase),
+    Phase("clusters", ("embed",), _reads_clusters, clusters_phase),
     Phase("fit", ("embed",), _reads_fit, fit_phase),
-    Phase("dedup", ("embed",), lambda s, fp: s.scorers.dedup.model_dump(mode="json"), dedup_phase, when=lambda s: s.scorers.dedup is not None),
-    Phase("semdedup", ("embed", "clusters"), lambda s, fp: {"semdedup": s.scorers.semdedup.model_dump(mode="json"), "seed": s.seed}, semdedup_phase, when=lambda s: s.scorers.semdedup is not None),
-    Phase("score", ("embed", "clusters", "fit", "dedup", "semdedup"), lambda s, fp: {"rules": s.scorers.rules.model_dump(mode="json") if s.scorers.rules else None}, score_phase),
+    Phase("dedup", ("embed",), _reads_dedup, dedup_phase, when=lambda s: s.scorers.dedup is not None),
+    Phase("semdedup", ("embed", "clusters"), _reads_semdedup, semdedup_phase, when=lambda s: s.scorers.semdedup is not None),
+    Phase("score", ("embed", "clusters", "fit", "dedup", "semdedup"), _reads_score, score_phase),
     Phase("search", ("score", "fit"), _reads_search, search_phase, when=lambda s: getattr(s.selection, "search", None) is not None or getattr(s.selection, "refine", None) is not None),
     # embed: the pick pass of facility location and max-min reads the embeddings (the score files drop them)
     Phase("select", ("embed", "score", "fit", "search"), _reads_selection, select_phase),
@@ -276,8 +274,7 @@ PHASE_NAMES = [p.name for p in PHASES]
 # --- stages and helpers ----------------------------------------------------------
 
 
-def validate_config(spec: JobSpec) -> ValidateConfig:
-    i = spec.input
+def validate_config(i: InputSpec) -> ValidateConfig:
     return ValidateConfig(i.text_column, i.id_column, i.token_column, i.max_bytes, i.bytes_per_token)
 
 
@@ -309,25 +306,25 @@ class EmbedStage:
 
 def _embedding(ctx: Context, ds: ray.data.Dataset, counted: bool = True) -> ray.data.Dataset:
     """ds with `emb` appended by the job's embedding actor pool (one GPU each under CUDA)."""
-    spec = ctx.spec
-    device = _device(spec)
+    e = ctx.embedder
+    device = _device(e)
     gpu = device.startswith("cuda")
     if not gpu:
-        _check_cpu_budget(spec)
+        _check_cpu_budget(e)
     return ds.map_batches(
         EmbedStage,
         fn_constructor_kwargs={
             "ref": ctx.model,
             "device": device,
-            "model_batch_size": spec.embedder.model_batch_size,
-            "threads": max(1, int(spec.embedder.cpus_per_actor)),
+            "model_batch_size": e.model_batch_size,
+            "threads": max(1, int(e.cpus_per_actor)),
             "counter": ctx.progress.counter if counted and ctx.progress else None,
         },
         batch_format="pyarrow",
-        batch_size=spec.embedder.batch_size,
-        compute=ray.data.ActorPoolStrategy(size=spec.embedder.actors),
+        batch_size=e.batch_size,
+        compute=ray.data.ActorPoolStrategy(size=e.actors),
         num_gpus=1 if gpu else 0,
-        num_cpus=0 if gpu else spec.embedder.cpus_per_actor,
+        num_cpus=0 if gpu else e.cpus_per_actor,
     )
 
 
@@ -336,13 +333,9 @@ def embed_texts(ctx: Context, texts: list[str], with_signals: bool) -> pa.Table:
     table = pa.table({"_row": np.arange(len(texts)), S.TEXT: pa.array(texts, pa.string()), S.INVALID_REASON: pa.nulls(len(texts), pa.string())})
     ds = ray.data.from_arrow(table)
     if with_signals:
-        ds = ds.map_batches(add_signals, batch_format="pyarrow", batch_size=ctx.spec.embedder.batch_size)
+        ds = ds.map_batches(add_signals, batch_format="pyarrow", batch_size=ctx.embedder.batch_size)
     batches = list(_embedding(ctx, ds, counted=False).iter_batches(batch_format="pyarrow", batch_size=None))
     return pa.concat_tables(batches).sort_by("_row").drop_columns(["_row"])
-
-
-def _side_texts(ctx: Context, ref: CorpusRef) -> list[str]:
-    return io.read_texts(ref.paths, ref.format, ref.text_column, ref.max_docs, ctx.roots)
 
 
 def assign_clusters(batch: pa.Table, kmeans: KMeans) -> pa.Table:
@@ -350,15 +343,6 @@ def assign_clusters(batch: pa.Table, kmeans: KMeans) -> pa.Table:
     batch = batch.filter(batch.column(S.INVALID_REASON).is_null()).drop_columns([S.INVALID_REASON])
     cluster, dist = kmeans.transform(from_fixed_list(batch.column(S.EMB)))
     return batch.append_column(S.D_CLUSTER, pa.array(cluster)).append_column(S.D_CENTROID_DIST, pa.array(dist))
-
-
-def _domain_source(domain: str) -> str:
-    return S.D_CLUSTER if domain == "cluster" else domain
-
-
-def with_domain(t: pa.Table, domain: str) -> pa.Table:
-    """`domain` as a string column: the k-means cluster id or the named column ('' where null)."""
-    return t.append_column(S.DOMAIN, t.column(_domain_source(domain)).cast(pa.string()).fill_null(""))
 
 
 SELECT_OUTPUT = [S.DOC_ID, S.DOMAIN, S.SEL_VALUE, S.SEL_COPIES, S.SEL_PERCENTILE, S.SEL_STRATEGY, S.SEL_REASON]
@@ -396,72 +380,23 @@ def _select_schema() -> pa.Schema:
     )
 
 
-def _fit_sample(ctx: Context, embed_dir: Path, columns: list[str], size: int, valid: int) -> pa.Table:
-    """The `size` valid documents with the smallest hash uniform u(seed, doc_id), in that order.
-
-    Ordering by u (not by doc_id) before any truncation keeps the sample
-    unbiased whatever the ids look like, and independent of how the embed
-    phase partitioned the data. Rows are pre-filtered at a rate a little
-    above size / valid, so the driver holds about one sample.
-    """
-    if valid == 0:
-        raise JobError("no valid documents in the input: nothing to fit (see the quarantine counts)")
-    rate = min(1.0, (size + 6 * np.sqrt(size) + 16) / valid)
-    parts, us = [], []
-    for t in _iter_tables(embed_dir, columns, ctx.lift):
-        ctx.progress.add(t.num_rows)
-        t = t.filter(t.column(S.INVALID_REASON).is_null())
-        u = uniform_from_ids(f"fit-{ctx.spec.seed}", t.column(S.DOC_ID).to_pylist())
-        keep = u < rate
-        parts.append(t.filter(pa.array(keep)))
-        us.append(u[keep])
-    sample = pa.concat_tables(parts)
-    order = np.argsort(np.concatenate(us), kind="stable")[:size]
-    return sample.take(pa.array(order))
-
-
-def _valid_rows(embed_dir: Path) -> int:
-    return sum(t.column(S.INVALID_REASON).null_count for t in _iter_tables(embed_dir, [S.INVALID_REASON]))
-
-
-def _device(spec: JobSpec) -> str:
+def _device(e: EmbedderSpec) -> str:
     """auto = CUDA when the cluster has GPUs (the driver itself may be a CPU-only head node)."""
-    if spec.embedder.device != "auto":
-        return spec.embedder.device
+    if e.device != "auto":
+        return e.device
     return "cuda" if ray.cluster_resources().get("GPU", 0) > 0 else "cpu"
 
 
-def _check_cpu_budget(spec: JobSpec) -> None:
+def _check_cpu_budget(e: EmbedderSpec) -> None:
     """CPU actors hold their CPUs for the whole phase; a read task needs one whole CPU besides, or the job stalls.
 
     Fractions are counted as fractions: 1 CPU with one 0.5-CPU actor leaves 0.5,
     less than a read task asks for; 2 CPUs with 0.5 leave 1.5, enough.
     """
     total = ray.cluster_resources().get("CPU", 0)
-    held = spec.embedder.actors * spec.embedder.cpus_per_actor
+    held = e.actors * e.cpus_per_actor
     if total - held < 1:
         raise JobError(
             f"embedder.actors x embedder.cpus_per_actor = {held:g} CPUs leaves {max(total - held, 0):g} of the cluster's "
             f"{total:g}, and reading needs 1 free CPU; lower embedder.actors or embedder.cpus_per_actor, or raise ray.num_cpus"
         )
-
-
-def _count(directory: Path) -> int:
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in sorted(directory.glob("*.parquet")))
-
-
-def _read(directory: Path, columns: list[str] | None = None) -> ray.data.Dataset:
-    """A phase's output as a Dataset (optionally only some columns)."""
-    return ray.data.read_parquet(str(directory / "data"), columns=columns)
-
-
-def _iter_tables(directory: Path, columns: list[str], lift: Lift | None = None) -> Iterator[pa.Table]:
-    """Stream narrow columns of a phase's output on the driver, file by file; JSONL keys lifted when asked."""
-    for f in sorted((directory / "data").glob("*.parquet")):
-        pf = pq.ParquetFile(f)
-        names = set(pf.schema_arrow.names)
-        missing = [c for c in columns if c not in names]
-        read = [c for c in columns if c in names] + (["metadata"] if missing and "metadata" in names else [])
-        for rb in pf.iter_batches(columns=read, batch_size=65536):
-            t = pa.Table.from_batches([rb])
-            yield (lift.apply(t, set(missing)) if lift and missing else t)

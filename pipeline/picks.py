@@ -107,7 +107,8 @@ def pick_pass(d: Path, needed: dict, strategy, eligible: Eligible) -> dict:
             .map_groups(pick_group, fn_args=[strategy, budgets], batch_format="pyarrow")
         )
         rows = list(ds.iter_batches(batch_format="pyarrow", batch_size=None))
-    found = pa.concat_tables(rows) if rows else pa.table({S.DOMAIN: pa.array([], pa.string()), "doc_ids": pa.array([], pa.list_(pa.string())), "tokens": pa.array([], pa.list_(pa.int64())), "facts": pa.array([], pa.string())})
+    found = pa.concat_tables(rows) if rows else pa.table({S.DOMAIN: pa.array([], pa.string()), "doc_ids": pa.array([], pa.list_(pa.string())), "tokens": pa.array([], pa.list_(pa.int64())),
+        "facts": pa.array([], pa.string())})
     found = found.sort_by(S.DOMAIN)
     parts, facts = [], {}
     for r in found.to_pylist():

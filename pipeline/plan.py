@@ -1,7 +1,8 @@
 """A job as declared data: phases, what each reads, and the work directory that caches them.
 
 A `Phase` names what it needs (other phases), the exact spec slice and input
-fingerprints it reads, and its body. Its cache key is the hash of its own
+fingerprints it reads (a `Slice`, which is also all its body is given), and
+its body. Its cache key is the hash of its own
 slice plus the keys of what it needs, so a key changes exactly when something
 the phase's output depends on changes: a graph, not a chain. Nothing else
 decides reuse.
@@ -14,6 +15,7 @@ job from using the same work directory at the same time.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -37,20 +39,73 @@ def _always(spec: Any) -> bool:
     return True
 
 
+class SliceError(Exception):
+    """A phase body reached for a part of the spec its slice (and so its key) does not hold: a bug in the phase."""
+
+
+class Slice:
+    """What a phase body may read of the spec, and exactly what its cache key is the hash of.
+
+    Parts are read as attributes (`s.clustering.n_clusters`); any other name
+    raises `SliceError` naming the phase, so a body cannot depend on what its
+    key does not cover. Parts are spec models, plain values or file
+    fingerprints; `key_data()` is their JSON form.
+    """
+
+    def __init__(self, phase: str, **parts: Any):
+        object.__setattr__(self, "_phase", phase)
+        object.__setattr__(self, "_parts", parts)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # pickle and copy look for optional dunders: not a part
+            raise AttributeError(name)
+        parts = object.__getattribute__(self, "_parts")
+        if name in parts:
+            return parts[name]
+        phase = object.__getattribute__(self, "_phase")
+        raise SliceError(f"phase {phase} read {name!r}, which is not in its slice ({', '.join(parts)}); add it to the phase's reads so its key covers it")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise SliceError("a phase's slice is read-only")
+
+    def __reduce__(self):
+        return (_slice, (object.__getattribute__(self, "_phase"), object.__getattribute__(self, "_parts")))
+
+    def key_data(self) -> dict:
+        return {k: _jsonable(v) for k, v in object.__getattribute__(self, "_parts").items()}
+
+
+def _slice(phase: str, parts: dict) -> Slice:
+    return Slice(phase, **parts)
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
 @dataclass(frozen=True)
 class Phase:
     """One cached step of a job.
 
-    `reads(spec, fingerprints)` returns the JSON-able slice of the spec (and the
-    fingerprints of the files) the phase's output depends on; `run(ctx, out,
-    needed)` writes the phase into `out`, given the directories of the phases
-    it needs (None for a need that is off), and returns facts for the manifest.
+    `reads(spec, fingerprints)` returns the phase's `Slice`: the parts of the
+    spec (and the fingerprints of the files) its output depends on. `run(ctx,
+    slice, out, needed)` writes the phase into `out`, given only that slice and
+    the directories of the phases it needs (None for a need that is off), and
+    returns facts for the manifest. `when(spec)` says whether the phase is on.
     """
 
     name: str
     needs: tuple[str, ...]
-    reads: Callable[[Any, dict], Any]
-    run: Callable[[Any, Path, dict[str, Path | None]], dict]
+    reads: Callable[[Any, dict], Slice]
+    run: Callable[[Any, Slice, Path, dict[str, Path | None]], dict]
     when: Callable[[Any], bool] = _always
 
 
@@ -75,7 +130,7 @@ def phase_keys(phases: list[Phase], spec: Any, fingerprints: dict) -> dict[str, 
         if not p.when(spec):
             keys[p.name] = None
             continue
-        payload = {"phase": p.name, "format": LAYOUT_VERSION, "reads": p.reads(spec, fingerprints), "needs": {n: keys[n] for n in p.needs}}
+        payload = {"phase": p.name, "format": LAYOUT_VERSION, "reads": p.reads(spec, fingerprints).key_data(), "needs": {n: keys[n] for n in p.needs}}
         keys[p.name] = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return keys
 

@@ -77,7 +77,8 @@ def bars(title: str, labels: list[str], series: dict[str, list[float]], ylabel: 
     for j, (name, values) in enumerate(series.items()):
         for i, v in enumerate(values):
             h = (H - PAD - 30) * v / top
-            out.append(f'<rect x="{PAD + 4 + i * gw + j * (gw - 6) / k:.1f}" y="{H - PAD - h:.1f}" width="{max((gw - 6) / k - 1, 1):.1f}" height="{h:.1f}" fill="{colors[j % len(colors)]}"><title>{_e(name)} {_e(labels[i])}: {v:.4g}</title></rect>')
+            out.append(f'<rect x="{PAD + 4 + i * gw + j * (gw - 6) / k:.1f}" y="{H - PAD - h:.1f}" width="{max((gw - 6) / k - 1, 1):.1f}" height="{h:.1f}" '
+                f'fill="{colors[j % len(colors)]}"><title>{_e(name)} {_e(labels[i])}: {v:.4g}</title></rect>')
     step = max(1, n // 24)
     out += [f'<text x="{PAD + (i + 0.5) * gw:.1f}" y="{H - PAD + 13}" text-anchor="middle" font-size="10">{_e(lab)[:8]}</text>' for i, lab in enumerate(labels) if i % step == 0]
     out.append(f'<text x="{PAD - 4}" y="34" text-anchor="end" font-size="10">{top:.3g}</text>')
@@ -151,7 +152,8 @@ def _domains(m: dict) -> list[str]:
     tp, ts = max(sum(pool.values()), 1), max(sum(sel.values()), 1)
     labels = list(doms)
     chart = bars(f"{unit} per domain", labels, {"pool": [pool[k] / tp for k in labels], "selected": [sel[k] / ts for k in labels]}, f"share of {unit}")
-    rows = [[k, v["before"].get("docs", 0), v["after"].get("docs", 0), v["before"].get("tokens", 0), v["after"].get("tokens", 0), (v["after"].get("tokens", 0) / v["before"]["tokens"]) if v["before"].get("tokens") else 0.0] for k, v in doms.items()]
+    rows = [[k, v["before"].get("docs", 0), v["after"].get("docs", 0), v["before"].get("tokens", 0), v["after"].get("tokens", 0), (v["after"].get("tokens",
+        0) / v["before"]["tokens"]) if v["before"].get("tokens") else 0.0] for k, v in doms.items()]
     return [chart, _table(["domain", "docs before", "docs after", "tokens before", "tokens after", "tokens kept"], rows)]
 
 
@@ -169,7 +171,9 @@ def _search(search_dir: Path | None) -> list[str]:
     if not search_dir or not (search_dir / "search.json").exists():
         return []
     s = json.loads((search_dir / "search.json").read_text())
-    parts = ["<h2>QuaDMix parameter search</h2>", _table(["runs", "held-out Spearman", "chosen from", "predicted loss", "measured loss"], [[s["runs"], s["heldout_spearman"], s.get("source", ""), s["predicted_loss"], s["measured_loss"]]])]
+    parts = ["<h2>QuaDMix parameter "
+        "search</h2>", _table(["runs", "held-out Spearman", "chosen from", "predicted loss", "measured loss"], [[s["runs"], s["heldout_spearman"], s.get("source", ""), s["predicted_loss"],
+            s["measured_loss"]]])]
     runs_file = search_dir / "runs.parquet"
     if runs_file.exists():
         runs = pq.read_table(runs_file)
@@ -194,7 +198,8 @@ def job_report(m: dict, search_dir: Path | None = None) -> str:
         f'<p class="muted">{_e(spec["output"]["path"])} · spec {_e(m["spec_hash"])} · accounting holds: {_e(m["accounting_holds"])}</p>',
         *[f'<p class="warn">warning: {_e(w)}</p>' for w in m.get("warnings", [])],
         "<h2>Counts</h2>",
-        _table(["input", "valid", "invalid", "selected docs", "copies", "selected tokens", "not selected"], [[c["input"], c["valid"], c["invalid"], c["selected_docs"], c["selected_copies"], c["selected_tokens"], c["not_selected"]]]),
+        _table(["input", "valid", "invalid", "selected docs", "copies", "selected tokens", "not selected"], [[c["input"], c["valid"], c["invalid"], c["selected_docs"], c["selected_copies"],
+            c["selected_tokens"], c["not_selected"]]]),
         _table(["not selected because", "documents"], [[k, v] for k, v in c.get("not_selected_by_reason", {}).items()] + [[f"invalid: {k}", v] for k, v in c.get("invalid_by_reason", {}).items()]),
         "<h2>Quality-score distributions: pool and selection</h2>",
         *_distributions(m),
@@ -208,7 +213,8 @@ def job_report(m: dict, search_dir: Path | None = None) -> str:
                 ["selection", sel["cluster_entropy_normalised"], sel["vendi"], *[v["selected"] for v in (m.get("distributions") or {}).get("means", {}).values()]],
             ],
         ),
-        scatter("diversity: pool and selection", [(pool_div["cluster_entropy_normalised"], pool_div["vendi"], "pool"), (sel["cluster_entropy_normalised"], sel["vendi"], "selection")], "cluster entropy (normalised)", "Vendi score", colors=[POOL, SELECTION]),
+        scatter("diversity: pool and selection", [(pool_div["cluster_entropy_normalised"], pool_div["vendi"], "pool"), (sel["cluster_entropy_normalised"], sel["vendi"], "selection")],
+            "cluster entropy (normalised)", "Vendi score", colors=[POOL, SELECTION]),
         *_search(search_dir),
         "<h2>Phases</h2>",
         _table(["phase", "seconds", "reused"], [[k, v.get("seconds", ""), v.get("reused", False)] for k, v in m["timings"].items()]),
@@ -228,16 +234,20 @@ def compare_report(rows: list[dict], domains: dict[str, dict]) -> str:
         "<h1>thresher comparison</h1>",
         _table(
             ["strategy", "docs", "tokens", *[f"mean {q}" for q in quality], "duplicate rate", "cluster entropy", "Vendi", "proxy loss", "report"],
-            [[r["strategy"], r["docs"], r["tokens"], *[r["mean_quality"].get(q, "") for q in quality], "" if r["duplicate_rate"] is None else r["duplicate_rate"], r["cluster_entropy"], r["vendi"], "" if r["proxy_loss"] is None else r["proxy_loss"], Raw(f'<a href="{_e(r["strategy"])}/report.html">report</a>')] for r in rows],
+            [[r["strategy"], r["docs"], r["tokens"], *[r["mean_quality"].get(q, "") for q in quality], "" if r["duplicate_rate"] is None else r["duplicate_rate"], r["cluster_entropy"], r["vendi"],
+                "" if r["proxy_loss"] is None else r["proxy_loss"], Raw(f'<a href="{_e(r["strategy"])}/report.html">report</a>')] for r in rows],
         ),
         "<h2>Quality-diversity trade-off</h2>",
         '<div class="grid">',
         scatter("Vendi vs cluster entropy", [(r["cluster_entropy"], r["vendi"], r["strategy"]) for r in rows], "cluster entropy (normalised)", "Vendi score", colors=colors),
     ]
     if has_loss:
-        parts.append(scatter("proxy loss (lower is better) vs diversity", [(r["cluster_entropy"], r["proxy_loss"] if r["proxy_loss"] is not None else float("nan"), r["strategy"]) for r in rows], "cluster entropy (normalised)", "proxy loss on the validation set", colors=colors))
+        parts.append(scatter("proxy loss (lower is better) vs "
+            "diversity", [(r["cluster_entropy"], r["proxy_loss"] if r["proxy_loss"] is not None else float("nan"), r["strategy"]) for r in rows], "cluster entropy (normalised)",
+                "proxy loss on the validation set", colors=colors))
     for q in quality:
-        parts.append(scatter(f"mean {q} vs diversity", [(r["cluster_entropy"], r["mean_quality"].get(q, float("nan")), r["strategy"]) for r in rows], "cluster entropy (normalised)", f"mean {q}", colors=colors))
+        parts.append(scatter(f"mean {q} vs diversity", [(r["cluster_entropy"], r["mean_quality"].get(q, float("nan")), r["strategy"]) for r in rows], "cluster entropy (normalised)", f"mean {q}",
+            colors=colors))
     parts.append("</div>")
     if domains:
         first = next(iter(domains.values()))

@@ -21,21 +21,20 @@ from typing import Callable, Iterator
 import ray
 import ray.data
 
-from thresher.operators import schema as S
 from thresher.operators.embed import resolve_model
-from thresher.operators.signals import SIGNALS
 from thresher.operators.validate import ValidateConfig
 
 from . import io, output, reaper
 from .confine import Roots
 from .errors import InputError, Interrupted, JobError, SpecError
 from .events import OnEvent, RunStatus
-from .phases import PHASE_NAMES, PHASES, Context, Lift, validate_config
-from .plan import Phase, WorkDir, downstream, phase_keys
+from .phases import PHASE_NAMES, PHASES, Context, validate_config
+from .plan import Phase, Slice, WorkDir, downstream, phase_keys
 from .progress import PhaseProgress
 from .search import proxy_fingerprint
 from .settings import Settings, load_settings
 from .spec import JobSpec
+from .tables import Lift
 
 READ_TASK_BYTES = 32 * 2**20
 JSONL_SAMPLE_LINES = 1000
@@ -103,9 +102,9 @@ def run(
                 fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
             log(message)
 
-        ctx = Context(spec, work, log_line, emit, inputs, side, lift_for(spec, inputs), settings=settings, roots=roots)
+        ctx = Context(work, log_line, emit, inputs, side, lift_for(spec, inputs), spec.embedder, settings=settings, roots=roots)
         try:
-            manifest = _run_plan(ctx, progress, set(force), t0, handle_signals)
+            manifest = _run_plan(ctx, spec, progress, set(force), t0, handle_signals)
         except KeyboardInterrupt:
             emit({"event": "job_failed", "error": f"interrupted in phase {ctx.phase or 'start-up'}"})
             raise Interrupted(ctx.phase or "start-up", STOPPED_BY["signal"]) from None
@@ -146,7 +145,7 @@ def _fingerprints(inputs: io.InputFiles, side: dict[str, io.InputFiles], spec: J
 
 def keys_for(spec: JobSpec, settings: Settings | None = None) -> dict[str, str | None]:
     """Each phase's key for a spec, with the inputs (and proxy command) as they are now (None for a phase that is off)."""
-    inputs = io.locate(spec.input.paths, spec.input.format, validate_config(spec))
+    inputs = io.locate(spec.input.paths, spec.input.format, validate_config(spec.input))
     side = {k: io.locate(r.paths, r.format, ValidateConfig(text_column=r.text_column)) for k, r in spec.side_corpora().items()}
     return phase_keys(PHASES, spec, _fingerprints(inputs, side, spec, settings if settings is not None else load_settings()))
 
@@ -156,8 +155,7 @@ def job_phase_dirs(spec: JobSpec) -> list[str]:
     return [f"{name}-{key}" for name, key in keys_for(spec).items() if key]
 
 
-def _run_plan(ctx: Context, progress: bool, force: set[str], t0: float, handle_signals: bool) -> dict:
-    spec = ctx.spec
+def _run_plan(ctx: Context, spec: JobSpec, progress: bool, force: set[str], t0: float, handle_signals: bool) -> dict:
     fingerprints = _fingerprints(ctx.inputs, ctx.side, spec, ctx.settings)
     keys = phase_keys(PHASES, spec, fingerprints)
     forced = downstream(PHASES, force)
@@ -179,7 +177,7 @@ def _run_plan(ctx: Context, progress: bool, force: set[str], t0: float, handle_s
             ctx.emit({"event": "phase_reused", "phase": phase.name, "key": key})
             info = info | {"reused": True}
         else:
-            info = _run_phase(ctx, phase, key, {n: dirs[n] for n in phase.needs})
+            info = _run_phase(ctx, phase, phase.reads(spec, fingerprints), key, {n: dirs[n] for n in phase.needs})
         ctx.timings[phase.name] = info | {"key": key}
         dirs[phase.name] = ctx.work.phase_dir(phase.name, key)
     facts = {
@@ -214,13 +212,13 @@ def _disk_full(e: BaseException | None) -> bool:
     return any(s in text for s in ("No space left on device", f"[Errno {errno.ENOSPC}]", "Disk quota exceeded"))
 
 
-def _run_phase(ctx: Context, phase: Phase, key: str, needed: dict[str, Path | None]) -> dict:
+def _run_phase(ctx: Context, phase: Phase, s: Slice, key: str, needed: dict[str, Path | None]) -> dict:
     ctx.log(f"[{phase.name}] running")
     ctx.emit({"event": "phase_start", "phase": phase.name, "key": key})
     t = time.perf_counter()
 
     def body(d: Path) -> dict:
-        info = phase.run(ctx, d, needed)
+        info = phase.run(ctx, s, d, needed)
         info["seconds"] = round(time.perf_counter() - t, 3)
         if info.get("rows"):
             info["docs_per_s"] = round(info["rows"] / max(info["seconds"], 1e-9), 1)
@@ -252,30 +250,10 @@ def _rows_total(ctx: Context, phase: str) -> int | None:
 # --- checks before any work ----------------------------------------------------------
 
 
-def computed_columns(spec: JobSpec) -> set[str]:
-    """Columns the score phase will have written, for checking a spec before any work."""
-    sc = spec.scorers
-    cols = {*SIGNALS, S.N_TOKENS, S.Q_HEURISTIC, S.D_CLUSTER, S.D_CENTROID_DIST, S.D_CLUSTER_SIZE, S.D_CLUSTER_RARITY}
-    cols |= {f"q_{c.column}" for c in sc.columns}
-    if sc.lang:
-        cols |= {S.LANG, S.Q_LANG_SCORE}
-    for enabled, col in ((sc.classifier, S.Q_CLASSIFIER), (sc.dsir, S.U_DSIR), (sc.dsir, S.Q_DSIR), (sc.target_sim, S.U_TARGET_SIM), (sc.semdedup, S.D_SEMDUP)):
-        if enabled:
-            cols.add(col)
-    if sc.rules:
-        names = {"gopher_quality": S.Q_RULE_GOPHER_QUALITY, "gopher_repetition": S.Q_RULE_GOPHER_REPETITION, "c4": S.Q_RULE_C4, "fineweb": S.Q_RULE_FINEWEB}
-        cols |= {col for family, col in names.items() if getattr(sc.rules, family) is not None}
-    if sc.dedup and sc.dedup.exact:
-        cols.add(S.D_EXACT_DUP)
-    if sc.dedup and sc.dedup.near:
-        cols.add(S.D_NEAR_DUP)
-    return cols
-
-
 def _referenced_input_columns(spec: JobSpec) -> list[tuple[str, str, str]]:
     """(spec field, column, use) of every input column the job reads besides text, id and tokens."""
     sel = spec.selection
-    computed = computed_columns(spec)
+    computed = spec.computed_columns()
     refs = [(f"scorers.columns.{i}.column", c.column, "numeric") for i, c in enumerate(spec.scorers.columns)]
     if sel.domain != "cluster" and sel.domain not in computed:
         refs.append(("selection.domain", sel.domain, "text"))
@@ -301,7 +279,7 @@ def preflight(spec: JobSpec, out_path: Path, work_path: Path, roots: Roots = Roo
         raise SpecError(f"output.work_dir {work_path} and output.path {out_path} overlap; replacing the output would delete the work directory")
     if out_path.exists() and not spec.output.overwrite:
         raise JobError(f"output {out_path} already exists (set output.overwrite: true to replace it)")
-    inputs = io.locate(spec.input.paths, spec.input.format, validate_config(spec), roots)
+    inputs = io.locate(spec.input.paths, spec.input.format, validate_config(spec.input), roots)
     io.check_not_inside(inputs, str(out_path), str(work_path))
     given, where = io.input_columns(inputs, JSONL_SAMPLE_LINES)
     if inputs.format == "jsonl":
@@ -312,7 +290,7 @@ def preflight(spec: JobSpec, out_path: Path, work_path: Path, roots: Roots = Roo
         if col not in given:
             kind = "JSON key" if inputs.format == "jsonl" else "input column"
             raise SpecError(f"{field_name}: no {kind} {col!r} in {where}")
-    computed = computed_columns(spec)
+    computed = spec.computed_columns()
     sel = spec.selection
     for i, col in enumerate(sel.exclude):
         if col not in computed:

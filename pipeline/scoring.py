@@ -2,8 +2,8 @@
 
 Two phases fit them, so each refits only when what it reads changes:
 `fit_clusters` (k-means and the estimated cluster sizes; reads `clustering`)
-and `fit_scorers` (rank normalisers, classifier, DSIR, target set; reads
-`scorers`). `Scorers.score` runs in Ray tasks over every batch with both.
+and `fit_scorers` (every fitted scorer of the registry, `pipeline/scorers.py`;
+reads their specs). `Scorers.score` runs in Ray tasks over every batch with both.
 """
 
 from __future__ import annotations
@@ -11,28 +11,22 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pyarrow as pa
 
 from thresher.operators import schema as S
-from thresher.operators.classifier import QualityClassifier
 from thresher.operators.dedup import DuplicateMap
 from thresher.operators.diversity import add_cluster_features
-from thresher.operators.dsir import DSIR
 from thresher.operators.embed import from_fixed_list
-from thresher.operators.heuristic_rules import apply_rules, rule_configs
+from thresher.operators.fitted import Fitted
 from thresher.operators.kmeans import KMeans
-from thresher.operators.quality import HIGHER, LOWER, RankQuality
 from thresher.operators.signals import SIGNALS
-from thresher.operators.target_sim import TargetSimilarity
 from thresher.operators.validate import lift_json_keys
 
-from .spec import JobSpec
-
-# Embeds a list of side-corpus texts (with signals when asked) on the job's embedding actors.
-EmbedTexts = Callable[[list[str], bool], pa.Table]
+from .errors import JobError
+from .scorers import SCORERS, ScorerSpec, SideInputs
+from .spec import ClusteringSpec
 
 
 @dataclass
@@ -51,112 +45,99 @@ class Clusters:
 
 @dataclass
 class FittedScorers:
-    quality: RankQuality
-    columns: list[RankQuality] = field(default_factory=list)
-    classifier: QualityClassifier | None = None
-    dsir: DSIR | None = None
-    target_sim: TargetSimilarity | None = None
+    """The fit phase's output: each fitted scorer's state by name (quality, column-0, dsir, ...), in registry order.
+
+    Saved as one directory per state (the `Fitted` mixin) and `scorers.json`,
+    which names each state's scorer and the input columns it reads; the state's
+    class comes from the scorer's registry entry, never from the file.
+    """
+
+    states: dict[str, Fitted] = field(default_factory=dict)
+    scorer: dict[str, str] = field(default_factory=dict)  # state name -> registered scorer name
+    reads: dict[str, list[str]] = field(default_factory=dict)  # state name -> input columns it reads besides the pool's own
 
     def save(self, d: Path) -> None:
-        self.quality.save(d / "quality")
-        for i, c in enumerate(self.columns):
-            c.save(d / f"column-{i}")
-        for name in ("classifier", "dsir", "target_sim"):
-            if getattr(self, name) is not None:
-                getattr(self, name).save(d / name)
-        (d / "scorers.json").write_text(json.dumps({"columns": len(self.columns)}))
+        for name, state in self.states.items():
+            state.save(d / name)
+        index = [{"name": n, "scorer": self.scorer[n], "reads": self.reads[n]} for n in self.states]
+        (d / "scorers.json").write_text(json.dumps({"states": index}))
 
     @classmethod
     def load(cls, d: Path) -> "FittedScorers":
-        meta = json.loads((d / "scorers.json").read_text())
-        return cls(
-            quality=RankQuality.load(d / "quality"),
-            columns=[RankQuality.load(d / f"column-{i}") for i in range(meta["columns"])],
-            classifier=QualityClassifier.load(d / "classifier") if (d / "classifier").exists() else None,
-            dsir=DSIR.load(d / "dsir") if (d / "dsir").exists() else None,
-            target_sim=TargetSimilarity.load(d / "target_sim") if (d / "target_sim").exists() else None,
-        )
+        registry = {c.name: c for c in SCORERS}
+        out = cls()
+        for entry in json.loads((d / "scorers.json").read_text())["states"]:
+            if entry["scorer"] not in registry:
+                raise JobError(f"{d} holds a fitted {entry['scorer']!r} scorer, which is not registered in this process")
+            out.states[entry["name"]] = registry[entry["scorer"]].state_class().load(d / entry["name"])
+            out.scorer[entry["name"]], out.reads[entry["name"]] = entry["scorer"], entry["reads"]
+        return out
 
 
 @dataclass
 class Scorers:
-    """Everything the score phase maps over batches."""
+    """Everything the score phase maps over batches: clusters, the scorers in registry order, duplicate flags."""
 
     clusters: Clusters
-    fitted: FittedScorers
-    rules: dict | None = None  # heuristic rule family configs, none = off
+    embedded: list  # fitted states or unfitted scorer specs that read `emb`, each with a `transform(batch)`
+    rest: list  # the others, after `emb` is dropped
     duplicates: list[DuplicateMap] = field(default_factory=list)
     lift_numeric: list[str] = field(default_factory=list)  # JSONL keys the score columns read
 
+    @classmethod
+    def build(cls, clusters: Clusters, fitted: FittedScorers, unfitted: dict[str, ScorerSpec], duplicates: list[DuplicateMap], lift: list[str]) -> "Scorers":
+        embedded, rest = [], []
+        for scorer in SCORERS:
+            steps = [s for n, s in fitted.states.items() if fitted.scorer[n] == scorer.name] if scorer.fitted else [s for n, s in unfitted.items() if n == scorer.name]
+            (embedded if scorer.uses_embedding else rest).extend(steps)
+        reads = {c for r in fitted.reads.values() for c in r}
+        return cls(clusters, embedded, rest, duplicates, [c for c in lift if c in reads])
+
     def score(self, batch: pa.Table) -> pa.Table:
-        """Cluster, distance, size and rarity; every quality and utility score; duplicate flags. Drops `emb`."""
-        f = self.fitted
+        """Cluster, distance, size and rarity; every scorer; duplicate flags. Drops `emb`."""
         emb = from_fixed_list(batch.column(S.EMB))
         invalid = ~np.asarray(batch.column(S.INVALID_REASON).is_null().to_numpy(zero_copy_only=False))
         cluster, dist = self.clusters.kmeans.transform(emb)
         out = batch.append_column(S.D_CLUSTER, pa.array(cluster, mask=invalid))
         out = out.append_column(S.D_CENTROID_DIST, pa.array(dist, mask=invalid))
         out = add_cluster_features(out, self.clusters.sizes)
-        for step in [f.classifier, f.target_sim]:
-            if step is not None:
-                out = step.transform(out)
-        out = out.drop_columns([S.EMB])
-        if self.rules is not None:
-            out = apply_rules(out, **rule_configs(self.rules))
-        out = lift_json_keys(out, numeric=self.lift_numeric)  # JSONL keys the score columns read, dropped below
-        for step in [f.quality, *f.columns]:
+        for step in self.embedded:
+            out = step.transform(out)
+        out = lift_json_keys(out.drop_columns([S.EMB]), numeric=self.lift_numeric)  # JSONL keys the scorers read, dropped below
+        for step in self.rest:
             out = step.transform(out)
         out = out.drop_columns(self.lift_numeric)
-        for step in [f.dsir, *self.duplicates]:
-            if step is not None:
-                out = step.transform(out)
+        for step in self.duplicates:
+            out = step.transform(out)
         return out
 
 
-def fit_clusters(spec: JobSpec, sample: pa.Table, pool_size: int) -> tuple[Clusters, dict]:
+def fit_clusters(c: ClusteringSpec, seed: int, sample: pa.Table, pool_size: int) -> tuple[Clusters, dict]:
     """k-means on the sample (in hash order); cluster sizes estimated from the sample's assignments."""
-    c = spec.clustering
     emb = from_fixed_list(sample.column(S.EMB))
-    km = KMeans(c.n_clusters, c.n_iter, c.n_redo, seed=spec.seed).fit(emb)
+    km = KMeans(c.n_clusters, c.n_iter, c.n_redo, seed=seed).fit(emb)
     assigned, _ = km.transform(emb)
     counts = np.bincount(assigned, minlength=km.centroids_.shape[0]).astype(np.float64)
     sizes = np.round(counts * pool_size / max(len(assigned), 1)).astype(np.int64)
     return Clusters(km, sizes), {"clusters": int(km.centroids_.shape[0]), "inertia": km.inertia_, "sample": sample.num_rows}
 
 
-def fit_scorers(spec: JobSpec, sample: pa.Table, side_texts: Callable, embed_texts: EmbedTexts) -> tuple[FittedScorers, dict]:
-    """Fit every score normaliser and learned scorer on the sample (in hash order)."""
-    sc = spec.scorers
+def fit_scorers(scorers: dict[str, ScorerSpec], sample: pa.Table, side: SideInputs, seed: int) -> tuple[FittedScorers, dict]:
+    """Fit each scorer (state name -> spec, in registry order) on the sample (in hash order)."""
     info: dict = {"sample": sample.num_rows}
-    fitted = FittedScorers(
-        quality=RankQuality().fit(sample),
-        columns=[
-            RankQuality({col.column: HIGHER if col.higher_is_better else LOWER}, output=f"q_{col.column}").fit(sample)
-            for col in sc.columns
-        ],
-    )
-    if sc.dsir:
-        target = side_texts(sc.dsir.target)
-        fitted.dsir = DSIR(sc.dsir.num_buckets, sc.dsir.ngrams).fit(sample.column(S.TEXT), target)
-        info["dsir_target_docs"] = len(target)
-    if sc.target_sim:
-        target = side_texts(sc.target_sim.target)
-        fitted.target_sim = TargetSimilarity(sc.target_sim.k).fit(from_fixed_list(embed_texts(target, False).column(S.EMB)))
-        info["target_sim_docs"] = len(target)
-    if sc.classifier:
-        ref = embed_texts(side_texts(sc.classifier.reference), True)
-        clf = QualityClassifier(model=sc.classifier.model, seed=spec.seed)
-        fitted.classifier = clf.fit(ref, sample.slice(0, sc.classifier.pool_sample_size))
-        info["classifier"] = {"model": clf.model_, "auc": clf.auc_, "reference_docs": clf.n_reference_, "pool_docs": clf.n_pool_}
+    fitted = FittedScorers()
+    for name, spec in scorers.items():
+        state, facts = spec.fit(sample, side, seed)
+        fitted.states[name], fitted.scorer[name] = state, spec.name
+        fitted.reads[name] = sorted(spec.sample_columns())
+        info.update(facts)
     return fitted, info
 
 
-def scorer_sample_columns(spec: JobSpec) -> list[str]:
+def scorer_sample_columns(scorers: dict[str, ScorerSpec]) -> list[str]:
     """Columns the scorers' fit sample needs from the embed phase's output."""
-    cols = [S.DOC_ID, S.INVALID_REASON, S.EMB, *SIGNALS, *(c.column for c in spec.scorers.columns)]
-    if spec.scorers.dsir:
-        cols.append(S.TEXT)
-    return cols
+    extra = sorted({c for spec in scorers.values() for c in spec.sample_columns()})
+    return [S.DOC_ID, S.INVALID_REASON, S.EMB, *SIGNALS, *extra]
 
 
 def score_batch(batch: pa.Table, scorers: Scorers, counter=None) -> pa.Table:

@@ -27,10 +27,12 @@ from thresher.operators.histogram import DomainHistograms, domain_order
 from thresher.operators.proxy_command import CommandProxy, ProxyCommandError
 from thresher.operators.proxy_lm import NGramProxy, ProxyEvaluator
 from thresher.operators.quadmix import QuaDMix, QuaDMixParams
-from thresher.operators.quadmix_search import ParamRanges, ParamSpace, SearchResult, best_predicted, choose, fit_regressor, predict
+from thresher.operators.quadmix_search import ParamSpace, SearchResult, best_predicted, choose, fit_regressor, predict
 from thresher.operators.selection import filter_reasons, select, uniform_from_ids
 
 from .errors import JobError
+from .plan import Slice
+from .tables import domain_source, iter_tables, with_domain
 
 def make_proxy(name: str, settings) -> ProxyEvaluator:
     """The evaluator a spec's `proxy` names: ngram, transformer, or command:NAME from the operator's settings."""
@@ -59,24 +61,21 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
-def eligible_sample(ctx, score_dir: Path, columns: list[str], size: int) -> tuple[pa.Table, float]:
+def eligible_sample(ctx, sel, seed: int, score_dir: Path, columns: list[str], size: int) -> tuple[pa.Table, float]:
     """The `size` eligible documents with the smallest hash uniform (text included), and the eligible pool's weight in the budget's unit.
 
     Two passes: the first reads narrow columns to find the cut-off uniform and
     the pool's size, the second reads the text of the rows under it.
     """
-    from .phases import _domain_source, _iter_tables, with_domain  # phases imports this module
-
-    sel = ctx.spec.selection
     filters = sel.build_filters()
     tokens = sel.budget is not None and sel.budget.unit == "tokens"
-    narrow = sorted(set(columns) | {S.DOC_ID, S.INVALID_REASON, S.N_TOKENS, _domain_source(sel.domain)} | {f.column for f in filters})
+    narrow = sorted(set(columns) | {S.DOC_ID, S.INVALID_REASON, S.N_TOKENS, domain_source(sel.domain)} | {f.column for f in filters})
 
     def eligible(cols: list[str]):
-        for t in _iter_tables(score_dir, cols, ctx.lift):
+        for t in iter_tables(score_dir, cols, ctx.lift):
             t = with_domain(t.filter(t.column(S.INVALID_REASON).is_null()), sel.domain)
             t = t.filter(pa.array(np.equal(filter_reasons(t, filters), None)))
-            yield t, uniform_from_ids(f"search-{ctx.spec.seed}", t.column(S.DOC_ID).to_pylist())
+            yield t, uniform_from_ids(f"search-{seed}", t.column(S.DOC_ID).to_pylist())
 
     us, pool = [], 0.0
     for t, u in eligible(narrow):
@@ -113,47 +112,44 @@ def proxy_run(vector: np.ndarray, sample: pa.Table, valid: list[str], space: Par
     return {"loss": float(loss), "docs": int(picked.size), "copies": int(copies.sum())}
 
 
-def search_phase(ctx, d: Path, needed: dict) -> dict:
+def search_phase(ctx, sl: Slice, d: Path, needed: dict) -> dict:
     """QuaDMix's parameter search, or iterative kMQ's cluster shares: whichever the selection asks for."""
-    if ctx.spec.selection.strategy == "kmq":
-        return refine_kmq(ctx, d, needed)
-    return search_quadmix(ctx, d, needed)
+    if sl.selection.strategy == "kmq":
+        return refine_kmq(ctx, sl, d, needed)
+    return search_quadmix(ctx, sl, d, needed)
 
 
-def search_quadmix(ctx, d: Path, needed: dict) -> dict:
-    from .phases import _side_texts
-
-    spec = ctx.spec
-    sel, s = spec.selection, spec.selection.search
+def search_quadmix(ctx, sl: Slice, d: Path, needed: dict) -> dict:
+    sel, s, seed = sl.selection, sl.selection.search, sl.seed
     columns = list(s.columns or sorted(sel.quadmix.alpha))
-    sample, pool = eligible_sample(ctx, needed["score"], columns, s.sample_size)
+    sample, pool = eligible_sample(ctx, sel, seed, needed["score"], columns, s.sample_size)
     unit = sel.budget.unit if sel.budget else "docs"
     if sel.budget is None:
         raise JobError("selection.search needs selection.budget: proxy runs compare selections of one size")
     sample_weight = float(np.sum(sample.column(S.N_TOKENS).to_numpy(zero_copy_only=False))) if unit == "tokens" else sample.num_rows
     budget = sel.budget.amount * sample_weight / pool  # the same share of the sample as of the pool
     domains = tuple(sorted(set(sample.column(S.DOMAIN).to_pylist()), key=domain_order))
-    space = ParamSpace(domains, tuple(columns), ParamRanges(**s.ranges.model_dump()))
-    valid = _side_texts(ctx, s.validation)
-    rng = np.random.default_rng(spec.seed)
+    space = ParamSpace(domains, tuple(columns), s.ranges.build())
+    valid = ctx.side_texts(s.validation)
+    rng = np.random.default_rng(seed)
     t = time.perf_counter()
     proxy = make_proxy(s.proxy, ctx.settings)
     sizes = [s.runs // s.rounds + (i < s.runs % s.rounds) for i in range(s.rounds)]
     x = space.draw(sizes[0], rng)
-    losses = _run_all(ctx, x, sample, valid, space, unit, budget, proxy, sel.max_copies, sel.percentile_bins)
+    losses = _run_all(seed, x, sample, valid, space, unit, budget, proxy, sel.max_copies, sel.percentile_bins)
     round_of = np.zeros(len(x), np.int64)
     for r, size in enumerate(sizes[1:], start=1):  # later rounds run the draws the regressor so far predicts best
         ok = np.isfinite(losses)
-        nxt = best_predicted(space, fit_regressor(x[ok], losses[ok], seed=spec.seed), rng, s.candidates, size)
+        nxt = best_predicted(space, fit_regressor(x[ok], losses[ok], seed=seed), rng, s.candidates, size)
         x = np.concatenate([x, nxt])
-        losses = np.concatenate([losses, _run_all(ctx, nxt, sample, valid, space, unit, budget, proxy, sel.max_copies, sel.percentile_bins)])
+        losses = np.concatenate([losses, _run_all(seed, nxt, sample, valid, space, unit, budget, proxy, sel.max_copies, sel.percentile_bins)])
         round_of = np.concatenate([round_of, np.full(size, r)])
         ctx.log(f"[search] round {r + 1}: {size} runs on the regressor's best draws; best so far {np.nanmin(losses):.4f}")
     run_seconds = time.perf_counter() - t
     ok = np.isfinite(losses)
-    fit = fit_regressor(x[ok], losses[ok], seed=spec.seed)
+    fit = fit_regressor(x[ok], losses[ok], seed=seed)
     chosen, predicted = choose(space, fit, rng, s.candidates, s.top_k)
-    measured = float(_run_all(ctx, chosen[None, :], sample, valid, space, unit, budget, proxy, sel.max_copies, sel.percentile_bins)[0])
+    measured = float(_run_all(seed, chosen[None, :], sample, valid, space, unit, budget, proxy, sel.max_copies, sel.percentile_bins)[0])
     best = int(np.nanargmin(losses))
     source = "regressor"
     if not measured <= losses[best]:  # a measured run beat the regressor's choice (or the choice selected nothing): keep what was measured
@@ -168,7 +164,8 @@ def search_quadmix(ctx, d: Path, needed: dict) -> dict:
     heldout[np.flatnonzero(ok)[list(fit.heldout)]] = True
     runs = pa.table({**{n: x[:, i] for i, n in enumerate(space.feature_names())}, "loss": losses, "predicted": predicted_runs, "heldout": heldout, "round": round_of})
     pq.write_table(runs, d / "runs.parquet")
-    ctx.log(f"[search] {int(ok.sum())} proxy runs in {run_seconds:.1f}s; held-out Spearman {fit.heldout_spearman:.2f}; chosen ({source}): measured {measured:.4f}, regressor's prediction {predicted:.4f} (runs: best {np.nanmin(losses):.4f}, median {np.nanmedian(losses):.4f})")
+    ctx.log(f"[search] {int(ok.sum())} proxy runs in {run_seconds:.1f}s; held-out Spearman {fit.heldout_spearman:.2f}; chosen ({source}): measured {measured:.4f}, regressor's prediction "
+        f"{predicted:.4f} (runs: best {np.nanmin(losses):.4f}, median {np.nanmedian(losses):.4f})")
     return {
         "rows": sample.num_rows,
         "runs": int(ok.sum()),
@@ -186,7 +183,7 @@ def search_quadmix(ctx, d: Path, needed: dict) -> dict:
     }
 
 
-def refine_kmq(ctx, d: Path, needed: dict) -> dict:
+def refine_kmq(ctx, sl: Slice, d: Path, needed: dict) -> dict:
     """Iterative kMQ on the eligible sample: R rounds of budget / R, cluster weights from proxies between rounds.
 
     Inside a cluster documents are taken in the static kMQ order (Gumbel keys
@@ -204,15 +201,12 @@ def refine_kmq(ctx, d: Path, needed: dict) -> dict:
     """
     from thresher.operators.subset import iterative_weights, kmq_budgets
 
-    from .phases import _side_texts
-
-    spec = ctx.spec
-    sel, r = spec.selection, spec.selection.refine
-    sample, pool = eligible_sample(ctx, needed["score"], sorted(sel.by), r.sample_size)
+    sel, r, seed = sl.selection, sl.selection.refine, sl.seed
+    sample, pool = eligible_sample(ctx, sel, seed, needed["score"], sorted(sel.by), r.sample_size)
     tokens = sel.budget.unit == "tokens"
     weight = np.asarray(sample.column(S.N_TOKENS).to_numpy(zero_copy_only=False), np.float64) if tokens else np.ones(sample.num_rows)
     budget = sel.budget.amount * weight.sum() / pool
-    keys = sel.build({}, spec.seed).keys(sample)
+    keys = sel.build({}, seed).keys(sample)
     names = sorted(set(sample.column(S.DOMAIN).to_pylist()), key=domain_order)
     index = {n: i for i, n in enumerate(names)}
     code = np.array([index[v] for v in sample.column(S.DOMAIN).to_pylist()], np.int64)
@@ -220,7 +214,7 @@ def refine_kmq(ctx, d: Path, needed: dict) -> dict:
     cum = [np.cumsum(weight[m]) for m in members]
     sizes = np.array([int(round(c[-1])) for c in cum], np.int64)
     texts = sample.column(S.TEXT).to_pylist()
-    valid = _side_texts(ctx, r.validation) if r.target_weight > 0 else None
+    valid = ctx.side_texts(r.validation) if r.target_weight > 0 else None
     proxy = make_proxy(r.proxy, ctx.settings)
     share = np.ones(len(names)) if sel.split == "equal" else sizes.astype(np.float64)
     taken = np.zeros(len(names), np.int64)
@@ -245,7 +239,8 @@ def refine_kmq(ctx, d: Path, needed: dict) -> dict:
         score = np.where(np.isnan(not_learned), np.nan, score)  # a cluster with nothing left takes no more
         w = iterative_weights(score, r.temperature)
         share = w if sel.split == "equal" else w * sizes
-        rounds.append({"round": rnd + 1, "taken": dict(zip(names, taken.tolist())), "not_learned": dict(zip(names, np.round(not_learned, 4).tolist())), "weights": dict(zip(names, np.round(w, 4).tolist()))})
+        rounds.append({"round": rnd + 1, "taken": dict(zip(names, taken.tolist())), "not_learned": dict(zip(names, np.round(not_learned, 4).tolist())), "weights": dict(zip(names, np.round(w,
+            4).tolist()))})
     final = taken / max(int(taken.sum()), 1)
     shares = {n: float(v) for n, v in zip(names, final)}
     (d / "kmq_shares.json").write_text(json.dumps({"shares": shares, "rounds": rounds, "sample_budget": budget}, indent=1))
@@ -264,7 +259,7 @@ def _z(x: np.ndarray) -> np.ndarray:
     return np.zeros_like(x) if not sd > 0 else (x - np.nanmean(x)) / sd
 
 
-def _run_all(ctx, x: np.ndarray, sample: pa.Table, valid: list[str], space: ParamSpace, unit: str, budget: float, proxy: ProxyEvaluator, max_copies: int, bins: int) -> np.ndarray:
+def _run_all(seed: int, x: np.ndarray, sample: pa.Table, valid: list[str], space: ParamSpace, unit: str, budget: float, proxy: ProxyEvaluator, max_copies: int, bins: int) -> np.ndarray:
     """Every parameter vector's proxy loss, one Ray task each (NaN where a run selected nothing).
 
     A transformer proxy's task takes a GPU when the cluster has one.
@@ -272,7 +267,7 @@ def _run_all(ctx, x: np.ndarray, sample: pa.Table, valid: list[str], space: Para
     gpu = proxy.name == "transformer" and ray.cluster_resources().get("GPU", 0) >= 1
     task = ray.remote(num_cpus=1, num_gpus=1 if gpu else 0)(proxy_run)
     sample_ref, valid_ref = ray.put(sample), ray.put(valid)
-    pending = {task.remote(v, sample_ref, valid_ref, space, unit, budget, max_copies, bins, ctx.spec.seed, proxy): i for i, v in enumerate(x)}
+    pending = {task.remote(v, sample_ref, valid_ref, space, unit, budget, max_copies, bins, seed, proxy): i for i, v in enumerate(x)}
     losses = np.full(len(x), np.nan)
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
@@ -284,7 +279,3 @@ def _run_all(ctx, x: np.ndarray, sample: pa.Table, valid: list[str], space: Para
                     raise JobError(str(e.cause)) from None
                 raise
     return losses
-
-
-def searched_params(search_dir: Path) -> dict[str, QuaDMixParams]:
-    return SearchResult.load(search_dir / "search.json").params()

@@ -27,12 +27,14 @@ class Settings(BaseSettings):
 
     proxy_commands: dict[str, list[str]] = Field(
         default_factory=dict,
-        description="Proxy evaluators run as commands, by name: argv (no shell). The command gets the selection's Parquet (text, sel_copies) and the validation texts' Parquet (text) as its last two arguments and prints the loss (lower = better) as the last line of stdout.",
+        description="Proxy evaluators run as commands, by name: argv (no shell). The command gets the selection's Parquet (text, sel_copies) and the validation texts' Parquet (text) as its last two "
+            "arguments and prints the loss (lower = better) as the last line of stdout.",
     )
     proxy_timeout_s: float = Field(600.0, gt=0, description="A proxy command still running after this long fails the job.")
     allowed_roots: list[Path] = Field(
         default_factory=list,
-        description="Directories every path a job opens must lie under, symlinks followed, checked where the files are opened (pipeline/confine.py); empty = not confined (the service's own default is the directory it started in).",
+        description="Directories every path a job opens must lie under, symlinks followed, checked where the files are opened (pipeline/confine.py); empty = not confined (the service's own default "
+            "is the directory it started in).",
     )
 
 

@@ -16,17 +16,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from thresher.operators import schema as S
+from thresher.operators.quadmix import QuaDMixParams
+from thresher.operators.quadmix_search import ParamRanges
 
 from .errors import SpecError
-
-
-class Strict(BaseModel):
-    """Unknown fields are errors and types are strict: "100" is not a number, true is not 1."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+from .scorers import ScorersSpec
+from .spec_base import CorpusRef, Strict, params_model
 
 
 class InputSpec(Strict):
@@ -47,7 +45,8 @@ class InputSpec(Strict):
 
 
 class EmbedderSpec(Strict):
-    model: str = Field("static", description="'static' (model2vec distillation of MiniLM, fast on CPU), 'minilm' (all-MiniLM-L6-v2, fp16 on GPU) or a local sentence-transformers / model2vec directory.")
+    model: str = Field("static", description="'static' (model2vec distillation of MiniLM, fast on CPU), 'minilm' (all-MiniLM-L6-v2, fp16 on GPU) or a local sentence-transformers / model2vec "
+        "directory.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when available (one GPU per actor), else CPU.")
     batch_size: int = Field(256, gt=0, description="Documents per batch handed to an embedding actor.")
     model_batch_size: int = Field(64, gt=0, description="Documents per forward pass inside the model.")
@@ -62,96 +61,7 @@ class ClusteringSpec(Strict):
     sample_size: int = Field(100_000, gt=0, description="At most this many embedded documents are used to fit the centroids.")
 
 
-class CorpusRef(Strict):
-    """A small side corpus (reference or target documents), read on the driver."""
-
-    paths: list[str] = Field(description="Files, directories or globs of Parquet or JSONL (local or pyarrow URI).")
-    format: Literal["auto", "parquet", "jsonl"] = Field("auto", description="As input.format.")
-    text_column: str = Field("text", description="Column or JSON key holding the text.")
-    max_docs: int = Field(20_000, gt=0, description="At most this many documents are read (in file order).")
-
-
-class ClassifierSpec(Strict):
-    reference: CorpusRef = Field(description="Positives: curated text the selection should resemble (DCLM / GPT-3 style).")
-    pool_sample_size: int = Field(20_000, gt=0, description="Negatives: this many documents of the fit sample.")
-    model: Literal["auto", "lightgbm", "logistic"] = Field("auto", description="auto = LightGBM, logistic regression when either class has under 200 examples.")
-
-
-class DSIRSpec(Strict):
-    target: CorpusRef = Field(description="Target documents whose n-gram distribution the selection should match.")
-    num_buckets: int = Field(10_000, gt=0, description="Hashed unigram+bigram feature buckets.")
-    ngrams: int = Field(2, ge=1, description="Largest n-gram order hashed.")
-
-
-class TargetSimSpec(Strict):
-    target: CorpusRef = Field(description="Target documents, embedded with the job's embedder.")
-    k: int = Field(10, gt=0, description="u_target_sim = mean of the top-k cosine similarities to the targets.")
-
-
-class ColumnScoreSpec(Strict):
-    column: str = Field(description="A numeric input column to use as a quality score (written as q_<column>, rank-normalised).")
-    higher_is_better: bool = Field(True, description="Direction of the score.")
-
-
-class RulesSpec(Strict):
-    """Heuristic rule families: each is a mapping of threshold overrides ({} = the published
-    defaults), or null to turn the family off. Field names are those of
-    operators/heuristic_rules.py (e.g. gopher_quality: {min_doc_words: 100})."""
-
-    gopher_quality: dict[str, Any] | None = Field(default_factory=dict, description="Gopher quality rules (Rae et al. 2021): q_rule_gopher_quality.")
-    gopher_repetition: dict[str, Any] | None = Field(default_factory=dict, description="Gopher repetition rules: q_rule_gopher_repetition.")
-    c4: dict[str, Any] | None = Field(default_factory=dict, description="C4 rules (Raffel et al. 2020), document-level keep/drop: q_rule_c4.")
-    fineweb: dict[str, Any] | None = Field(default_factory=dict, description="FineWeb rules (Penedo et al. 2024): q_rule_fineweb.")
-
-    @model_validator(mode="after")
-    def _known_thresholds(self) -> "RulesSpec":
-        from thresher.operators.heuristic_rules import rule_configs
-
-        rule_configs(self.model_dump())  # raises naming the family and the unknown threshold
-        return self
-
-
-class DedupSpec(Strict):
-    exact: bool = Field(True, description="Flag exact duplicates (same normalised text): d_exact_dup, d_exact_dup_of.")
-    near: bool = Field(True, description="Flag near duplicates (MinHash LSH): d_near_dup, d_near_dup_of.")
-    threshold: float = Field(0.8, gt=0, le=1, description="Jaccard similarity of word shingles above which documents are near duplicates.")
-    num_perm: int = Field(128, gt=0, description="MinHash permutations.")
-    ngram: int = Field(5, gt=0, description="Words per shingle.")
-
-
-class SemDeDupSpec(Strict):
-    epsilon: float = Field(0.05, gt=0, lt=1, description="Duplicate when the cosine similarity to an earlier document of the cluster exceeds 1 - epsilon.")
-    order: Literal["hard", "easy", "random"] = Field("hard", description="Which documents are kept first: far from the centroid (hard), close (easy) or random.")
-    block: int = Field(4096, gt=0, description="Rows per block of the pairwise similarity, bounding memory for large clusters.")
-
-
-class LangSpec(Strict):
-    max_chars: int | None = Field(2000, gt=0, description="Characters of each document read (cost grows with length; the prefix gives the same label on 98.6% of long realmix documents); none = all.")
-
-
-class ScorersSpec(Strict):
-    lang: LangSpec | None = Field(None, description="Language ID (py3langid, shipped in its wheel): lang (ISO 639-1) and q_lang_score, computed while embedding; filter with {column: lang, values: [en]} or {column: q_lang_score, min: 0.65}, or use lang as the domain; none = off.")
-    fit_sample_size: int = Field(100_000, gt=0, description="Documents sampled to fit score normalisation.")
-    classifier: ClassifierSpec | None = Field(None, description="Learned quality classifier, q_classifier; none = off.")
-    columns: list[ColumnScoreSpec] = Field(default_factory=list, description="Input columns used as quality scores.")
-    dsir: DSIRSpec | None = Field(None, description="DSIR importance weights, u_dsir; none = off.")
-    target_sim: TargetSimSpec | None = Field(None, description="Embedding similarity to a target set, u_target_sim; none = off.")
-    rules: RulesSpec | None = Field(None, description="Gopher / C4 / FineWeb rule decisions with reasons (q_rule_*); none = off, {} = all four at published thresholds.")
-    dedup: DedupSpec | None = Field(None, description="Exact and near-duplicate flags; none = off.")
-    semdedup: SemDeDupSpec | None = Field(None, description="SemDeDup within each k-means cluster: d_semdup, d_semdup_of; none = off.")
-
-
-class QuaDMixParamsSpec(Strict):
-    lam: float = Field(10.0, gt=0, description="λ: steepness of the sigmoid decay over the percentile.")
-    omega: float = Field(0.5, ge=0, le=1, description="ω: the top share of a domain (by tokens) sampled at least once in expectation.")
-    eta: float = Field(1.0, gt=0, description="η: exponent; the best document gets about 2^η copies.")
-    epsilon: float = Field(0.0, ge=0, description="ε: baseline copies added everywhere, and all a document beyond ω gets.")
-    alpha: dict[str, float] = Field(default_factory=lambda: {S.Q_HEURISTIC: 1.0}, description="Weights α of the quality columns merged into q̄.")
-
-    def params(self):
-        from thresher.operators.quadmix import QuaDMixParams
-
-        return QuaDMixParams(self.lam, self.omega, self.eta, self.epsilon, dict(self.alpha))
+QuaDMixParamsSpec = params_model(QuaDMixParams, "QuaDMixParamsSpec")
 
 
 class FilterSpec(Strict):
@@ -188,7 +98,8 @@ class SelectionBase(Strict):
     exclude: list[str] = Field(default_factory=list, description="Decision columns that make a document ineligible when set: q_rule_* (a rule's reason), d_exact_dup, d_near_dup, d_semdup.")
     percentile_bins: int = Field(4096, ge=16, description="Histogram bins per domain for quality percentiles and budget thresholds.")
     max_copies: int = Field(4, ge=1, description="No document gets more copies than this (strategies that sample without replacement give at most one).")
-    on_shortfall: Literal["warn", "error"] = Field("warn", description="When the eligible pool cannot fill the budget: warn (select what it can, report the shortfall in the manifest) or error (stop).")
+    on_shortfall: Literal["warn", "error"] = Field("warn", description="When the eligible pool cannot fill the budget: warn (select what it can, report the shortfall in the manifest) or error "
+        "(stop).")
 
     def columns(self) -> set[str]:
         """Columns the strategy reads, besides domain and n_tokens."""
@@ -204,14 +115,7 @@ class SelectionBase(Strict):
         raise NotImplementedError
 
 
-class SearchRangesSpec(Strict):
-    lam_min: float = Field(1.0, gt=0, description="λ is drawn log-uniform in [lam_min, lam_max].")
-    lam_max: float = Field(100.0, gt=0, description="Upper end of λ's range.")
-    omega_min: float = Field(0.0, ge=0, le=1, description="ω is drawn uniform in [omega_min, omega_max].")
-    omega_max: float = Field(1.0, ge=0, le=1, description="Upper end of ω's range.")
-    eta_min: float = Field(0.25, gt=0, description="η is drawn uniform in [eta_min, eta_max].")
-    eta_max: float = Field(3.0, gt=0, description="Upper end of η's range.")
-    epsilon_max: float = Field(0.05, ge=0, description="ε is drawn uniform in [0, epsilon_max].")
+SearchRangesSpec = params_model(ParamRanges, "SearchRangesSpec")
 
 
 class SearchSpec(Strict):
@@ -221,10 +125,12 @@ class SearchSpec(Strict):
     proxy: str = Field(
         "ngram",
         pattern=r"^(ngram|transformer|command:[A-Za-z0-9_.-]+)$",
-        description="Proxy evaluator: ngram (an interpolated trigram LM, seconds per run on CPU), transformer (a ~1M-parameter causal LM trained a fixed number of steps, GPU when present) or command:NAME (a command the operator configured under proxy_commands; a spec can name one, never give one).",
+        description="Proxy evaluator: ngram (an interpolated trigram LM, seconds per run on CPU), transformer (a ~1M-parameter causal LM trained a fixed number of steps, GPU when present) or "
+            "command:NAME (a command the operator configured under proxy_commands; a spec can name one, never give one).",
     )
     runs: int = Field(64, ge=10, description="Parameter sets drawn and run through the proxy.")
-    rounds: int = Field(1, ge=1, description="Rounds the runs are split over: the first draws at random, each later one runs the draws a regressor fitted on the runs so far predicts best (1 = RegMix's single round).")
+    rounds: int = Field(1, ge=1, description="Rounds the runs are split over: the first draws at random, each later one runs the draws a regressor fitted on the runs so far predicts best (1 = "
+        "RegMix's single round).")
     sample_size: int = Field(20_000, gt=0, description="Proxy runs select from this many eligible documents (hash-uniform sample), at the job's budget share.")
     columns: list[str] = Field(default_factory=list, description="Quality columns α is searched over; empty = the keys of selection.quadmix.alpha.")
     candidates: int = Field(100_000, gt=0, description="Fresh draws the regressor predicts on.")
@@ -235,7 +141,9 @@ class SearchSpec(Strict):
 class QuaDMixSelection(SelectionBase):
     """QuaDMix quality-diversity sampling (operators/quadmix.py), with its parameter search when `search` is set."""
 
-    strategy: Literal["quadmix"] = Field("quadmix", description="quadmix (quality-diversity sampling), topk (best by merged quality), kmq (per-cluster budgets, quality sampling inside), uniform (random baseline), dsir (Gumbel top-k on DSIR weights; needs scorers.dsir), facility_location (per-domain budgets, the documents that best represent each domain), max_min (per-domain budgets, the most spread-out documents of each domain) or odis (the top documents along decorrelated quality axes).")
+    strategy: Literal["quadmix"] = Field("quadmix", description="quadmix (quality-diversity sampling), topk (best by merged quality), kmq (per-cluster budgets, quality sampling inside), uniform "
+        "(random baseline), dsir (Gumbel top-k on DSIR weights; needs scorers.dsir), facility_location (per-domain budgets, the documents that best represent each domain), max_min (per-domain "
+            "budgets, the most spread-out documents of each domain) or odis (the top documents along decorrelated quality axes).")
     quadmix: QuaDMixParamsSpec = Field(default_factory=QuaDMixParamsSpec, description="QuaDMix parameters for every domain.")
     domains: dict[str, QuaDMixParamsSpec] = Field(default_factory=dict, description="Per-domain QuaDMix overrides, keyed by domain value.")
     search: SearchSpec | None = Field(None, description="Search the parameters per domain with proxy runs (the search phase); the result replaces quadmix and domains.")
@@ -260,8 +168,8 @@ class QuaDMixSelection(SelectionBase):
 
         found = dirs.get("search") and dirs["search"] / "search.json" or self.from_search
         if found:
-            return QuaDMix(self.quadmix.params(), SearchResult.load(Path(found)).params(), max_copies=self.max_copies)
-        return QuaDMix(self.quadmix.params(), {k: v.params() for k, v in self.domains.items()}, max_copies=self.max_copies)
+            return QuaDMix(self.quadmix.build(), SearchResult.load(Path(found)).params(), max_copies=self.max_copies)
+        return QuaDMix(self.quadmix.build(), {k: v.build() for k, v in self.domains.items()}, max_copies=self.max_copies)
 
 
 class TopKSelection(SelectionBase):
@@ -286,9 +194,11 @@ class RefineSpec(Strict):
     validation: CorpusRef = Field(description="Text a proxy is trained on to judge closeness to the target (with target_weight > 0).")
     rounds: int = Field(3, ge=2, description="Rounds R; each takes budget / R.")
     temperature: float = Field(1.0, gt=0, description="Softmax temperature over the cluster scores (z-scored): small = the budget follows the scores closely.")
-    target_weight: float = Field(0.0, ge=0, le=1, description="Cluster score = (1 - w) z(loss of the selection's proxy on the cluster's unselected members) + w z(closeness to validation: minus the loss of a proxy trained on it).")
+    target_weight: float = Field(0.0, ge=0, le=1, description="Cluster score = (1 - w) z(loss of the selection's proxy on the cluster's unselected members) + w z(closeness to validation: minus the "
+        "loss of a proxy trained on it).")
     probe: int = Field(32, gt=0, description="Unselected members of each cluster the proxies are scored on, per round.")
-    proxy: Literal["ngram", "transformer"] = Field("ngram", description="Proxy evaluator for the rounds: ngram or transformer (see selection.search.proxy); it scores documents one by one, which a command proxy cannot.")
+    proxy: Literal["ngram", "transformer"] = Field("ngram", description="Proxy evaluator for the rounds: ngram or transformer (see selection.search.proxy); it scores documents one by one, which a "
+        "command proxy cannot.")
     sample_size: int = Field(20_000, gt=0, description="The rounds run on this many eligible documents (hash-uniform sample), at the job's budget share.")
 
 
@@ -350,7 +260,8 @@ class FacilityLocationSelection(SelectionBase):
     strategy: Literal["facility_location"]
     budget: BudgetSpec = Field(description="Selection size, split over the domains; a tokens budget takes each domain's greedy picks until they reach its share.")
     split: Literal["equal", "proportional"] = Field("equal", description=_SPLIT)
-    neighbors: int = Field(32, gt=0, description="Neighbours per document in the cosine kNN graph: a pick covers the documents that have it among their nearest; more = smoother coverage, memory n x neighbors per domain.")
+    neighbors: int = Field(32, gt=0, description="Neighbours per document in the cosine kNN graph: a pick covers the documents that have it among their nearest; more = smoother coverage, memory n x "
+        "neighbors per domain.")
 
     def build(self, dirs: dict[str, Path | None], seed: int):
         from thresher.operators.subset_select import FacilityLocation
@@ -376,9 +287,11 @@ class ODiSSelection(SelectionBase):
 
     strategy: Literal["odis"]
     budget: BudgetSpec = Field(description="Selection size, split equally over the axes; the documents the axes share are back-filled round-robin.")
-    scores: list[str] = Field(default_factory=list, description="Numeric score-file columns the axes are fitted on (q_*, sig_*, d_*, a numeric Parquet input column); empty = every numeric q_* column but q_lang_score.")
+    scores: list[str] = Field(default_factory=list, description="Numeric score-file columns the axes are fitted on (q_*, sig_*, d_*, a numeric Parquet input column); empty = every numeric q_* "
+        "column but q_lang_score.")
     components: int = Field(4, ge=1, description="PCA axes kept (fewer when the columns span fewer).")
-    per_domain: bool = Field(False, description="false (the paper) = one ODiS over the whole eligible pool; true = the budget split over selection.domain (see split) and axes fitted per domain. selection.domain names the output's domain either way.")
+    per_domain: bool = Field(False, description="false (the paper) = one ODiS over the whole eligible pool; true = the budget split over selection.domain (see split) and axes fitted per domain. "
+        "selection.domain names the output's domain either way.")
     split: Literal["equal", "proportional"] = Field("equal", description="With per_domain: " + _SPLIT)
 
     def columns(self) -> set[str]:
@@ -435,7 +348,8 @@ class OutputSpec(Strict):
 
 class RaySpec(Strict):
     address: str | None = Field(None, description="Ray cluster address (ray://host:10001 or 'auto'); none = start a local Ray.")
-    num_cpus: int | None = Field(None, gt=0, description="CPUs for a local Ray; none = all cores. At least one more than embedder.actors x embedder.cpus_per_actor (so at least 2 with the defaults): the embedding actors hold theirs while read tasks need a whole CPU.")
+    num_cpus: int | None = Field(None, gt=0, description="CPUs for a local Ray; none = all cores. At least one more than embedder.actors x embedder.cpus_per_actor (so at least 2 with the defaults): "
+        "the embedding actors hold theirs while read tasks need a whole CPU.")
     object_store_mb: int | None = Field(2048, gt=0, description="Object store size for a local Ray, MiB.")
     buffer_mb: int = Field(
         256,
@@ -479,22 +393,22 @@ class JobSpec(Strict):
 
     def side_corpora(self) -> dict[str, CorpusRef]:
         """The corpora a job reads besides its input, by the field that names them."""
-        sc = self.scorers
-        refs = {
-            "scorers.classifier.reference": sc.classifier.reference if sc.classifier else None,
-            "scorers.dsir.target": sc.dsir.target if sc.dsir else None,
-            "scorers.target_sim.target": sc.target_sim.target if sc.target_sim else None,
-            "selection.search.validation": self.selection.search.validation if getattr(self.selection, "search", None) else None,
-            "selection.refine.validation": self.selection.refine.validation if getattr(self.selection, "refine", None) else None,
-        }
-        return {k: v for k, v in refs.items() if v is not None}
+        refs = self.scorers.side_corpora()
+        for part in ("search", "refine"):
+            if getattr(self.selection, part, None) is not None:
+                refs[f"selection.{part}.validation"] = getattr(self.selection, part).validation
+        return refs
 
-    def hash(self, *parts: str) -> str:
-        """Stable hash of the whole spec, or of the named top-level parts only."""
-        data = self.model_dump(mode="json")
-        if parts:
-            data = {p: data[p] for p in parts}
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    def computed_columns(self) -> set[str]:
+        """Columns the score phase will have written, for checking a spec before any work."""
+        from thresher.operators.signals import SIGNALS
+
+        base = {*SIGNALS, S.N_TOKENS, S.D_CLUSTER, S.D_CENTROID_DIST, S.D_CLUSTER_SIZE, S.D_CLUSTER_RARITY}
+        return base | self.scorers.writes()
+
+    def hash(self) -> str:
+        """Stable hash of the whole spec (the manifest's spec_hash)."""
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
 
 
 class _SpecLoader(yaml.SafeLoader):
@@ -532,6 +446,11 @@ def parse_spec(raw: object, source: str = "spec") -> JobSpec:
         if loc[:1] == ["selection"] and len(loc) > 1 and loc[1] in _VARIANTS:
             loc.pop(1)  # the union's tag (selection.topk.budget) is not a field the user wrote
         msg = first["msg"]
+        if first["type"] == "scorer":  # raised by the registered scorer's own spec class, below scorers.NAME
+            loc += first["ctx"]["path"].split(".")
+            msg = first["ctx"]["msg"]
+        if first["type"] == "unknown_scorer":
+            loc.append(first["ctx"]["key"])
         if first["type"] == "union_tag_invalid":  # an unknown strategy
             loc.append(first["ctx"]["discriminator"].strip("'"))
             msg = f"unknown {loc[-1]} {first['ctx']['tag']!r} (known: {first['ctx']['expected_tags']})"

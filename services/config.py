@@ -26,14 +26,18 @@ class ServiceSettings(Settings):
     port: int = Field(8000, ge=0, le=65535, description="Port the HTTP server binds (0 = any free port).")
     data_dir: Path = Field(Path("thresher-data"), description="Job store (jobs.db), per-job files (spec, driver log, result) and the first-start token.")
     database_url: str | None = Field(None, description="SQLAlchemy URL of the job store (e.g. postgresql+psycopg://...); none = SQLite in data_dir/jobs.db.")
-    allowed_roots: list[Path] = Field(default_factory=list, description="Directories every path a job opens must lie under, symlinks followed: checked at submit, and again by the driver on each file it opens and directory it creates (pipeline/confine.py); the output must lie inside one, not be one. Empty = the directory the service started in.")
+    allowed_roots: list[Path] = Field(default_factory=list, description="Directories every path a job opens must lie under, symlinks followed: checked at submit, and again by the driver on each "
+        "file it opens and directory it creates (pipeline/confine.py); the output must lie inside one, not be one. Empty = the directory the service started in.")
     max_concurrent_jobs: int = Field(1, ge=1, description="Jobs running at once; the rest wait queued.")
-    ray_address: str | None = Field(None, description="A Ray cluster's dashboard address (http://head:8265): jobs go through Ray's Job Submission API; none = a driver subprocess per job on a local Ray.")
-    tokens: dict[str, str] = Field(default_factory=dict, description="Bearer tokens from the config: token -> kind (admin or read). Stored hashed at start; with none configured and none stored, one admin token is created and printed on first start.")
+    ray_address: str | None = Field(None, description="A Ray cluster's dashboard address (http://head:8265): jobs go through Ray's Job Submission API; none = a driver subprocess per job on a local "
+        "Ray.")
+    tokens: dict[str, str] = Field(default_factory=dict, description="Bearer tokens from the config: token -> kind (admin or read). Stored hashed at start; with none configured and none stored, one "
+        "admin token is created and printed on first start.")
     max_attempts: int = Field(2, ge=1, description="Driver starts per job: a driver that dies is resumed from its checkpoints until this many have been made, then the job fails.")
     poll_s: float = Field(0.5, gt=0, description="How often the scheduler checks drivers and starts queued jobs.")
     max_body_bytes: int = Field(2**20, ge=1024, description="Largest request body accepted (a job spec is a few KiB); a larger one is refused with 413 before it is read, also without a token.")
-    job_nice: int = Field(10, ge=0, le=19, description="CPU niceness of a local driver and the local Ray it starts, so the API stays responsive while a job fills the cores (0 = the service's own priority).")
+    job_nice: int = Field(10, ge=0, le=19, description="CPU niceness of a local driver and the local Ray it starts, so the API stays responsive while a job fills the cores (0 = the service's own "
+        "priority).")
 
     def roots(self) -> list[Path]:
         return [p.resolve() for p in (self.allowed_roots or [Path.cwd()])]

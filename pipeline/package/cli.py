@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(explain(Path(args.output), args.doc_id), indent=2, default=str))
             return 0
         if args.command == "demo-corpus":
-            from thresher.pipeline.demo_corpus import write
+            from thresher.demo_corpus import write
 
             fmt = "jsonl" if args.path.endswith((".jsonl", ".json")) else "parquet"
             path = write(args.path, n_docs=args.docs, seed=args.seed, fmt=fmt)
@@ -208,7 +208,8 @@ def spec_reference() -> str:
 
     from thresher.operators.heuristic_rules import FAMILY_CONFIGS
 
-    from thresher.pipeline.spec import STRATEGIES, JobSpec, RulesSpec, SelectionBase
+    from thresher.pipeline.scorers import RulesSpec, ScorersSpec, by_key
+    from thresher.pipeline.spec import STRATEGIES, JobSpec, SelectionBase
 
     out: list[str] = []
     done: set[str] = set()
@@ -242,6 +243,10 @@ def spec_reference() -> str:
                 continue  # a model or a union of models (not optional): a section of its own, listed below
             default = "required" if f.is_required() else repr(f.get_default(call_default_factory=True))
             out.append(f"| `{prefix}{name}` | `{default}` | {f.description or ''} |")
+        if model is ScorersSpec:  # the registered scorers: keys of their own, each an optional section
+            for name, scorer in by_key().items():
+                out.append(f"| `{prefix}{name}` | `None` | {scorer.description} |")
+                nested.append((scorer, f"{prefix}{name}."))
         if len(out) == start + 1:
             out.pop()  # nothing but sections
         for m, p in nested:

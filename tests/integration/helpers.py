@@ -7,7 +7,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from thresher.pipeline.demo_corpus import generate
+from thresher.demo_corpus import generate
 from thresher.pipeline.spec import JobSpec, parse_spec
 
 DEMO_FILTERS = [

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from thresher.operators.validate import content_id
-from thresher.pipeline.demo_corpus import generate
+from thresher.demo_corpus import generate
 from thresher.pipeline.runner import run
 
 from .helpers import jsonl_positions, make_spec, places, positions

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from thresher.pipeline.demo_corpus import generate
+from thresher.demo_corpus import generate
 from thresher.pipeline.runner import run
 
 from .helpers import make_spec

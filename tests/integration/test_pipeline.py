@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from thresher.pipeline.demo_corpus import LOW_QUALITY_KINDS
+from thresher.demo_corpus import LOW_QUALITY_KINDS
 from thresher.pipeline.errors import JobError
 from thresher.pipeline.runner import keys_for, run
 

@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from thresher.pipeline.demo_corpus import LOW_QUALITY_KINDS, generate
+from thresher.demo_corpus import LOW_QUALITY_KINDS, generate
 from thresher.pipeline.runner import keys_for, run
 
 from .helpers import make_spec, write_corpus

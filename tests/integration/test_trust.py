@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from thresher.pipeline.demo_corpus import generate
+from thresher.demo_corpus import generate
 from thresher.pipeline.errors import InputError, JobError, SpecError
 from thresher.pipeline.runner import run
 from thresher.pipeline.spec import parse_spec

@@ -60,7 +60,7 @@ from thresher.operators.heuristic_rules import (  # noqa: E402
     GopherRepetitionConfig,
     apply_rules,
 )
-from thresher.pipeline.demo_corpus import generate  # noqa: E402
+from thresher.demo_corpus import generate  # noqa: E402
 
 N_DEMO = 2000
 FAMILIES = {

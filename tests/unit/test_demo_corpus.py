@@ -15,9 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 
 try:
-    from thresher.pipeline import demo_corpus
+    from thresher import demo_corpus
 except ImportError:  # running from a plain checkout without the package installed
-    _path = pathlib.Path(__file__).resolve().parents[2] / "pipeline" / "demo_corpus.py"
+    _path = pathlib.Path(__file__).resolve().parents[2] / "pipeline" / "package" / "demo_corpus.py"
     _spec = importlib.util.spec_from_file_location("demo_corpus", _path)
     demo_corpus = importlib.util.module_from_spec(_spec)
     sys.modules["demo_corpus"] = demo_corpus

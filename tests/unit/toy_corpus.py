@@ -15,7 +15,7 @@ not for realism:
   repeated menu lines (boilerplate), no function words (keyword spam), no
   letters (gibberish).
 
-Separate from pipeline/demo_corpus.py on purpose: operator tests should not
+Separate from pipeline/package/demo_corpus.py on purpose: operator tests should not
 move when the demo generator changes.
 """
 

@@ -1,0 +1,95 @@
+"""Reading phase outputs back: narrow columns streamed on the driver, whole outputs as Ray Datasets, the fit samples.
+
+Shared by the phases (`pipeline/phases.py`) and the search phase
+(`pipeline/search.py`), which import it and not each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray.data
+
+from thresher.operators import schema as S
+from thresher.operators.selection import uniform_from_ids
+from thresher.operators.validate import lift_json_keys
+
+from .errors import JobError
+
+
+@dataclass
+class Lift:
+    """JSONL keys a phase reads, lifted out of the `metadata` column (nothing for Parquet)."""
+
+    numeric: list[str] = field(default_factory=list)
+    text: list[str] = field(default_factory=list)
+
+    def apply(self, t: pa.Table, wanted: set[str]) -> pa.Table:
+        num = [k for k in self.numeric if k in wanted and k not in t.column_names]
+        txt = [k for k in self.text if k in wanted and k not in t.column_names]
+        return lift_json_keys(t, num, txt) if num or txt else t
+
+
+def iter_tables(directory: Path, columns: list[str], lift: Lift | None = None) -> Iterator[pa.Table]:
+    """Stream narrow columns of a phase's output on the driver, file by file; JSONL keys lifted when asked."""
+    for f in sorted((directory / "data").glob("*.parquet")):
+        pf = pq.ParquetFile(f)
+        names = set(pf.schema_arrow.names)
+        missing = [c for c in columns if c not in names]
+        read = [c for c in columns if c in names] + (["metadata"] if missing and "metadata" in names else [])
+        for rb in pf.iter_batches(columns=read, batch_size=65536):
+            t = pa.Table.from_batches([rb])
+            yield (lift.apply(t, set(missing)) if lift and missing else t)
+
+
+def read_dataset(directory: Path, columns: list[str] | None = None) -> ray.data.Dataset:
+    """A phase's output as a Dataset (optionally only some columns)."""
+    return ray.data.read_parquet(str(directory / "data"), columns=columns)
+
+
+def row_count(directory: Path) -> int:
+    """Rows of the Parquet files in a directory, from their footers."""
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in sorted(directory.glob("*.parquet")))
+
+
+def valid_rows(embed_dir: Path) -> int:
+    return sum(t.column(S.INVALID_REASON).null_count for t in iter_tables(embed_dir, [S.INVALID_REASON]))
+
+
+def domain_source(domain: str) -> str:
+    """The column a `selection.domain` reads: the k-means cluster, or the named column."""
+    return S.D_CLUSTER if domain == "cluster" else domain
+
+
+def with_domain(t: pa.Table, domain: str) -> pa.Table:
+    """`domain` as a string column: the k-means cluster id or the named column ('' where null)."""
+    return t.append_column(S.DOMAIN, t.column(domain_source(domain)).cast(pa.string()).fill_null(""))
+
+
+def fit_sample(embed_dir: Path, columns: list[str], size: int, valid: int, seed: int, lift: Lift, progress) -> pa.Table:
+    """The `size` valid documents with the smallest hash uniform u(seed, doc_id), in that order.
+
+    Ordering by u (not by doc_id) before any truncation keeps the sample
+    unbiased whatever the ids look like, and independent of how the embed
+    phase partitioned the data. Rows are pre-filtered at a rate a little
+    above size / valid, so the driver holds about one sample.
+    """
+    if valid == 0:
+        raise JobError("no valid documents in the input: nothing to fit (see the quarantine counts)")
+    rate = min(1.0, (size + 6 * np.sqrt(size) + 16) / valid)
+    parts, us = [], []
+    for t in iter_tables(embed_dir, columns, lift):
+        progress.add(t.num_rows)
+        t = t.filter(t.column(S.INVALID_REASON).is_null())
+        u = uniform_from_ids(f"fit-{seed}", t.column(S.DOC_ID).to_pylist())
+        keep = u < rate
+        parts.append(t.filter(pa.array(keep)))
+        us.append(u[keep])
+    sample = pa.concat_tables(parts)
+    order = np.argsort(np.concatenate(us), kind="stable")[:size]
+    return sample.take(pa.array(order))
