@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -106,10 +105,7 @@ def test_cancel_during_embed_publishes_nothing_and_stops_the_ray_work(server):
     assert server.http.post(f"/v1/jobs/{job['id']}/cancel").status_code == 202
     done = server.wait(job["id"])
     assert done["state"] == "cancelled" and not (root / "out-d").exists() and not list(root.glob(".out-d.partial-*"))
-    deadline = time.time() + 30
-    while time.time() < deadline and _session(driver):
-        time.sleep(0.5)
-    assert not _session(driver), "processes of the cancelled job's driver (its local Ray) are still running"
+    assert not _session(driver), "the job is cancelled while processes of its driver's session (its local Ray) still run"
     assert server.http.post(f"/v1/jobs/{job['id']}/cancel").status_code == 409  # nothing leaves a terminal state
 
 
