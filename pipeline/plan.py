@@ -119,7 +119,9 @@ def check_plan(phases: list[Phase]) -> None:
         seen.add(p.name)
 
 
-LAYOUT_VERSION = 3  # what phase outputs hold; bumped when that changes, so an older work directory is never read as current
+# What phase outputs hold; bumped when that changes, so an older work directory is never read as current
+# (4: the fit phase holds a name -> state map with its index, scorers.json).
+LAYOUT_VERSION = 4
 
 
 def phase_keys(phases: list[Phase], spec: Any, fingerprints: dict) -> dict[str, str | None]:
