@@ -402,7 +402,11 @@ def test_the_same_spec_in_a_fresh_work_directory_gives_byte_identical_shards(loc
 
 
 def test_kill_9_of_the_jobs_process_group_leaves_nothing_of_ray(tmp_path):
-    """As a shell's `kill -9 -PGID` (or a service's cancel gone wrong) does: the whole group at once, during select.
+    """As a shell's `kill -9 -PGID` (or a service's cancel gone wrong) does: the whole group at once, during embed.
+
+Embed is the phase with the most Ray processes alive (the actor pool), and
+the one long enough to be caught on any machine; select can finish between
+two polls of the status file.
 
     A worker the raylet forks in that instant has no parent left to be found
     through; the reaper finds it by the driver's session and process group.
@@ -412,7 +416,7 @@ def test_kill_9_of_the_jobs_process_group_leaves_nothing_of_ray(tmp_path):
     corpus = write_corpus(tmp_path / "corpus", 800)
     spec = _spec_file(tmp_path, corpus, tmp_path / "out")
     job = subprocess.Popen([THRESHER, "run", str(spec), "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    _wait_for_phase(tmp_path / "out.work", "select", job)
+    _wait_for_phase(tmp_path / "out.work", "embed", job)
     os.killpg(job.pid, signal.SIGKILL)
     job.wait()
 
