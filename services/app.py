@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import gc
 import logging
+import time
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -20,7 +22,8 @@ from .execution import LocalDrivers, RayJobDrivers, Scheduler
 from .jobs import JobService, Refused
 from .limits import BodyLimit
 from .metrics import Metrics
-from .routers import health, jobs, pages
+from .routers import health, jobs, pages, schedules
+from .schedules import Schedules
 from .store import JobStore
 
 log = logging.getLogger("thresher.service")
@@ -60,10 +63,11 @@ def _with_spec_schema(app: FastAPI) -> dict:
     return doc
 
 
-def create_app(settings: ServiceSettings, config_path: str | None = None) -> FastAPI:
+def create_app(settings: ServiceSettings, config_path: str | None = None, clock: Callable[[], float] = time.time, driver_command: list[str] | None = None) -> FastAPI:
+    """`clock` is what schedules fire by and `driver_command` what a local job runs (tests give a clock they move and a stand-in driver)."""
     store = open_store(settings)
     roots = settings.roots()
-    drivers = RayJobDrivers(settings.ray_address, config_path, roots) if settings.ray_address else LocalDrivers(config_path, roots=roots)
+    drivers = RayJobDrivers(settings.ray_address, config_path, roots) if settings.ray_address else LocalDrivers(config_path, driver_command, roots)
     scheduler = Scheduler(store, drivers, settings.data_dir, settings.max_concurrent_jobs, settings.max_attempts, settings.poll_s)
 
     @asynccontextmanager
@@ -79,6 +83,8 @@ def create_app(settings: ServiceSettings, config_path: str | None = None) -> Fas
     app = FastAPI(title="thresher", version="1", summary="Selection jobs for LLM pretraining corpora", lifespan=lifespan)
     app.state.settings, app.state.store, app.state.scheduler = settings, store, scheduler
     app.state.jobs = JobService(settings, store, scheduler)
+    app.state.schedules = Schedules(store, app.state.jobs, clock)
+    scheduler.duties.append(app.state.schedules.fire_due)
     app.state.metrics = Metrics(store)
     app.state.ray_ready = drivers.ready
     app.state.new_token = first_token(settings, store)
@@ -96,6 +102,7 @@ def create_app(settings: ServiceSettings, config_path: str | None = None) -> Fas
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.openapi = lambda: app.openapi_schema or _with_spec_schema(app)
     app.include_router(jobs.router)
+    app.include_router(schedules.router)
     app.include_router(health.router)
     app.include_router(pages.router)
     return app

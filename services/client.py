@@ -1,4 +1,4 @@
-"""`thresher submit / status / cancel / logs`: the service's API over httpx.
+"""`thresher submit / status / cancel / logs / schedules`: the service's API over httpx.
 
 URL and token from flags or THRESHER_URL / THRESHER_TOKEN. Errors are one
 line: the service's `detail`, or why it could not be reached.
@@ -43,10 +43,7 @@ class Client:
         return r
 
     def submit(self, spec_path: str, idempotency_key: str | None = None) -> dict:
-        try:
-            spec = yaml.safe_load(Path(spec_path).read_text())
-        except FileNotFoundError:
-            raise InputError(f"spec file not found: {spec_path}") from None
+        spec = _spec_file(spec_path)
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return self._call("POST", "/v1/jobs", json=spec, headers=headers).json()
 
@@ -58,6 +55,19 @@ class Client:
 
     def cancel(self, job_id: str) -> dict:
         return self._call("POST", f"/v1/jobs/{job_id}/cancel").json()
+
+    def schedules(self) -> list[dict]:
+        return self._call("GET", "/v1/schedules").json()["schedules"]
+
+    def add_schedule(self, name: str, cron: str, timezone: str, spec_path: str, catch_up: str, paused: bool) -> dict:
+        body = {"name": name, "cron": cron, "timezone": timezone, "spec": _spec_file(spec_path), "catch_up": catch_up, "paused": paused}
+        return self._call("POST", "/v1/schedules", json=body).json()
+
+    def pause_schedule(self, name: str, paused: bool) -> dict:
+        return self._call("PATCH", f"/v1/schedules/{name}", json={"paused": paused}).json()
+
+    def delete_schedule(self, name: str) -> None:
+        self._call("DELETE", f"/v1/schedules/{name}")
 
     def wait(self, job_id: str, poll_s: float = 1.0) -> dict:
         while True:
@@ -80,6 +90,21 @@ class Client:
                     out.flush()
         except httpx.HTTPError as e:
             raise JobError(f"cannot reach the service at {self.url}: {e}") from None
+
+
+def _spec_file(path: str) -> dict:
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise InputError(f"spec file not found: {path}") from None
+
+
+def schedule_line(s: dict) -> str:
+    """One schedule as one terminal line: name, cron and zone, next run (or paused), last job and what its last firing did."""
+    nxt = "paused" if s["paused"] else f"next {s['next_runs'][0] if s['next_runs'] else '-'}"
+    last = f"  last job {s['last_job_id']}" if s.get("last_job_id") else ""
+    note = f"  ({s['last_note']})" if s.get("last_note") else ""
+    return f"{s['name']}  {s['cron']} {s['timezone']}  {nxt}{last}{note}"
 
 
 def line(job: dict) -> str:

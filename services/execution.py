@@ -15,7 +15,8 @@ only serve the API, and a second `thresher serve` on the same data
 directory by mistake never runs a job twice), then settles running jobs (a result ->
 its terminal state; a driver gone without one -> requeued to resume from
 its checkpoints while attempts remain, else failed with the reason), keeps
-each running job's current phase, and starts queued jobs oldest first up to
+each running job's current phase, does its other `duties` (firing due
+schedules), and starts queued jobs oldest first up to
 `max_concurrent_jobs`. Every state change goes through the store's checked
 transitions, so a job cancelled while it was being started is stopped, not run.
 """
@@ -32,6 +33,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -215,6 +217,7 @@ class Scheduler:
         self.me = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease_s = max(10.0, 10 * poll_s)  # a crashed holder's lease lapses after this long
         self.leader: str | None = None  # who held the lease at the last tick
+        self.duties: list[Callable[[], None]] = []  # what else only the lease holder does each tick (fire due schedules)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="thresher-scheduler", daemon=True)
@@ -250,6 +253,8 @@ class Scheduler:
             running = self.store.running()
             for job in running:
                 self._settle(job)
+            for duty in self.duties:
+                duty()
             free = self.max_concurrent - len(self.store.running())
             for job in self.store.queued()[: max(free, 0)]:
                 self._launch(job)

@@ -53,7 +53,8 @@ class JobService:
     store: JobStore
     scheduler: Scheduler
 
-    def submit(self, raw: object, idempotency_key: str | None = None) -> tuple[JobRecord, bool]:
+    def check(self, raw: object) -> JobSpec:
+        """The spec, or `Refused`: 422 naming the field that cannot be used, 403 for a path outside the allowed roots."""
         try:
             spec = parse_spec(raw, source="job spec")
             search = getattr(spec.selection, "search", None)
@@ -62,6 +63,10 @@ class JobService:
         except SpecError as e:
             raise Refused(422, str(e)) from None
         self._check_paths(spec)
+        return spec
+
+    def submit(self, raw: object, idempotency_key: str | None = None) -> tuple[JobRecord, bool]:
+        spec = self.check(raw)
         dumped = spec.model_dump(mode="json")
         job, created = self.store.submit(dumped, spec.output.path, spec.output.work_path(), idempotency_key)
         if not created and job.spec != dumped:

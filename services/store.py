@@ -1,4 +1,4 @@
-"""Persistent job store of the selection service: jobs, API tokens, schema version.
+"""Persistent store of the selection service: jobs, schedules, API tokens, leases, schema version.
 
 The store outlives the service process, so a restart finds every job where it
 was. A SQLite file is the default (one service process); any SQLAlchemy URL
@@ -40,7 +40,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from .states import NAMES, JobState
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Step v -> v+1 for every v below SCHEMA_VERSION, run in the opening transaction
 # (so a failed upgrade changes nothing). A step must keep every job. Defined
 # after the tables they touch, below.
@@ -113,7 +113,25 @@ class Lease(Base):
     until: Mapped[float]  # unix seconds
 
 
+class Schedule(Base):
+    """A job template fired on a cron expression; `next_fire` is the one time the lease holder acts on."""
+
+    __tablename__ = "schedules"
+
+    id: Mapped[str] = mapped_column(primary_key=True)  # uuid4 hex: part of every firing's idempotency key
+    name: Mapped[str] = mapped_column(unique=True)
+    body: Mapped[str] = mapped_column(Text)  # JSON: cron, timezone, policies, the job spec
+    paused: Mapped[bool] = mapped_column(default=False)
+    next_fire: Mapped[float | None] = mapped_column(index=True)  # unix seconds; None while paused
+    last_fire: Mapped[float | None]  # the fire time last acted on (submitted or skipped)
+    last_job_id: Mapped[str | None]
+    last_note: Mapped[str | None] = mapped_column(Text)  # what the last firing did, one line
+    runs: Mapped[int] = mapped_column(default=0)  # jobs submitted so far
+    created_at: Mapped[float]
+
+
 MIGRATIONS[1] = lambda conn: Lease.__table__.create(conn)  # v2: the scheduler's lease
+MIGRATIONS[2] = lambda conn: Schedule.__table__.create(conn)  # v3: schedules
 
 
 @dataclass(frozen=True)
@@ -138,6 +156,24 @@ class JobRecord:
     def to_dict(self, spec: bool = True) -> dict[str, Any]:
         """JSON-ready; `spec=False` leaves the spec out (a status poll does not need it, and copying it is most of the cost)."""
         return {f.name: getattr(self, f.name) for f in fields(self) if spec or f.name != "spec"}
+
+
+@dataclass(frozen=True)
+class ScheduleRecord:
+    id: str
+    name: str
+    body: dict[str, Any]
+    paused: bool
+    next_fire: float | None
+    last_fire: float | None
+    last_job_id: str | None
+    last_note: str | None
+    runs: int
+    created_at: float
+
+
+def _schedule(row: Schedule) -> ScheduleRecord:
+    return ScheduleRecord(**{f.name: getattr(row, f.name) for f in fields(ScheduleRecord) if f.name != "body"}, body=json.loads(row.body))
 
 
 def _record(job: Job) -> JobRecord:
@@ -380,6 +416,59 @@ class JobStore:
         with self._reads() as s:
             rows = s.execute(select(Job.state, func.count()).group_by(Job.state))
             return dict.fromkeys(JobState, 0) | {JobState(state): n for state, n in rows}
+
+    # Schedules.
+
+    def add_schedule(self, name: str, body: dict[str, Any], paused: bool, next_fire: float | None) -> ScheduleRecord:
+        row = Schedule(id=uuid.uuid4().hex, name=name, body=json.dumps(body), paused=paused, next_fire=next_fire, runs=0, created_at=time.time())
+        try:
+            with self._writes.begin() as s:
+                s.add(row)
+        except IntegrityError:
+            raise StoreError(f"a schedule named {name!r} exists") from None
+        return _schedule(row)
+
+    def schedule(self, name: str) -> ScheduleRecord | None:
+        with self._reads() as s:
+            row = s.scalar(select(Schedule).where(Schedule.name == name))
+            return None if row is None else _schedule(row)
+
+    def schedules(self) -> list[ScheduleRecord]:
+        with self._reads() as s:
+            return [_schedule(row) for row in s.scalars(select(Schedule).order_by(Schedule.name))]
+
+    def due_schedules(self, now: float) -> list[ScheduleRecord]:
+        """Unpaused schedules whose next firing is at or before `now`, earliest first."""
+        with self._reads() as s:
+            rows = s.scalars(select(Schedule).where(Schedule.paused.is_(False), Schedule.next_fire <= now).order_by(Schedule.next_fire, Schedule.id))
+            return [_schedule(row) for row in rows]
+
+    def change_schedule(self, name: str, body: dict[str, Any], paused: bool, next_fire: float | None) -> ScheduleRecord:
+        with self._writes.begin() as s:
+            row = s.scalar(select(Schedule).where(Schedule.name == name))
+            if row is None:
+                raise KeyError(name)
+            row.body, row.paused, row.next_fire = json.dumps(body), paused, next_fire
+            return _schedule(row)
+
+    def delete_schedule(self, name: str) -> bool:
+        with self._writes.begin() as s:
+            row = s.scalar(select(Schedule).where(Schedule.name == name))
+            if row is not None:
+                s.delete(row)
+            return row is not None
+
+    def schedule_fired(self, schedule_id: str, due: float, fired: float, next_fire: float, job_id: str | None, note: str) -> bool:
+        """Record a firing and move on to `next_fire`, only if the schedule still waits for `due` (compare-and-set):
+        a firing a PATCH, pause or another holder got to first changes nothing."""
+        values: dict[str, Any] = {"next_fire": next_fire, "last_fire": fired, "last_note": note}
+        if job_id is not None:
+            values.update(last_job_id=job_id, runs=Schedule.runs + 1)
+        with self._writes.begin() as s:
+            moved = s.execute(
+                update(Schedule).where(Schedule.id == schedule_id, Schedule.next_fire == due, Schedule.paused.is_(False)).values(**values)
+            )
+            return cast("CursorResult[Any]", moved).rowcount == 1
 
     # Tokens.
 

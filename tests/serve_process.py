@@ -24,8 +24,11 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 class ServeProcess:
-    def __init__(self, root: Path, tokens: dict[str, str], env: dict[str, str] | None = None, admin_token: str | None = None, data: Path | None = None):
+    def __init__(self, root: Path, tokens: dict[str, str], env: dict[str, str] | None = None, admin_token: str | None = None, data: Path | None = None,
+                 launcher: list[str] | None = None):
+        """`launcher`: what to run instead of `thresher serve` (taking the same --port and --data-dir), e.g. serve_clocked.py."""
         self.root, self.data = root, data or root / "data"
+        self.launcher = launcher or [sys.executable, "-m", "thresher.cli", "serve"]
         self.tokens, self.extra_env = tokens, env or {}
         self.admin_token = admin_token or next(t for t, kind in tokens.items() if kind == "admin")
         with socket.socket() as s:
@@ -46,7 +49,7 @@ class ServeProcess:
         }
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "thresher.cli", "serve", "--port", str(self.port), "--data-dir", str(self.data)],
+            [*self.launcher, "--port", str(self.port), "--data-dir", str(self.data)],
             cwd=self.root, env=env, stdout=self.log, stderr=subprocess.STDOUT,
         )
         deadline = time.time() + timeout

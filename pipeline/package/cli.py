@@ -62,7 +62,22 @@ def main(argv: list[str] | None = None) -> int:
             c.add_argument("id", nargs="?" if name == "status" else None, help="job id")
         if name == "logs":
             c.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
-    for command in sub.choices.values():  # `thresher serve --config FILE` as well as `thresher --config FILE serve`
+    sched_p = sub.add_parser("schedules", help="the service's schedules: list, add, pause, resume, delete")
+    sched_sub = sched_p.add_subparsers(dest="action", required=True)
+    for action, text in (("list", "every schedule with its next run"), ("add", "a job spec submitted at each cron fire time"), ("pause", "stop firing"),
+                         ("resume", "fire again, from the next fire time on"), ("delete", "remove a schedule (its jobs stay)")):
+        a = sched_sub.add_parser(action, help=text)
+        a.add_argument("--url", help="the service (default $THRESHER_URL or http://127.0.0.1:8000)")
+        a.add_argument("--token", help="bearer token (default $THRESHER_TOKEN)")
+        if action != "list":
+            a.add_argument("name", help="the schedule's name")
+        if action == "add":
+            a.add_argument("spec", help="path to the job spec each firing submits (YAML/JSON)")
+            a.add_argument("--cron", required=True, help="five-field cron expression, e.g. '0 2 * * *' (02:00 every day)")
+            a.add_argument("--timezone", default="UTC", help="IANA zone the expression is read in (default UTC)")
+            a.add_argument("--catch-up", choices=("latest", "skip"), default="latest", help="firings missed while no service ran: one job for the latest (default), or none")
+            a.add_argument("--paused", action="store_true", help="add it paused")
+    for command in [*sub.choices.values(), *sched_sub.choices.values()]:  # `thresher serve --config FILE` as well as `thresher --config FILE serve`
         command.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help="operator settings (as before the command)")
     args = parser.parse_args(argv)
     try:
@@ -73,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(args, settings)
         if args.command in ("submit", "status", "cancel", "logs"):
             return _client(args)
+        if args.command == "schedules":
+            return _schedules(args)
         if args.command == "run":
             return _run(args.spec, progress=not args.no_progress, force=tuple(args.force), settings=settings)
         if args.command == "gc":
@@ -150,6 +167,23 @@ def _client(args) -> int:
         print(line(client.cancel(args.id)))
         return 0
     client.logs(args.id, args.follow)
+    return 0
+
+
+def _schedules(args) -> int:
+    from thresher.services.client import Client, schedule_line
+
+    client = Client(args.url, args.token)
+    if args.action == "list":
+        for s in client.schedules():
+            print(schedule_line(s))
+    elif args.action == "add":
+        print(schedule_line(client.add_schedule(args.name, args.cron, args.timezone, args.spec, args.catch_up, args.paused)))
+    elif args.action in ("pause", "resume"):
+        print(schedule_line(client.pause_schedule(args.name, args.action == "pause")))
+    else:
+        client.delete_schedule(args.name)
+        print(f"deleted schedule {args.name}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The status page: `/` (jobs, newest first, with live progress bars) and `/jobs/{id}` (one job's phases, counts, links).
+"""The status page: `/` (jobs, newest first, with live progress bars; the schedules and their next runs) and `/jobs/{id}` (one job's phases, counts, links).
 
 Plain server-rendered HTML with a little inline JavaScript: no build step, no
 CDN, nothing fetched from elsewhere. The HTML shell is the same for everyone
@@ -43,7 +43,7 @@ td.id { font-family: ui-monospace, monospace; }
 td.error, p.error-line { color: #b91c1c; max-width: 28rem; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
 .badge { display: inline-block; padding: .05rem .5rem; border-radius: .7rem; color: #fff; font-size: .85em; font-weight: 600; }
 .badge.queued { background: #6b7280; } .badge.running { background: #7c3aed; } .badge.succeeded { background: #15803d; }
-.badge.failed { background: #b91c1c; } .badge.cancelled { background: #a16207; }
+.badge.failed { background: #b91c1c; } .badge.cancelled { background: #a16207; } .badge.paused { background: #6b7280; }
 .bar-wrap { display: flex; align-items: center; gap: .6rem; }
 .progress-bar { width: 220px; height: 14px; background: #dde3ee; border-radius: 7px; overflow: hidden; flex: none; }
 .progress-bar .fill { height: 100%; width: 0; background: #2563eb; }
@@ -65,6 +65,13 @@ _LIST = """
   <tbody id="jobs-body"></tbody>
 </table>
 <p id="jobs-empty" hidden>No jobs yet.</p>
+<section id="schedules" hidden>
+  <h2>Schedules</h2>
+  <table>
+    <thead><tr><th>name</th><th>cron</th><th>next run</th><th>last job</th><th>last firing</th></tr></thead>
+    <tbody id="schedules-body"></tbody>
+  </table>
+</section>
 """
 
 _JOB = """
@@ -201,12 +208,24 @@ function jobRow(j) {
     el("td", {class: "time"}, when(j.created_at)),
     el("td", {class: "error", title: j.error || null}, j.state !== "succeeded" ? firstLine(j.error) : ""));
 }
+const isoWhen = (s) => (s ? when(Date.parse(s) / 1000) : "—");
+function scheduleRow(s) {
+  return el("tr", {class: "schedule", "data-schedule": s.name},
+    el("td", {}, s.name),
+    el("td", {class: "id"}, `${s.cron} (${s.timezone})`),
+    el("td", {class: "next"}, s.paused ? badge("paused") : isoWhen(s.next_runs[0])),
+    el("td", {class: "id"}, s.last_job_id ? el("a", {href: "/jobs/" + encodeURIComponent(s.last_job_id)}, s.last_job_id) : "—"),
+    el("td", {class: "error", title: s.last_note || null}, s.last_note || ""));
+}
 async function refreshList() {
   const data = await (await api("/v1/jobs?limit=100")).json();
   const rows = data.jobs.map(jobRow);
   $("jobs-body").replaceChildren(...rows);
   $("jobs").hidden = rows.length === 0;
   $("jobs-empty").hidden = rows.length > 0;
+  const schedules = (await (await api("/v1/schedules")).json()).schedules.map(scheduleRow);
+  $("schedules-body").replaceChildren(...schedules);
+  $("schedules").hidden = schedules.length === 0;
   return true;
 }
 
@@ -310,8 +329,8 @@ let timer = null, busy = false;
 function stop() { if (timer) clearInterval(timer); timer = null; }
 function start() { stop(); timer = setInterval(tick, 1000); tick(); }
 function clearData() {
-  for (const id of ["jobs", "jobs-empty", "job"]) if ($(id)) $(id).hidden = true;
-  for (const id of ["jobs-body", "phases-body", "counts-body"]) if ($(id)) $(id).replaceChildren();
+  for (const id of ["jobs", "jobs-empty", "job", "schedules"]) if ($(id)) $(id).hidden = true;
+  for (const id of ["jobs-body", "phases-body", "counts-body", "schedules-body"]) if ($(id)) $(id).replaceChildren();
 }
 async function tick() {
   if (busy) return;

@@ -297,7 +297,7 @@ def test_ping(js: JobStore):
 
 
 def test_fresh_db_has_current_version_and_wal(js: JobStore, url: str):
-    assert db_version(url) == store.SCHEMA_VERSION == 2
+    assert db_version(url) == store.SCHEMA_VERSION == 3
     if url.startswith("sqlite"):
         with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
             assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -314,7 +314,7 @@ def test_jobs_survive_restart(url: str):
     assert second.get(job.id) == job
     assert submit(second, key="k") == (job, False)
     assert second.has_tokens()
-    assert db_version(url) == 2
+    assert db_version(url) == 3
     second.close()
 
 
@@ -322,11 +322,11 @@ def test_newer_schema_is_refused(url: str):
     JobStore(url).close()
     engine = create_engine(url)
     with engine.begin() as conn:
-        conn.execute(text("UPDATE schema_version SET version = 4"))
+        conn.execute(text("UPDATE schema_version SET version = 9"))
     engine.dispose()
     with pytest.raises(StoreError) as err:
         JobStore(url)
-    assert str(err.value) == "job store schema version 4 is newer than this thresher (2); upgrade thresher"
+    assert str(err.value) == "job store schema version 9 is newer than this thresher (3); upgrade thresher"
 
 
 def make_v0(url: str, monkeypatch: pytest.MonkeyPatch) -> str:
@@ -380,23 +380,28 @@ def test_failed_migration_changes_nothing(url: str, monkeypatch: pytest.MonkeyPa
         JobStore(url)
 
 
-def test_a_version_1_store_gains_the_lease_table_and_keeps_its_jobs(url: str):
-    """The real v1 -> v2 step: a store written before leases existed."""
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_store_gains_the_tables_of_later_versions_and_keeps_its_jobs(url: str, version: int):
+    """The real steps: v1 had no leases table, v2 no schedules table; each upgrade keeps jobs and tokens."""
     old = JobStore(url)
     job, _ = submit(old, key="k")
     old.add_token("ops", "admin")
     old.close()
     engine = create_engine(url)
-    with engine.begin() as conn:  # what version 1 looked like: no leases table
-        conn.execute(text("DROP TABLE leases"))
-        conn.execute(text("UPDATE schema_version SET version = 1"))
+    with engine.begin() as conn:  # what that version looked like
+        conn.execute(text("DROP TABLE schedules"))
+        if version == 1:
+            conn.execute(text("DROP TABLE leases"))
+        conn.execute(text(f"UPDATE schema_version SET version = {version}"))
     engine.dispose()
-    assert "leases" not in tables(url)
+    assert "schedules" not in tables(url)
 
     upgraded = JobStore(url)
-    assert db_version(url) == 2 and "leases" in tables(url)
+    assert db_version(url) == 3 and {"leases", "schedules"} <= set(tables(url))
     assert upgraded.get(job.id) == job and upgraded.has_tokens()
     assert upgraded.hold_lease("scheduler", "a", 10) == "a"
+    made = upgraded.add_schedule("nightly", {"cron": "0 2 * * *"}, False, 1.0)
+    assert upgraded.due_schedules(1.0) == [made] and upgraded.due_schedules(0.5) == []
     upgraded.close()
 
 
