@@ -28,7 +28,7 @@ from thresher.operators.embed import from_fixed_list
 from thresher.operators.histogram import domain_order
 from thresher.operators.selection import uniform_from_ids
 
-from . import shards
+from . import shards, versions
 from .confine import Roots
 from .report import job_report
 from .spec import JobSpec
@@ -39,13 +39,26 @@ NOT_IN_QUARANTINE_PREFIXES = ("sig_", "q_", "d_", "sel_", S.DOMAIN, S.N_TOKENS)
 
 
 def publish(spec: JobSpec, dirs: dict[str, Path | None], timings: dict, facts: dict, log: Callable[[str], None], started: float, roots: Roots = Roots()) -> dict:
-    """Write OUT from the score and select phases, manifest last, then one rename (the output checked against the roots before each)."""
+    """Write the output from the score and select phases, manifest last, then one rename (the output checked against the roots before each).
+
+    Unversioned, the output is OUT; with `output.versions`, it is a new
+    OUT/versions/ID, and `latest` moves to it after the rename (pipeline/versions.py).
+    """
     out = Path(spec.output.path)
     score_dir, select_dir, embed_dir = dirs["score"], dirs["select"], dirs["embed"]
-    roots.makedirs("output.path", out.parent)
-    for stale in out.parent.glob(f".{out.name}.partial-*"):  # left by a killed job of this output
-        shutil.rmtree(stale, ignore_errors=True)
-    staging = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
+    version = previous = None
+    if spec.output.versions is not None:
+        roots.makedirs("output.path", out / versions.VERSIONS)
+        cleared = versions.clear_unpublished(out)
+        if cleared:
+            log(f"[write] removed {', '.join(cleared)}: left unpublished by a job stopped before it moved {out / versions.LATEST}")
+        version, previous = versions.new_id(), versions.current(out)
+        staging, final = out / versions.VERSIONS / f"{versions.STAGING}{version}", out / versions.VERSIONS / version
+    else:
+        roots.makedirs("output.path", out.parent)
+        for stale in out.parent.glob(f".{out.name}.partial-*"):  # left by a killed job of this output
+            shutil.rmtree(stale, ignore_errors=True)
+        staging, final = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}", out
     staging.mkdir()
     t = time.perf_counter()
     try:
@@ -58,8 +71,9 @@ def publish(spec: JobSpec, dirs: dict[str, Path | None], timings: dict, facts: d
         manifest = {
             "spec": spec.model_dump(mode="json"),
             "spec_hash": spec.hash(),
+            "published": str(final),
             "created_unix": round(time.time(), 3),
-            "versions": versions(),
+            "versions": package_versions(),
             "inputs": facts["inputs"],
             "counts": counts,
             "accounting_holds": timings["embed"]["rows"] == counts["input"] == counts["selected_docs"] + counts["not_selected"] + counts["invalid"],
@@ -73,25 +87,37 @@ def publish(spec: JobSpec, dirs: dict[str, Path | None], timings: dict, facts: d
             "phases": {name: {"key": v.get("key"), "reused": bool(v.get("reused"))} for name, v in timings.items() if "key" in v},
             "timings": timings,
         }
+        if version is not None:
+            before = out / versions.VERSIONS / previous if previous else None
+            manifest["version"] = {"id": version, "previous": previous, "shards_shared": versions.share_unchanged(shards, staging, before)}
+            if before is not None:
+                decisions = _decisions(score_dir, select_dir, [S.INVALID_REASON], [S.DOC_ID, S.DOMAIN, S.SEL_COPIES, S.SEL_REASON])
+                manifest["changes"] = versions.changes(before, previous, decisions, staging)
         (staging / "report.html").write_text(job_report(manifest, dirs.get("search")))
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
         roots.check("output.path", staging)
-        roots.check("output.path", out)
-        if out.exists():
+        roots.check("output.path", final)
+        if final.exists():
             if not spec.output.overwrite:
-                raise FileExistsError(f"output {out} appeared while the job ran")
-            trash = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-            out.rename(trash)
+                raise FileExistsError(f"output {final} appeared while the job ran")
+            trash = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+            final.rename(trash)
             shutil.rmtree(trash)
-        staging.rename(out)
+        staging.rename(final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    log(f"[write] {len(shards)} shards in {out}; report: {out / 'report.html'}")
+    if version is not None:
+        versions.point_latest(out, version)
+        gone = versions.prune(out, spec.output.versions.keep)
+        ch = manifest.get("changes")
+        diff = f"; against {previous}: +{ch['added']} -{ch['dropped']} ={ch['kept']}" if ch else ""
+        log(f"[write] version {version} is {out / versions.LATEST}{diff}{f'; removed {len(gone)} old versions' if gone else ''}")
+    log(f"[write] {len(shards)} shards in {final}; report: {final / 'report.html'}")
     return manifest
 
 
-def versions() -> dict[str, str]:
+def package_versions() -> dict[str, str]:
     found = {"python": platform.python_version()}
     for name in VERSIONED:
         try:

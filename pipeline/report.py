@@ -188,6 +188,21 @@ def _search(search_dir: Path | None) -> list[str]:
     return parts
 
 
+def _changes(m: dict) -> list[str]:
+    """What changed against the previous version (versioned outputs)."""
+    ch = m.get("changes")
+    if not ch:
+        return []
+    doms = ch["domains"]
+    rows = [[k, v["before"], v["after"], v["after"] - v["before"]] for k, v in sorted(doms.items(), key=lambda kv: domain_order(kv[0]))]
+    return [
+        f"<h2>Changes against version {_e(ch['previous'])}</h2>",
+        _table(["added", "kept", "dropped"], [[ch["added"], ch["kept"], ch["dropped"]]]),
+        _table(["dropped because", "documents"], [[k, v] for k, v in ch["dropped_by_reason"].items()]),
+        _table(["domain", "selected docs before", "after", "shift"], rows),
+    ]
+
+
 def job_report(m: dict, search_dir: Path | None = None) -> str:
     """The HTML report of one published selection, from its manifest."""
     c = m["counts"]
@@ -197,6 +212,8 @@ def job_report(m: dict, search_dir: Path | None = None) -> str:
         f"<h1>thresher selection: {_e(spec['selection']['strategy'])}</h1>",
         f'<p class="muted">{_e(spec["output"]["path"])} · spec {_e(m["spec_hash"])} · accounting holds: {_e(m["accounting_holds"])}</p>',
         *[f'<p class="warn">warning: {_e(w)}</p>' for w in m.get("warnings", [])],
+        *([f'<p class="muted">version {_e(m["version"]["id"])}</p>'] if m.get("version") else []),
+        *_changes(m),
         "<h2>Counts</h2>",
         _table(["input", "valid", "invalid", "selected docs", "copies", "selected tokens", "not selected"], [[c["input"], c["valid"], c["invalid"], c["selected_docs"], c["selected_copies"],
             c["selected_tokens"], c["not_selected"]]]),

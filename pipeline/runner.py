@@ -24,7 +24,7 @@ import ray.data
 from thresher.operators.embed import resolve_model
 from thresher.operators.validate import ValidateConfig
 
-from . import io, output, reaper
+from . import io, output, reaper, versions
 from .confine import Roots
 from .errors import InputError, Interrupted, JobError, SpecError
 from .events import OnEvent, RunStatus
@@ -277,7 +277,12 @@ def preflight(spec: JobSpec, out_path: Path, work_path: Path, roots: Roots = Roo
     o, w = out_path.resolve(), work_path.resolve()
     if o == w or o in w.parents or w in o.parents:
         raise SpecError(f"output.work_dir {work_path} and output.path {out_path} overlap; replacing the output would delete the work directory")
-    if out_path.exists() and not spec.output.overwrite:
+    if spec.output.versions is not None:
+        if (out_path / "manifest.json").exists():
+            raise JobError(f"output.path {out_path} holds an unversioned output; give versioned outputs a new directory")
+    elif versions.is_versioned(out_path):
+        raise JobError(f"output.path {out_path} holds versions (OUTPUT/versions/); set output.versions to add one")
+    elif out_path.exists() and not spec.output.overwrite:
         raise JobError(f"output {out_path} already exists (set output.overwrite: true to replace it)")
     inputs = io.locate(spec.input.paths, spec.input.format, validate_config(spec.input), roots)
     io.check_not_inside(inputs, str(out_path), str(work_path))

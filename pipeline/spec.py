@@ -333,6 +333,10 @@ SelectionSpec = Annotated[Union[STRATEGIES], Field(discriminator="strategy")]
 _VARIANTS = {v.model_fields["strategy"].annotation.__args__[0]: v for v in STRATEGIES}
 
 
+class VersionsSpec(Strict):
+    keep: int = Field(7, ge=1, description="Versions kept, the current one included; older ones are removed after each publish.")
+
+
 class OutputSpec(Strict):
     path: str = Field(description="Output directory on a local or shared filesystem every Ray node sees; it appears complete (manifest last, then one rename) or not at all.")
     overwrite: bool = Field(False, description="Replace an existing output directory.")
@@ -340,6 +344,8 @@ class OutputSpec(Strict):
     row_group_rows: int = Field(8192, gt=0, description="Rows per Parquet row group, small enough to stream.")
     write_rejected: bool = Field(True, description="Also write rejected/: doc_id + reason for every valid document not selected (invalid rows are in quarantine/).")
     work_dir: str | None = Field(None, description="Checkpoints and fitted states; default OUTPUT.work beside the output. Reused by resumed and repeated jobs.")
+    versions: VersionsSpec | None = Field(None, description="Publish each run as OUTPUT/versions/ID/ and move OUTPUT/latest to it atomically, with what changed against the previous version "
+        "(`thresher versions OUTPUT` lists them); none = OUTPUT is the one output, replaced only with overwrite.")
 
     def work_path(self) -> str:
         """The work directory: work_dir, or OUTPUT.work beside the output (the one place that default is made)."""

@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as e:  # a bug: the traceback goes to the driver's log, one line to the job
         write_result(job_dir, {"state": "failed", "error": f"internal error: {type(e).__name__}: {e}"})
         raise
-    write_result(job_dir, {"state": "succeeded", "error": None, "counts": manifest["counts"], "output": spec.output.path})
+    write_result(job_dir, {"state": "succeeded", "error": None, "counts": manifest["counts"], "output": manifest.get("published", spec.output.path)})
     return 0
 
 

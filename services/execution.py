@@ -281,7 +281,7 @@ class Scheduler:
             return
         self._ending.pop(job.id, None)
         if finished:
-            self.store.transition(job.id, result["state"], error=result.get("error"), counts=result.get("counts"), phase=None)
+            self.store.transition(job.id, result["state"], error=result.get("error"), counts=result.get("counts"), published=result.get("output"), phase=None)
             return
         if (d / "cancel").exists():
             self.store.transition(job.id, JobState.CANCELLED, error="cancelled; the driver stopped before reporting")

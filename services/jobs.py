@@ -129,7 +129,7 @@ class JobService:
 
     def output_file(self, job_id: str, name: str) -> Path:
         job = self.get(job_id)
-        path = Path(job.output_path) / name
+        path = Path(job.published or job.output_path) / name  # a versioned output: this job's version, whatever is latest now
         if job.state != JobState.SUCCEEDED or not path.is_file():
             raise Refused(404, f"job {job_id} has no {name} (state {job.state}; only a succeeded job publishes its output)")
         return path

@@ -33,6 +33,7 @@ from sqlalchemy import (
     make_url,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -48,7 +49,7 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
 
 TOKEN_KINDS = frozenset({"admin", "read"})
 MAX_LIMIT = 500
-_FIELDS = frozenset({"phase", "error", "driver", "counts"})
+_FIELDS = frozenset({"phase", "error", "driver", "counts", "published"})
 _CURSOR = re.compile(r"(\d+(?:\.\d*)?(?:e[+-]?\d+)?):([0-9a-f]{32})")
 
 
@@ -85,6 +86,7 @@ class Job(Base):
     attempt: Mapped[int] = mapped_column(default=0)  # drivers started so far
     driver: Mapped[str | None]  # "pid:1234", "ray:<submission id>"
     counts: Mapped[str | None] = mapped_column(Text)  # JSON, the manifest's counts
+    published: Mapped[str | None] = mapped_column(Text)  # where it published: output.path, or its version directory
 
 
 class Token(Base):
@@ -131,7 +133,13 @@ class Schedule(Base):
 
 
 MIGRATIONS[1] = lambda conn: Lease.__table__.create(conn)  # v2: the scheduler's lease
-MIGRATIONS[2] = lambda conn: Schedule.__table__.create(conn)  # v3: schedules
+def _v3(conn: Connection) -> None:
+    """Schedules, and where each job published (a versioned output's directory differs per job)."""
+    Schedule.__table__.create(conn)
+    conn.execute(text("ALTER TABLE jobs ADD COLUMN published TEXT"))
+
+
+MIGRATIONS[2] = _v3
 
 
 @dataclass(frozen=True)
@@ -152,6 +160,7 @@ class JobRecord:
     attempt: int
     driver: str | None
     counts: dict[str, Any] | None
+    published: str | None
 
     def to_dict(self, spec: bool = True) -> dict[str, Any]:
         """JSON-ready; `spec=False` leaves the spec out (a status poll does not need it, and copying it is most of the cost)."""
@@ -192,6 +201,7 @@ def _record(job: Job) -> JobRecord:
         attempt=job.attempt,
         driver=job.driver,
         counts=None if job.counts is None else json.loads(job.counts),
+        published=job.published,
     )
 
 
@@ -369,7 +379,7 @@ class JobStore:
             return [_record(job) for job in page], _encode_cursor(page[-1]) if more else None
 
     def transition(self, job_id: str, to: str, **fields: Any) -> JobRecord:
-        """Move a job to state `to`, setting any of phase/error/driver/counts.
+        """Move a job to state `to`, setting any of phase/error/driver/counts/published.
 
         Compare-and-set: the UPDATE matches the state just read, so of two
         threads moving the same job only one wins; the other gets

@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     explain_p = sub.add_parser("explain", help="a document's scores, domain, copies and why it was or was not selected")
     explain_p.add_argument("output", help="a job's output directory")
     explain_p.add_argument("doc_id")
+    versions_p = sub.add_parser("versions", help="the versions of a versioned output, newest first (* = latest)")
+    versions_p.add_argument("output", help="the output directory (output.path of a spec with output.versions)")
     sub.add_parser("spec-reference", help="print every spec field with its default as Markdown")
     serve_p = sub.add_parser("serve", help="run the selection service (HTTP API, job store, scheduler)")
     serve_p.add_argument("--host", help="bind address (default 127.0.0.1)")
@@ -106,6 +108,14 @@ def main(argv: list[str] | None = None) -> int:
             from thresher.pipeline.explain import explain
 
             print(json.dumps(explain(Path(args.output), args.doc_id), indent=2, default=str))
+            return 0
+        if args.command == "versions":
+            from thresher.pipeline import versions
+            from thresher.pipeline.errors import InputError
+
+            if not versions.is_versioned(Path(args.output)):
+                raise InputError(f"{args.output}: not a versioned output (no versions/ in it)")
+            print(versions.table(Path(args.output)), end="")
             return 0
         if args.command == "demo-corpus":
             from thresher.demo_corpus import write
