@@ -98,6 +98,20 @@ def _distill_static() -> Path:
     return _publish(cache_dir() / "models" / f"static-minilm-pca{STATIC_PCA_DIMS}", build)
 
 
+def model_version(ref: ModelRef) -> str:
+    """A digest of the model's files (weights, tokenizer, config): what a cached embedding was made with."""
+    import hashlib
+
+    h = hashlib.sha256(ref.kind.encode())
+    root = Path(ref.path)
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(root)).encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]
+
+
 def pick_device(device: str = "auto") -> str:
     if device != "auto":
         return device

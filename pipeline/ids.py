@@ -17,10 +17,10 @@ ids. Ids are compared by a 128-bit BLAKE2b digest, never by a salted hash.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 
 import numpy as np
 import pyarrow as pa
-import ray.data
 
 from thresher.operators import schema as S
 
@@ -41,19 +41,20 @@ def positions(t: pa.Table, file_index: dict[str, int]) -> np.ndarray:
 
 
 def id_digests(t: pa.Table, file_index: dict[str, int]) -> pa.Table:
-    """Ray task: (two halves of a 128-bit id digest, position) for every valid row of a validated batch."""
+    """(two halves of a 128-bit id digest, position) for every valid row of a validated batch."""
     t = t.filter(t.column(S.INVALID_REASON).is_null())
     raw = b"".join(hashlib.blake2b(d.encode(), digest_size=16).digest() for d in t.column(S.DOC_ID).to_pylist())
     halves = np.frombuffer(raw, dtype="<u8").reshape(-1, 2)
     return pa.table({"h0": halves[:, 0], "h1": halves[:, 1], "pos": positions(t, file_index)})
 
 
-def repeated(ds: ray.data.Dataset, file_index: dict[str, int]) -> np.ndarray:
-    """Sorted positions of the valid rows whose id an earlier row (in input order) already has.
+def repeated_in(tables: Iterable[pa.Table], file_index: dict[str, int]) -> np.ndarray:
+    """Sorted positions of the valid rows whose id an earlier row (in input order) already has, over validated
+    tables (doc_id, invalid_reason and the position columns) read on the driver.
 
     The driver holds 24 bytes per valid row (digest halves and position).
     """
-    parts = list(ds.map_batches(id_digests, fn_kwargs={"file_index": file_index}, batch_format="pyarrow").iter_batches(batch_format="numpy", batch_size=None))
+    parts = [{k: c.to_numpy() for k, c in zip(("h0", "h1", "pos"), id_digests(t, file_index).columns)} for t in tables]
     if not parts:
         return np.zeros(0, np.int64)
     h0, h1, pos = (np.concatenate([p[k] for p in parts]) for k in ("h0", "h1", "pos"))

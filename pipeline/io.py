@@ -167,24 +167,28 @@ def check_not_inside(found: InputFiles, *outputs: str) -> None:
                 raise InputError(f"{out} lies inside the input directory {d}; a rerun would read its own output as input")
 
 
-def read_raw(found: InputFiles, cfg: ValidateConfig) -> ray.data.Dataset:
-    """The input as a Dataset of raw rows, each with its `input_file` and `input_offset`.
+def read_items(found: InputFiles) -> list[dict]:
+    """The units a read task takes, in input order: a Parquet row group ({path, row_group, offset: its first row})
+    or a JSONL byte range ({path, start, end}; end -1 = the whole file, streamed)."""
+    if found.format == "parquet":
+        return [{"path": path, "row_group": i, "offset": sum(sizes[:i])} for path, sizes in zip(found.files, found.row_groups) for i in range(len(sizes))]
+    return jsonl_ranges(found)
+
+
+def read_raw(found: InputFiles, cfg: ValidateConfig, items: list[dict] | None = None) -> ray.data.Dataset:
+    """The input (or only the `read_items` given) as a Dataset of raw rows, each with its `input_file` and `input_offset`.
 
     Parquet: the files' columns (unified schema); JSONL: the text, id and token
     fields, `metadata` and the parse reasons. The position gives every row a
     place in input order, so "the first of two rows with one id" is defined.
     """
+    items = read_items(found) if items is None else items
     if found.format == "parquet":
-        parts = [
-            {"path": path, "row_group": i, "offset": sum(sizes[:i])}
-            for path, sizes in zip(found.files, found.row_groups)
-            for i in range(len(sizes))
-        ]
-        return ray.data.from_items(parts, override_num_blocks=min(len(parts), PARQUET_READ_BLOCKS)).map_batches(
+        return ray.data.from_items(items, override_num_blocks=max(1, min(len(items), PARQUET_READ_BLOCKS))).map_batches(
             read_parquet_row_groups, fn_kwargs={"fs": found.fs, "schema": found.schema, "roots": found.roots}, batch_format="pyarrow", batch_size=1
         )
-    ranges = jsonl_ranges(found)
-    lines = ray.data.from_items(ranges, override_num_blocks=len(ranges)).map_batches(
+    ranges = items
+    lines = ray.data.from_items(ranges, override_num_blocks=max(1, len(ranges))).map_batches(
         read_jsonl_ranges, fn_kwargs={"fs": found.fs, "roots": found.roots}, batch_format="pyarrow", batch_size=1
     )
     return lines.map_batches(parse_jsonl, fn_kwargs={"cfg": cfg, "line_column": "line"}, batch_format="pyarrow", batch_size=4096)

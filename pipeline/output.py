@@ -81,6 +81,7 @@ def publish(spec: JobSpec, dirs: dict[str, Path | None], timings: dict, facts: d
             "domains": domains,
             "distributions": distributions,
             "diversity": diversity,
+            "reuse": _reuse(timings["embed"]),
             "fit": fit_facts,
             "selection": {k: v for k, v in timings["select"].items() if k not in ("seconds", "docs_per_s", "reused", "key", "rows")},
             "warnings": facts["warnings"],
@@ -115,6 +116,13 @@ def publish(spec: JobSpec, dirs: dict[str, Path | None], timings: dict, facts: d
         log(f"[write] version {version} is {out / versions.LATEST}{diff}{f'; removed {len(gone)} old versions' if gone else ''}")
     log(f"[write] {len(shards)} shards in {final}; report: {final / 'report.html'}")
     return manifest
+
+
+def _reuse(embed: dict) -> dict:
+    """What this run computed of the per-document work: input partitions reused as pieces, documents embedded, vectors the content cache had."""
+    if embed.get("reused"):  # the whole phase was complete: nothing of it ran
+        return {"partitions": embed.get("partitions"), "partitions_reused": embed.get("partitions"), "embedded": 0, "cache_hits": 0}
+    return {k: embed.get(k) for k in ("partitions", "partitions_reused", "embedded", "cache_hits")}
 
 
 def package_versions() -> dict[str, str]:

@@ -20,19 +20,23 @@ How a job runs (batch sizes, actors, the device, Ray) is in the `Context`.
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 import ray.data
 
 from thresher.operators import schema as S
 from thresher.operators.dedup import DuplicateMap, ExactDuplicates, NearDuplicates
-from thresher.operators.embed import Embedder, ModelRef, embed_batch, from_fixed_list
+from thresher.operators.embed import Embedder, ModelRef, embed_batch, from_fixed_list, model_version, to_fixed_list
 from thresher.operators.histogram import DomainHistograms
 from thresher.operators.kmeans import KMeans
 from thresher.operators.langid import lang_batch
@@ -41,7 +45,7 @@ from thresher.operators.semdedup import SemanticDuplicates, SemDeDup, semdedup_g
 from thresher.operators.signals import add_signals
 from thresher.operators.validate import ValidateConfig, validate
 
-from . import ids, io, picks
+from . import content_cache, ids, io, partitions, picks
 from .confine import Roots
 from .errors import JobError
 from .events import OnEvent
@@ -75,6 +79,7 @@ class Context:
     phase: str | None = None  # the phase running now ("write" while publishing)
     settings: Settings = field(default_factory=Settings)  # the operator's, not the spec's (proxy commands)
     roots: Roots = field(default_factory=Roots)  # where every file the job opens must lie (empty = anywhere)
+    content_cache: Path | None = None  # embeddings by text digest (pipeline/content_cache.py); set by the runner
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
@@ -132,24 +137,100 @@ def _file_sha256(path: str) -> str:
 
 
 def embed_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
-    """Read and validate the input twice: once to find repeated ids (cheap, no model), then to embed."""
+    """Per partition: read -> validate -> signals (-> language) -> embed, each partition a piece reused while its file is
+    unchanged; then the repeated ids over every piece, and the phase's data/ assembled from the pieces (pipeline/partitions.py).
+
+    Rows are embedded before repeated ids are known (a piece must not depend on
+    other files), so a row that repeats an earlier id is embedded and then
+    quarantined; a repeated *text* costs nothing, the content cache has it.
+    """
     cfg = validate_config(s.input)
     order = {f: i for i, f in enumerate(ctx.inputs.files)}
-    raw = io.read_raw(ctx.inputs, cfg)
-    repeats = ids.repeated(raw.map_batches(validate, fn_kwargs={"cfg": cfg}, batch_format="pyarrow", batch_size=ctx.embedder.batch_size), order)
+    reads = {k: v for k, v in s.key_data().items() if k != "files"}
+    parts = partitions.plan(ctx.inputs)
+    keys = [partitions.piece_key("embed", reads, p) for p in parts]
+    store = partitions.PieceStore(ctx.work.path)
+    store.clear_staging()
+    todo = [(p, k) for p, k in zip(parts, keys) if not store.done("embed", k)]
+    facts = {"partitions": len(parts), "partitions_reused": len(parts) - len(todo), "embedded": 0, "cache_hits": 0}
+    ctx.progress.total = sum(p.hi - p.lo for p, _ in todo) if ctx.inputs.format == "parquet" else None  # what this run reads
+    if todo:
+        facts |= _embed_pieces(ctx, s, cfg, todo, store)
+    files = [f for k in keys for f in store.files("embed", k)]
+    reason = ids.REASON_DUPLICATE_ID if cfg.id_column else ids.REASON_DUPLICATE_TEXT
+    repeats = ids.repeated_in(_narrow(files, [S.DOC_ID, S.INVALID_REASON, S.INPUT_FILE, S.INPUT_OFFSET]), order)
     if repeats.size:
         ctx.log(f"[embed] {repeats.size} rows repeat an earlier row's id; quarantined")
-    marks = {"repeats": repeats, "order": order, "reason": ids.REASON_DUPLICATE_ID if cfg.id_column else ids.REASON_DUPLICATE_TEXT}
-    marks["lang_chars"] = s.lang.max_chars if s.lang else 0
-    # Ray Data fuses consecutive maps whose remote args are equal. Prepare's
-    # memory request (a batch of text and its polars intermediates) makes them
-    # differ, so prepare stays out of the embedding actor: fused, a CPU actor
-    # would validate and compute signals between its batches instead of
-    # leaving that to another core (50k static docs: embed phase 102.7 s
-    # fused, 84.7 s not; bench/RESULTS.md).
-    ds = raw.map_batches(prepare_batch, fn_kwargs={"cfg": cfg, **marks}, batch_format="pyarrow", batch_size=ctx.embedder.batch_size, memory=PREPARE_TASK_BYTES)
-    _embedding(ctx, ds).write_parquet(str(d / "data"))
-    return {"rows": row_count(d / "data"), "files": len(ctx.inputs.files), "repeated_ids": int(repeats.size), "device": _device(ctx.embedder), "model": s.model}
+    _assemble(files, d / "data", repeats, order, reason)
+    (d / partitions.LIST).write_text(json.dumps([f"embed-{k}" for k in keys]))
+    return {"rows": row_count(d / "data"), "files": len(ctx.inputs.files), "repeated_ids": int(repeats.size), "device": _device(ctx.embedder), "model": s.model, **facts}
+
+
+def _embed_pieces(ctx: Context, s: Slice, cfg: ValidateConfig, todo: list, store: partitions.PieceStore) -> dict:
+    """Compute the pieces of the partitions in `todo` in one pass: vectors the content cache has are reused, the rest embedded and added to it."""
+    items = [item for p, _ in todo for item in p.items]
+    cache = content_cache.ContentCache(ctx.content_cache, model_version(ctx.model))
+    cached = None
+    if cache.files():  # a narrow pass first: which of these texts has the cache seen?
+        digests = io.read_raw(ctx.inputs, cfg, items).map_batches(_valid_digests, fn_kwargs={"cfg": cfg}, batch_format="pyarrow", batch_size=ctx.embedder.batch_size)
+        found = [b for b in digests.iter_batches(batch_format="numpy", batch_size=None)]
+        if found:
+            cached = cache.lookup(np.concatenate([b[content_cache.H0] for b in found]), np.concatenate([b[content_cache.H1] for b in found]))
+    lang_chars = s.lang.max_chars if s.lang else 0
+    ds = io.read_raw(ctx.inputs, cfg, items).map_batches(prepare_batch, fn_kwargs={"cfg": cfg, "lang_chars": lang_chars, "digest": True}, batch_format="pyarrow",
+                                                      batch_size=ctx.embedder.batch_size, memory=PREPARE_TASK_BYTES)
+    owners: dict[str, list] = {}
+    for p, k in todo:
+        store.staging("embed", k)
+        owners.setdefault(p.path, []).append((p.lo, p.hi, f"{partitions.TMP_PREFIX}embed-{k}"))
+    task = {"owners": owners, "root": str(store.root), "cache_dir": str(cache.dir)}
+    written = _embedding(ctx, ds, cached=cached).map_batches(store_batch, fn_kwargs=task, batch_format="pyarrow").take_all()
+    rows = {}
+    for w in written:
+        rows[w["piece"]] = rows.get(w["piece"], 0) + w["rows"]
+    for p, k in todo:
+        store.commit("embed", k, {"rows": rows.get(f"{partitions.TMP_PREFIX}embed-{k}", 0), "partition": p.fingerprint()})
+    embedded = sum(w["embedded"] for w in written)
+    return {"embedded": embedded, "cache_hits": sum(w["valid"] for w in written) - embedded}
+
+
+def _valid_digests(batch: pa.Table, cfg: ValidateConfig) -> pa.Table:
+    t = validate(batch, cfg)
+    t = content_cache.with_digests(t.filter(t.column(S.INVALID_REASON).is_null()))
+    return t.select([content_cache.H0, content_cache.H1])
+
+
+def store_batch(batch: pa.Table, owners: dict, root: str, cache_dir: str) -> pa.Table:
+    """Ray task: the embedded rows' new vectors into the content cache, every row into its partition's piece."""
+    content_cache.add(batch, cache_dir)
+    written = partitions.write_rows(batch, owners, root, drop=[content_cache.H0, content_cache.H1, content_cache.MISS])
+    valid = int(batch.column(S.INVALID_REASON).null_count)
+    embedded = int(pc.sum(batch.column(content_cache.MISS)).as_py() or 0) if content_cache.MISS in batch.column_names else valid
+    # the counts ride on the first row written (a batch writes at least one file: every row has a partition)
+    return written.append_column("embedded", pa.array([embedded] + [0] * (written.num_rows - 1), pa.int64())).append_column(
+        "valid", pa.array([valid] + [0] * (written.num_rows - 1), pa.int64()))
+
+
+def _narrow(files: list[Path], columns: list[str]):
+    for f in files:
+        yield pq.read_table(f, columns=columns)
+
+
+def _assemble(files: list[Path], data: Path, repeats: np.ndarray, order: dict, reason: str) -> None:
+    """The phase's data/: a hard link to each piece file, or a copy with the repeated ids marked where it holds one."""
+    data.mkdir()
+    for i, f in enumerate(files):
+        target = data / f"part-{i:05d}-{f.parent.name.removeprefix('embed-')}.parquet"
+        if repeats.size:
+            t = pq.read_table(f)
+            marked = ids.mark(t, repeats, order, reason)
+            if marked is not t:
+                pq.write_table(marked, target, compression="zstd")
+                continue
+        try:
+            os.link(f, target)
+        except OSError:  # no hard links on this filesystem
+            shutil.copyfile(f, target)
 
 
 def clusters_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
@@ -278,33 +359,53 @@ def validate_config(i: InputSpec) -> ValidateConfig:
     return ValidateConfig(i.text_column, i.id_column, i.token_column, i.max_bytes, i.bytes_per_token)
 
 
-def prepare_batch(batch: pa.Table, cfg: ValidateConfig, repeats: np.ndarray | None = None, order: dict | None = None, reason: str = "", lang_chars: int | None = 0) -> pa.Table:
-    """Validate, quarantine the rows at `repeats` (later rows of a repeated id), compute the signals (and the language, unless lang_chars is 0)."""
-    t = validate(batch, cfg)
-    if repeats is not None:
-        t = ids.mark(t, repeats, order, reason)
-    t = add_signals(t)
-    return t if lang_chars == 0 else lang_batch(t, max_chars=lang_chars)
+def prepare_batch(batch: pa.Table, cfg: ValidateConfig, lang_chars: int | None = 0, digest: bool = False) -> pa.Table:
+    """Validate, compute the signals (and the language, unless lang_chars is 0), and with `digest` the text digests the content cache is keyed by."""
+    t = add_signals(validate(batch, cfg))
+    t = t if lang_chars == 0 else lang_batch(t, max_chars=lang_chars)
+    return content_cache.with_digests(t) if digest else t
 
 
 class EmbedStage:
-    """Actor: loads the model once per worker, then embeds every batch it is given."""
+    """Actor: loads the model once per worker, then embeds every batch it is given.
 
-    def __init__(self, ref: ModelRef, device: str, model_batch_size: int, threads: int, counter=None):
+    A batch carrying text digests (`content_cache.H0/H1`) takes the vectors in
+    `cached` for the digests found there and embeds only the other valid rows,
+    marking them `content_cache.MISS`.
+    """
+
+    def __init__(self, ref: ModelRef, device: str, model_batch_size: int, threads: int, counter=None, cached: pa.Table | None = None):
         if device == "cpu":
             import torch
 
             torch.set_num_threads(threads)
         self.embedder = Embedder(ref, device=device, batch_size=model_batch_size)
         self.counter = counter
+        self.cached: dict[tuple[int, int], int] = {}
+        if cached is not None and cached.num_rows:
+            keys = zip(cached.column(content_cache.H0).to_pylist(), cached.column(content_cache.H1).to_pylist())
+            self.cached = {k: i for i, k in enumerate(keys)}
+            self.vectors = from_fixed_list(cached.column(S.EMB))
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        out = embed_batch(batch, self.embedder)
+        if content_cache.H0 not in batch.column_names:
+            out = embed_batch(batch, self.embedder)
+        else:
+            valid = np.asarray(batch.column(S.INVALID_REASON).is_null().to_numpy(zero_copy_only=False))
+            keys = zip(batch.column(content_cache.H0).to_pylist(), batch.column(content_cache.H1).to_pylist())
+            row = np.array([self.cached.get(k, -1) for k in keys], np.int64)
+            hit, todo = valid & (row >= 0), valid & (row < 0)
+            texts = batch.column(S.TEXT).to_pylist()
+            full = np.zeros((batch.num_rows, self.embedder.dim), np.float32)
+            full[todo] = self.embedder.encode([t for t, ok in zip(texts, todo) if ok])
+            if hit.any():
+                full[hit] = self.vectors[row[hit]]
+            out = batch.append_column(S.EMB, to_fixed_list(full, mask=~valid)).append_column(content_cache.MISS, pa.array(todo))
         count_rows(self.counter, batch.num_rows)
         return out
 
 
-def _embedding(ctx: Context, ds: ray.data.Dataset, counted: bool = True) -> ray.data.Dataset:
+def _embedding(ctx: Context, ds: ray.data.Dataset, counted: bool = True, cached: pa.Table | None = None) -> ray.data.Dataset:
     """ds with `emb` appended by the job's embedding actor pool (one GPU each under CUDA)."""
     e = ctx.embedder
     device = _device(e)
@@ -319,6 +420,7 @@ def _embedding(ctx: Context, ds: ray.data.Dataset, counted: bool = True) -> ray.
             "model_batch_size": e.model_batch_size,
             "threads": max(1, int(e.cpus_per_actor)),
             "counter": ctx.progress.counter if counted and ctx.progress else None,
+            "cached": cached,
         },
         batch_format="pyarrow",
         batch_size=e.batch_size,

@@ -31,6 +31,7 @@ from typing import Any, Callable
 from .errors import JobError
 
 SUCCESS = "_SUCCESS"
+NOT_PHASES = ("pieces", "content-cache")  # what else a work directory holds (pipeline/partitions.py, content_cache.py)
 LOCK = ".lock"
 TMP_PREFIX = ".tmp-"
 
@@ -205,13 +206,17 @@ class WorkDir:
         return info
 
     def phase_dirs(self) -> list[Path]:
-        return sorted(p for p in self.path.iterdir() if p.is_dir() and not p.name.startswith("."))
+        return sorted(p for p in self.path.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in NOT_PHASES)
 
 
 def gc(work: Path, keep: set[str], dry_run: bool = False) -> list[Path]:
-    """Remove the phase directories of WORK whose names are not in keep; returns what was (or would be) removed."""
+    """Remove the phase directories of WORK whose names are not in keep, and the pieces no kept phase lists
+    (its pieces.json); returns what was (or would be) removed. The content cache is kept whole."""
     with WorkDir(work) as wd:
         gone = [d for d in wd.phase_dirs() if d.name not in keep]
+        listed = {name for d in wd.phase_dirs() if d.name in keep and (d / "pieces.json").exists() for name in json.loads((d / "pieces.json").read_text())}
+        pieces = wd.path / "pieces"
+        gone += sorted(p for p in (pieces.iterdir() if pieces.is_dir() else []) if p.is_dir() and p.name not in listed)
         if not dry_run:
             for d in gone:
                 shutil.rmtree(d)

@@ -102,7 +102,8 @@ def run(
                 fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
             log(message)
 
-        ctx = Context(work, log_line, emit, inputs, side, lift_for(spec, inputs), spec.embedder, settings=settings, roots=roots)
+        ctx = Context(work, log_line, emit, inputs, side, lift_for(spec, inputs), spec.embedder, settings=settings, roots=roots,
+                      content_cache=settings.content_cache or work.path / "content-cache")
         try:
             manifest = _run_plan(ctx, spec, progress, set(force), t0, handle_signals)
         except KeyboardInterrupt:

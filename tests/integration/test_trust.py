@@ -274,8 +274,10 @@ def test_gc_and_work_directory_growth_across_budgets(local_ray, tmp_path):
     path.write_text(yaml.safe_dump(specs[-1].model_dump(mode="json")))
     p = subprocess.run([THRESHER, "gc", str(work), str(path)], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
-    left = sorted(d.name.split("-")[0] for d in work.iterdir() if d.is_dir() and not d.name.startswith("."))
+    left = sorted(d.name.split("-")[0] for d in work.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name not in ("pieces", "content-cache"))
     assert left == ["clusters", "embed", "fit", "score", "select"]
+    embed = next(work.glob("embed-*"))
+    assert sorted(p.name for p in (work / "pieces").iterdir()) == sorted(json.loads((embed / "pieces.json").read_text()))
     assert "removed 4 phase directories" in p.stdout
     assert _quiet(specs[-1].model_copy(update={"output": specs[-1].output.model_copy(update={"overwrite": True})}))["phases"]["select"]["reused"]
 
@@ -359,8 +361,11 @@ def _kill_driver_in(phase: str, spec: Path, work: Path) -> None:
     assert any("raylet" in c for c in commands), commands  # a local Ray was running
     _, alive = psutil.wait_procs(family, timeout=30)
     assert not alive, (phase, [(p.pid, " ".join(p.cmdline())[:80]) for p in alive])  # local Ray and the reaper are gone
-    named = [d for d in work.iterdir() if d.is_dir() and not d.name.startswith(".")]
-    assert all((d / "_SUCCESS").exists() for d in named), f"a half-written phase has its final name after a kill in {phase}"
+    named = [d for d in work.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name not in ("pieces", "content-cache")]
+    named += [d for d in (work / "pieces").iterdir() if not d.name.startswith(".")] if (work / "pieces").exists() else []
+    assert all((d / "_SUCCESS").exists() for d in named), f"a half-written phase or piece has its final name after a kill in {phase}"
+    for f in (work / "content-cache").rglob("*.parquet") if (work / "content-cache").exists() else []:
+        pq.ParquetFile(f)  # a cache file has its final name only when complete
 
 
 def test_kill_9_in_each_phase_then_a_rerun_gives_the_uninterrupted_output(local_ray, tmp_path):
