@@ -91,6 +91,7 @@ class InputFiles:
     rows: int | None = None  # Parquet: rows in all files (footers); JSONL: unknown until read
     row_groups: tuple[tuple[int, ...], ...] = ()  # Parquet: rows of each row group, per file
     roots: Roots = Roots()  # where the files must lie (checked again at every open); empty = anywhere
+    empty: tuple[str, ...] = ()  # files with no rows (an empty upstream shard): skipped, and said so, never refused
 
     def fingerprint(self) -> list[dict]:
         """Every input file with its size and modification time: what a cache of this input depends on.
@@ -113,9 +114,15 @@ def locate(paths: list[str], fmt: str, cfg: ValidateConfig, roots: Roots = Roots
             roots.check(field, f)
     fmt = detect_format(files, fmt)
     schema, row_groups = check_parquet(fs, files, cfg, roots) if fmt == "parquet" else (None, ())
+    empty = tuple(f for f, info in zip(files, fs.get_file_info(files)) if info.size == 0) if fmt == "jsonl" else tuple(f for f, g in zip(files, row_groups) if not sum(g))
+    if len(empty) == len(files):
+        raise InputError(f"{field}: every input file is empty ({len(files)} files, no rows)")
+    if fmt == "parquet":
+        row_groups = tuple(g for g in row_groups if sum(g))
+    files = [f for f in files if f not in empty]
     rows = sum(map(sum, row_groups)) if fmt == "parquet" else None
     dirs = tuple(p for _, p in map(filesystem_for, paths) if fs.get_file_info(p).type == pafs.FileType.Directory)
-    return InputFiles(fs, files, fmt, dirs, schema, rows, row_groups, roots)
+    return InputFiles(fs, files, fmt, dirs, schema, rows, row_groups, roots, empty)
 
 
 def open_input(fs: pafs.FileSystem, path: str, roots: Roots, stream: bool = False):
@@ -315,7 +322,7 @@ def check_parquet(fs: pafs.FileSystem, files: list[str], cfg: ValidateConfig, ro
     """Open every file's footer before any work; returns the unified schema and each file's row-group sizes.
 
     Refused, in one line naming the file: unreadable (corrupt, truncated, not
-    Parquet), no rows, a missing text / id / token column, a text column that
+    Parquet), a missing text / id / token column, a text column that
     is not a string, and a column whose type differs between two files (both
     named). Columns present in some files only are fine: the others read them
     as null. Footers are read by a thread pool (I/O bound, also on object stores).
@@ -337,8 +344,8 @@ def check_parquet(fs: pafs.FileSystem, files: list[str], cfg: ValidateConfig, ro
         footers = list(pool.map(footer, files))
     seen: dict[str, tuple[pa.DataType, str]] = {}
     for path, (schema, groups) in zip(files, footers):
-        if sum(groups) == 0:
-            raise InputError(f"{path}: an empty Parquet file (no rows); remove it from the input")
+        if sum(groups) == 0:  # an empty upstream shard: skipped by `locate` (and said), its schema not held against it
+            continue
         for field in (cfg.text_column, cfg.id_column, cfg.token_column):
             if field and field not in schema.names:
                 raise InputError(f"{path}: no column {field!r} (columns: {', '.join(schema.names)})")
@@ -353,7 +360,8 @@ def check_parquet(fs: pafs.FileSystem, files: list[str], cfg: ValidateConfig, ro
                 first_type, first_path = seen[f.name]
                 raise InputError(f"column {f.name!r} is {first_type} in {first_path} but {f.type} in {path}; make the files agree")
             seen.setdefault(f.name, (f.type, path))
-    return pa.unify_schemas([sch for sch, _ in footers]), tuple(groups for _, groups in footers)
+    used = [sch for sch, groups in footers if sum(groups)]
+    return pa.unify_schemas(used) if used else footers[0][0], tuple(groups for _, groups in footers)
 
 
 def read_texts(paths: list[str], fmt: str, text_column: str, max_docs: int, roots: Roots = Roots()) -> list[str]:

@@ -104,6 +104,8 @@ def run(
 
         ctx = Context(work, log_line, emit, inputs, side, lift_for(spec, inputs), spec.embedder, settings=settings, roots=roots,
                       content_cache=settings.content_cache or work.path / "content-cache")
+        if inputs.empty:
+            ctx.warn(f"{len(inputs.empty)} input files have no rows and were skipped: {', '.join(inputs.empty[:5])}{' ...' if len(inputs.empty) > 5 else ''}")
         try:
             manifest = _run_plan(ctx, spec, progress, set(force), t0, handle_signals)
         except KeyboardInterrupt:
@@ -182,7 +184,7 @@ def _run_plan(ctx: Context, spec: JobSpec, progress: bool, force: set[str], t0: 
         ctx.timings[phase.name] = info | {"key": key}
         dirs[phase.name] = ctx.work.phase_dir(phase.name, key)
     facts = {
-        "inputs": {"format": ctx.inputs.format, "files": fingerprints["input"], "side": {k: v for k, v in fingerprints.items() if k != "input"}},
+        "inputs": {"format": ctx.inputs.format, "files": fingerprints["input"], "empty_files": list(ctx.inputs.empty), "side": {k: v for k, v in fingerprints.items() if k != "input"}},
         "warnings": ctx.warnings,
     }
     ctx.phase = "write"
