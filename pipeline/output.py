@@ -28,7 +28,7 @@ from thresher.operators.embed import from_fixed_list
 from thresher.operators.histogram import domain_order
 from thresher.operators.selection import uniform_from_ids
 
-from . import shards, versions
+from . import frozen, shards, versions
 from .confine import Roots
 from .report import job_report
 from .spec import JobSpec
@@ -94,6 +94,7 @@ def publish(spec: JobSpec, dirs: dict[str, Path | None], timings: dict, facts: d
             if before is not None:
                 decisions = _decisions(score_dir, select_dir, [S.INVALID_REASON], [S.DOC_ID, S.DOMAIN, S.SEL_COPIES, S.SEL_REASON])
                 manifest["changes"] = versions.changes(before, previous, decisions, staging)
+        frozen.publish(dirs, staging)
         (staging / "report.html").write_text(job_report(manifest, dirs.get("search")))
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
         roots.check("output.path", staging)

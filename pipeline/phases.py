@@ -1,12 +1,13 @@
 """The job's phases: `PHASES` (one list, in dependency order) and the body of each.
 
-    embed     read -> validate -> signals -> embed (actor pool)          reads input files, input.*, embedder.model, scorers.lang
-    clusters  k-means + cluster sizes on a hash-ordered sample           reads clustering, seed
-    fit       every fitted scorer of the registry (pipeline/scorers.py)  reads those scorers' specs and side corpora, seed
+    embed     per input partition (a piece each, pipeline/partitions.py):  reads input files, input.*, embedder.model, scorers.lang
+              read -> validate -> signals -> embed (actor pool, content cache)
+    clusters  k-means + cluster sizes on a hash-ordered sample           reads clustering, seed      (or fit.from_run's, by content)
+    fit       every fitted scorer of the registry (pipeline/scorers.py)  reads those scorers' specs and side corpora, seed  (or frozen)
     dedup     exact + MinHash near duplicates                             reads scorers.dedup
     semdedup  SemDeDup within each k-means cluster                        reads scorers.semdedup, seed
     score     every score column, duplicate flags                         reads the unfitted scorers' specs (rules)
-    search    QuaDMix parameters from proxy runs (when selection.search)   reads selection, its validation files, seed
+    search    QuaDMix parameters from proxy runs (when selection.search)   reads selection, its validation files, seed  (or frozen)
     select    histograms -> strategy.fit -> doc_id + sel_* per file       reads selection (from_search by content), seed
               (subset strategies: a pick pass per group in between, pipeline/picks.py)
 
@@ -45,7 +46,7 @@ from thresher.operators.semdedup import SemanticDuplicates, SemDeDup, semdedup_g
 from thresher.operators.signals import add_signals
 from thresher.operators.validate import ValidateConfig, validate
 
-from . import content_cache, ids, io, partitions, picks
+from . import content_cache, frozen, ids, io, partitions, picks
 from .confine import Roots
 from .errors import JobError
 from .events import OnEvent
@@ -80,6 +81,7 @@ class Context:
     settings: Settings = field(default_factory=Settings)  # the operator's, not the spec's (proxy commands)
     roots: Roots = field(default_factory=Roots)  # where every file the job opens must lie (empty = anywhere)
     content_cache: Path | None = None  # embeddings by text digest (pipeline/content_cache.py); set by the runner
+    frozen: Path | None = None  # fit.from_run's state/ directory, resolved and checked (pipeline/frozen.py)
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
@@ -94,14 +96,27 @@ def _reads_embed(spec: JobSpec, fp: dict) -> Slice:
     return Slice("embed", input=spec.input.model_copy(update={"paths": []}), files=fp["input"], model=spec.embedder.model, lang=spec.scorers.lang)
 
 
+def _frozen_digest(spec: JobSpec, fp: dict, phase: str) -> str | None:
+    """The content hash of the state a frozen phase copies (in its key instead of what it would have read), or None."""
+    return fp["frozen"][phase] if spec.fit else None
+
+
+def _is_frozen(spec: JobSpec) -> bool:
+    return spec.fit is not None
+
+
 def _reads_clusters(spec: JobSpec, fp: dict) -> Slice:
-    return Slice("clusters", clustering=spec.clustering, seed=spec.seed)
+    if spec.fit:
+        return Slice("clusters", frozen=_frozen_digest(spec, fp, "clusters"))
+    return Slice("clusters", clustering=spec.clustering, seed=spec.seed, frozen=None)
 
 
 def _reads_fit(spec: JobSpec, fp: dict) -> Slice:
     fitted = dict(spec.scorers.fitted())
+    if spec.fit:
+        return Slice("fit", scorers=fitted, frozen=_frozen_digest(spec, fp, "fit"))  # scorers: what the states must cover
     side = {k: v for k, v in fp.items() if k.startswith("scorers.")}
-    return Slice("fit", scorers=fitted, sample_size=spec.scorers.fit_sample_size, side_files=side, seed=spec.seed)
+    return Slice("fit", scorers=fitted, sample_size=spec.scorers.fit_sample_size, side_files=side, seed=spec.seed, frozen=None)
 
 
 def _reads_dedup(spec: JobSpec, fp: dict) -> Slice:
@@ -117,8 +132,14 @@ def _reads_score(spec: JobSpec, fp: dict) -> Slice:
 
 
 def _reads_search(spec: JobSpec, fp: dict) -> Slice:
+    if spec.fit:
+        return Slice("search", selection=spec.selection, frozen=_frozen_digest(spec, fp, "search"))
     validation = fp.get("selection.search.validation") or fp.get("selection.refine.validation")
-    return Slice("search", selection=spec.selection, validation=validation, proxy_command=fp.get("selection.search.proxy"), seed=spec.seed)
+    return Slice("search", selection=spec.selection, validation=validation, proxy_command=fp.get("selection.search.proxy"), seed=spec.seed, frozen=None)
+
+
+def _search_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
+    return frozen.restore(ctx.frozen / "search", d, ctx.roots) if s.frozen else search_phase(ctx, s, d, needed)
 
 
 def _reads_selection(spec: JobSpec, fp: dict) -> Slice:
@@ -234,6 +255,8 @@ def _assemble(files: list[Path], data: Path, repeats: np.ndarray, order: dict, r
 
 
 def clusters_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
+    if s.frozen:
+        return frozen.restore(ctx.frozen / "clusters", d, ctx.roots)
     valid = valid_rows(needed["embed"])
     sample = fit_sample(needed["embed"], [S.DOC_ID, S.INVALID_REASON, S.EMB], s.clustering.sample_size, valid, s.seed, ctx.lift, ctx.progress)
     clusters, info = fit_clusters(s.clustering, s.seed, sample, valid)
@@ -242,6 +265,13 @@ def clusters_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
 
 
 def fit_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
+    if s.frozen:
+        facts = frozen.restore(ctx.frozen / "fit", d, ctx.roots)
+        have, want = sorted(FittedScorers.load(d).states), sorted(s.scorers)
+        if have != want:
+            raise JobError(f"fit.from_run: {ctx.frozen} holds fitted states for {', '.join(have) or 'no scorer'}, this spec fits {', '.join(want) or 'none'}; "
+                           "give a run with the same fitted scorers, or drop fit.from_run to fit anew")
+        return facts
     columns = scorer_sample_columns(s.scorers)
     sample = fit_sample(needed["embed"], columns, s.sample_size, valid_rows(needed["embed"]), s.seed, ctx.lift, ctx.progress)
     fitted, info = fit_scorers(s.scorers, sample, SideInputs(ctx.side_texts, lambda texts, sig: embed_texts(ctx, texts, sig)), s.seed)
@@ -340,12 +370,13 @@ def select_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
 
 PHASES: list[Phase] = [
     Phase("embed", (), _reads_embed, embed_phase),
-    Phase("clusters", ("embed",), _reads_clusters, clusters_phase),
-    Phase("fit", ("embed",), _reads_fit, fit_phase),
+    Phase("clusters", ("embed",), _reads_clusters, clusters_phase, frozen=_is_frozen),
+    Phase("fit", ("embed",), _reads_fit, fit_phase, frozen=_is_frozen),
     Phase("dedup", ("embed",), _reads_dedup, dedup_phase, when=lambda s: s.scorers.dedup is not None),
     Phase("semdedup", ("embed", "clusters"), _reads_semdedup, semdedup_phase, when=lambda s: s.scorers.semdedup is not None),
     Phase("score", ("embed", "clusters", "fit", "dedup", "semdedup"), _reads_score, score_phase),
-    Phase("search", ("score", "fit"), _reads_search, search_phase, when=lambda s: getattr(s.selection, "search", None) is not None or getattr(s.selection, "refine", None) is not None),
+    Phase("search", ("score", "fit"), _reads_search, _search_phase, when=lambda s: getattr(s.selection, "search", None) is not None or getattr(s.selection, "refine", None) is not None,
+          frozen=_is_frozen),
     # embed: the pick pass of facility location and max-min reads the embeddings (the score files drop them)
     Phase("select", ("embed", "score", "fit", "search"), _reads_selection, select_phase),
 ]

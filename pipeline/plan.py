@@ -40,6 +40,10 @@ def _always(spec: Any) -> bool:
     return True
 
 
+def _never(spec: Any) -> bool:
+    return False
+
+
 class SliceError(Exception):
     """A phase body reached for a part of the spec its slice (and so its key) does not hold: a bug in the phase."""
 
@@ -100,7 +104,9 @@ class Phase:
     spec (and the fingerprints of the files) its output depends on. `run(ctx,
     slice, out, needed)` writes the phase into `out`, given only that slice and
     the directories of the phases it needs (None for a need that is off), and
-    returns facts for the manifest. `when(spec)` says whether the phase is on.
+    returns facts for the manifest. `when(spec)` says whether the phase is on;
+    `frozen(spec)` whether it copies a state of an earlier run instead of
+    computing it (pipeline/frozen.py), needing none of this run's phases.
     """
 
     name: str
@@ -108,6 +114,10 @@ class Phase:
     reads: Callable[[Any, dict], Slice]
     run: Callable[[Any, Slice, Path, dict[str, Path | None]], dict]
     when: Callable[[Any], bool] = _always
+    frozen: Callable[[Any], bool] = _never  # whether its output is a state copied from an earlier run (it then needs nothing)
+
+    def needs_for(self, spec: Any) -> tuple[str, ...]:
+        return () if self.frozen(spec) else self.needs
 
 
 def check_plan(phases: list[Phase]) -> None:
@@ -121,8 +131,8 @@ def check_plan(phases: list[Phase]) -> None:
 
 
 # What phase outputs hold; bumped when that changes, so an older work directory is never read as current
-# (4: the fit phase holds a name -> state map with its index, scorers.json).
-LAYOUT_VERSION = 4
+# (5: embed is assembled from per-partition pieces; fitted phases may be frozen copies).
+LAYOUT_VERSION = 5
 
 
 def phase_keys(phases: list[Phase], spec: Any, fingerprints: dict) -> dict[str, str | None]:
@@ -133,7 +143,7 @@ def phase_keys(phases: list[Phase], spec: Any, fingerprints: dict) -> dict[str, 
         if not p.when(spec):
             keys[p.name] = None
             continue
-        payload = {"phase": p.name, "format": LAYOUT_VERSION, "reads": p.reads(spec, fingerprints).key_data(), "needs": {n: keys[n] for n in p.needs}}
+        payload = {"phase": p.name, "format": LAYOUT_VERSION, "reads": p.reads(spec, fingerprints).key_data(), "needs": {n: keys[n] for n in p.needs_for(spec)}}
         keys[p.name] = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return keys
 

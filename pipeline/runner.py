@@ -24,7 +24,7 @@ import ray.data
 from thresher.operators.embed import resolve_model
 from thresher.operators.validate import ValidateConfig
 
-from . import io, output, reaper, versions
+from . import frozen, io, output, reaper, versions
 from .confine import Roots
 from .errors import InputError, Interrupted, JobError, SpecError
 from .events import OnEvent, RunStatus
@@ -104,6 +104,8 @@ def run(
 
         ctx = Context(work, log_line, emit, inputs, side, lift_for(spec, inputs), spec.embedder, settings=settings, roots=roots,
                       content_cache=settings.content_cache or work.path / "content-cache")
+        if spec.fit is not None:
+            ctx.frozen = frozen.state_dir(spec.fit.from_run, roots)
         if inputs.empty:
             ctx.warn(f"{len(inputs.empty)} input files have no rows and were skipped: {', '.join(inputs.empty[:5])}{' ...' if len(inputs.empty) > 5 else ''}")
         try:
@@ -140,10 +142,15 @@ def _output_to(path: Path, enabled: bool) -> Iterator[None]:
             os.close(copy)
 
 
-def _fingerprints(inputs: io.InputFiles, side: dict[str, io.InputFiles], spec: JobSpec, settings: Settings) -> dict[str, list[dict]]:
-    found = {"input": inputs.fingerprint(), **{k: v.fingerprint() for k, v in side.items()}}
+def _fingerprints(inputs: io.InputFiles, side: dict[str, io.InputFiles], spec: JobSpec, settings: Settings) -> dict:
+    found: dict = {"input": inputs.fingerprint(), **{k: v.fingerprint() for k, v in side.items()}}
     command = proxy_fingerprint(spec, settings)
-    return found if command is None else {**found, "selection.search.proxy": command}
+    if command is not None:
+        found["selection.search.proxy"] = command
+    if spec.fit is not None:  # the frozen states, by content
+        state = frozen.state_dir(spec.fit.from_run, Roots.of(settings.allowed_roots))
+        found["frozen"] = {name: frozen.digest(state / name) for name in frozen.PHASES if (state / name).is_dir()}
+    return found
 
 
 def keys_for(spec: JobSpec, settings: Settings | None = None) -> dict[str, str | None]:
@@ -180,7 +187,7 @@ def _run_plan(ctx: Context, spec: JobSpec, progress: bool, force: set[str], t0: 
             ctx.emit({"event": "phase_reused", "phase": phase.name, "key": key})
             info = info | {"reused": True}
         else:
-            info = _run_phase(ctx, phase, phase.reads(spec, fingerprints), key, {n: dirs[n] for n in phase.needs})
+            info = _run_phase(ctx, phase, phase.reads(spec, fingerprints), key, {n: dirs[n] for n in phase.needs_for(spec)})
         ctx.timings[phase.name] = info | {"key": key}
         dirs[phase.name] = ctx.work.phase_dir(phase.name, key)
     facts = {
@@ -303,6 +310,11 @@ def preflight(spec: JobSpec, out_path: Path, work_path: Path, roots: Roots = Roo
     for i, col in enumerate(sel.exclude):
         if col not in computed:
             raise SpecError(f"selection.exclude.{i}: no decision column {col!r} (is its scorer enabled?)")
+    if spec.fit is not None:
+        state = frozen.state_dir(spec.fit.from_run, roots)
+        searches = getattr(spec.selection, "search", None) is not None or getattr(spec.selection, "refine", None) is not None
+        if searches and not (state / "search").is_dir():
+            raise InputError(f"fit.from_run: {spec.fit.from_run} holds no searched parameters ({frozen.STATE}/search) and this spec searches; give a run that searched")
     from_search = getattr(spec.selection, "from_search", None)
     if from_search:
         roots.check("selection.from_search", from_search)

@@ -364,9 +364,15 @@ class RaySpec(Strict):
     )
 
 
+class FitSpec(Strict):
+    from_run: str = Field(description="Reuse the fitted states of an earlier run instead of fitting: k-means and cluster sizes, the scorers' states, searched parameters (its output's state/). "
+        "An output directory, a version of one, a versioned output (its latest) or a manifest.json. Old documents' scores then do not move as the corpus grows.")
+
+
 class JobSpec(Strict):
     input: InputSpec
     output: OutputSpec
+    fit: FitSpec | None = Field(None, description="Where fitted states come from; none = fitted on this run's data.")
     embedder: EmbedderSpec = Field(default_factory=EmbedderSpec)
     clustering: ClusteringSpec = Field(default_factory=ClusteringSpec)
     scorers: ScorersSpec = Field(default_factory=ScorersSpec)

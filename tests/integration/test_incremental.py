@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -12,7 +13,7 @@ from thresher.demo_corpus import generate
 from thresher.operators.embed import from_fixed_list
 from thresher.pipeline.runner import run
 
-from .helpers import make_spec, places, write_corpus
+from .helpers import make_spec, places, selection, write_corpus
 
 
 def _quiet(spec):
@@ -70,3 +71,34 @@ def test_a_grown_corpus_embeds_only_its_new_and_changed_documents(local_ray, tmp
     third = _quiet(spec)  # nothing new: every phase reused, nothing embedded
     assert third["reuse"] == {"partitions": 4, "partitions_reused": 4, "embedded": 0, "cache_hits": 0}
     assert all(p["reused"] for p in third["phases"].values())
+
+
+def _scores(out) -> dict[str, dict]:
+    """Every valid document's score columns (q_*, d_cluster*), from the output's shards and rejected/ joined back to the work directory's score phase."""
+    import json
+
+    m = json.loads((out / "manifest.json").read_text())
+    work = Path(m["spec"]["output"]["work_dir"] or f"{m['spec']['output']['path']}.work")
+    t = pq.read_table(work / f"score-{m['phases']['score']['key']}" / "data")
+    t = t.filter(t.column("invalid_reason").is_null())
+    cols = [c for c in t.column_names if c.startswith("q_") or c in ("d_cluster", "d_centroid_dist", "d_cluster_size")]
+    return {r["doc_id"]: {c: r[c] for c in cols} for r in t.select(["doc_id", *cols]).to_pylist()}
+
+
+def test_frozen_states_keep_old_scores_and_the_selection_equals_a_from_scratch_run_with_them(local_ray, tmp_path):
+    corpus = write_corpus(tmp_path / "corpus", 300)
+    budget = {"budget": {"unit": "docs", "amount": 120}}
+    first = _quiet(make_spec(corpus, tmp_path / "night-1", selection=budget, scorers={"dsir": {"target": {"paths": [str(corpus / "part-0.parquet")]}}}))
+    assert (tmp_path / "night-1" / "state" / "clusters").is_dir() and (tmp_path / "night-1" / "state" / "fit" / "scorers.json").exists()
+    grow(corpus)
+    frozen = {"from_run": str(tmp_path / "night-1")}
+    dsir = {"dsir": {"target": {"paths": [str(corpus / "part-0.parquet")]}}}
+    second = _quiet(make_spec(corpus, tmp_path / "night-2", selection=budget, scorers=dsir, fit=frozen))
+    assert second["timings"]["fit"]["frozen_from"] == str((tmp_path / "night-1" / "state" / "fit").resolve()) and "inertia" not in second["timings"]["clusters"]  # copied, not fitted
+    before, after = _scores(tmp_path / "night-1"), _scores(tmp_path / "night-2")
+    unchanged = set(pq.read_table(corpus / "part-0.parquet", columns=["id"]).column("id").to_pylist())
+    assert unchanged and all(after[d] == before[d] for d in unchanged)  # old documents keep every score, to the bit
+
+    scratch = _quiet(make_spec(corpus, tmp_path / "scratch", selection=budget, scorers=dsir, fit=frozen, output={"work_dir": str(tmp_path / "scratch.work")}))
+    assert selection(tmp_path / "night-2") == selection(tmp_path / "scratch") and scratch["counts"] == second["counts"]
+    assert sorted(places(tmp_path / "night-2")) == sorted(pq.read_table(corpus, columns=["id"]).column("id").to_pylist())
