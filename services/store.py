@@ -129,6 +129,7 @@ class Schedule(Base):
     last_job_id: Mapped[str | None]
     last_note: Mapped[str | None] = mapped_column(Text)  # what the last firing did, one line
     runs: Mapped[int] = mapped_column(default=0)  # jobs submitted so far
+    since_refit: Mapped[int] = mapped_column(default=0)  # jobs submitted since the last that fitted anew (refit policy)
     created_at: Mapped[float]
 
 
@@ -178,6 +179,7 @@ class ScheduleRecord:
     last_job_id: str | None
     last_note: str | None
     runs: int
+    since_refit: int
     created_at: float
 
 
@@ -430,7 +432,7 @@ class JobStore:
     # Schedules.
 
     def add_schedule(self, name: str, body: dict[str, Any], paused: bool, next_fire: float | None) -> ScheduleRecord:
-        row = Schedule(id=uuid.uuid4().hex, name=name, body=json.dumps(body), paused=paused, next_fire=next_fire, runs=0, created_at=time.time())
+        row = Schedule(id=uuid.uuid4().hex, name=name, body=json.dumps(body), paused=paused, next_fire=next_fire, runs=0, since_refit=0, created_at=time.time())
         try:
             with self._writes.begin() as s:
                 s.add(row)
@@ -468,12 +470,12 @@ class JobStore:
                 s.delete(row)
             return row is not None
 
-    def schedule_fired(self, schedule_id: str, due: float, fired: float, next_fire: float, job_id: str | None, note: str) -> bool:
+    def schedule_fired(self, schedule_id: str, due: float, fired: float, next_fire: float, job_id: str | None, note: str, refit: bool = False) -> bool:
         """Record a firing and move on to `next_fire`, only if the schedule still waits for `due` (compare-and-set):
-        a firing a PATCH, pause or another holder got to first changes nothing."""
+        a firing a PATCH, pause or another holder got to first changes nothing. `refit`: the job fits anew."""
         values: dict[str, Any] = {"next_fire": next_fire, "last_fire": fired, "last_note": note}
         if job_id is not None:
-            values.update(last_job_id=job_id, runs=Schedule.runs + 1)
+            values.update(last_job_id=job_id, runs=Schedule.runs + 1, since_refit=0 if refit else Schedule.since_refit + 1)
         with self._writes.begin() as s:
             moved = s.execute(
                 update(Schedule).where(Schedule.id == schedule_id, Schedule.next_fire == due, Schedule.paused.is_(False)).values(**values)

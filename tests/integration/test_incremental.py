@@ -88,7 +88,7 @@ def _scores(out) -> dict[str, dict]:
 def test_frozen_states_keep_old_scores_and_the_selection_equals_a_from_scratch_run_with_them(local_ray, tmp_path):
     corpus = write_corpus(tmp_path / "corpus", 300)
     budget = {"budget": {"unit": "docs", "amount": 120}}
-    first = _quiet(make_spec(corpus, tmp_path / "night-1", selection=budget, scorers={"dsir": {"target": {"paths": [str(corpus / "part-0.parquet")]}}}))
+    _quiet(make_spec(corpus, tmp_path / "night-1", selection=budget, scorers={"dsir": {"target": {"paths": [str(corpus / "part-0.parquet")]}}}))
     assert (tmp_path / "night-1" / "state" / "clusters").is_dir() and (tmp_path / "night-1" / "state" / "fit" / "scorers.json").exists()
     grow(corpus)
     frozen = {"from_run": str(tmp_path / "night-1")}

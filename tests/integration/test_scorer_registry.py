@@ -104,7 +104,7 @@ def test_a_phase_body_given_another_phase_slice_fails_loudly(tmp_path):
     spec = make_spec(tmp_path / "corpus", tmp_path / "out")
     clusters = next(p for p in PHASES if p.name == "clusters").reads(spec, {"input": []})
     assert clusters.clustering == spec.clustering and clusters.seed == spec.seed
-    with pytest.raises(SliceError, match=r"phase clusters read 'selection', which is not in its slice \(clustering, seed\)"):
+    with pytest.raises(SliceError, match=r"phase clusters read 'selection', which is not in its slice \(clustering, seed, frozen\)"):
         select_phase(None, clusters, tmp_path, {})  # the select body reaches for the selection first
     with pytest.raises(SliceError, match="read-only"):
         clusters.seed = 3

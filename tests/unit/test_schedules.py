@@ -92,3 +92,63 @@ def test_a_template_is_checked_as_a_submitted_spec(schedules, tmp_path):
         schedules.create(ScheduleBody(name="n", cron="0 2 * * *", spec={**template(tmp_path), "selection": {"budget": {"amount": "10"}}}))
     assert bad.value.status == 422 and "selection.budget.amount" in bad.value.detail
     assert schedules.store.schedules() == []
+
+
+def _versioned(out: Path, far_share: float | None) -> None:
+    """A versioned output whose latest version's manifest has this drift (what the pipeline publishes)."""
+    import json
+    import os
+
+    v = out / "versions" / f"20261203T0{len(list((out / 'versions').glob('*'))) if (out / 'versions').exists() else 0}0000Z-abc123"
+    v.mkdir(parents=True)
+    (v / "manifest.json").write_text(json.dumps({"drift": {"far_share": far_share}} if far_share is not None else {}))
+    tmp = out / ".latest-tmp"
+    os.symlink(f"versions/{v.name}", tmp)
+    os.replace(tmp, out / "latest")
+
+
+def _finish(schedules: Schedules, job_id: str) -> None:
+    from thresher.services.states import JobState
+
+    schedules.store.transition(job_id, JobState.RUNNING)
+    schedules.store.transition(job_id, JobState.SUCCEEDED)
+
+
+def test_the_refit_policy_freezes_the_latest_version_and_fits_anew_on_drift_or_every_n_runs(schedules, tmp_path):
+    from thresher.services.schedules import RefitPolicy
+
+    spec = {**template(tmp_path), "output": {"path": str(tmp_path / "out"), "versions": {"keep": 3}}}
+    schedules.create(ScheduleBody(name="n", cron="* * * * *", spec=spec, refit=RefitPolicy(every_runs=3, drift_above=0.2)))
+    fired = []
+
+    def fire(minute: int) -> tuple[dict, str]:
+        schedules.clock.now = t(2026, 12, 3, 10, minute, 1)
+        schedules.fire_due()
+        s = schedules.get("n")
+        job = schedules.store.get(s.last_job_id)
+        _finish(schedules, job.id)
+        fired.append(job.id)
+        return job.spec, s.last_note
+
+    first, note = fire(1)
+    assert first.get("fit") is None and note.endswith("fitting anew: no version yet")
+    _versioned(tmp_path / "out", 0.04)
+    second, note = fire(2)
+    assert second["fit"] == {"from_run": str(tmp_path / "out")} and "states frozen from" in note and "drift 0.040" in note
+    _versioned(tmp_path / "out", 0.31)
+    third, note = fire(3)
+    assert third.get("fit") is None and note.endswith("fitting anew: drift 0.310 > 0.2")
+    _versioned(tmp_path / "out", 0.05)
+    assert fire(4)[0]["fit"] is not None and fire(5)[0]["fit"] is not None  # two frozen runs after the refit ...
+    sixth, note = fire(6)
+    assert sixth.get("fit") is None and note.endswith("fitting anew: every 3 runs")  # ... and the third fits anew
+    assert len(set(fired)) == 6
+
+
+def test_a_refit_policy_needs_a_versioned_template_without_fit(schedules, tmp_path):
+    from thresher.services.jobs import Refused
+    from thresher.services.schedules import RefitPolicy
+
+    with pytest.raises(Refused, match="must have output.versions and no fit") as plain:
+        schedules.create(ScheduleBody(name="n", cron="0 2 * * *", spec=template(tmp_path), refit=RefitPolicy(every_runs=7)))
+    assert plain.value.status == 422
