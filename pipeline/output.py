@@ -31,6 +31,7 @@ from thresher.operators.selection import uniform_from_ids
 from . import frozen, shards, versions
 from .confine import Roots
 from .report import job_report
+from .scoring import FAR_QUANTILE
 from .spec import JobSpec
 
 VERSIONED = ("thresher", "ray", "pyarrow", "polars", "numpy", "faiss-cpu", "faiss-gpu-cu12", "torch", "sentence-transformers", "model2vec")
@@ -82,6 +83,7 @@ def publish(spec: JobSpec, dirs: dict[str, Path | None], timings: dict, facts: d
             "distributions": distributions,
             "diversity": diversity,
             "reuse": _reuse(timings["embed"]),
+            "drift": _drift(score_dir, dirs["clusters"]),
             "fit": fit_facts,
             "selection": {k: v for k, v in timings["select"].items() if k not in ("seconds", "docs_per_s", "reused", "key", "rows")},
             "warnings": facts["warnings"],
@@ -117,6 +119,21 @@ def publish(spec: JobSpec, dirs: dict[str, Path | None], timings: dict, facts: d
         log(f"[write] version {version} is {out / versions.LATEST}{diff}{f'; removed {len(gone)} old versions' if gone else ''}")
     log(f"[write] {len(shards)} shards in {final}; report: {final / 'report.html'}")
     return manifest
+
+
+def _drift(score_dir: Path, clusters_dir: Path) -> dict:
+    """How far this pool has moved from the one the clusters were fitted on: the share of valid documents farther from
+    their centroid than FAR_QUANTILE of the fitting sample was (about 1 - FAR_QUANTILE when nothing moved)."""
+    ref = clusters_dir / "reference.json"
+    far = json.loads(ref.read_text())["distance"] if ref.exists() else None
+    if far is None:
+        return {"far_share": None, "quantile": FAR_QUANTILE, "distance": None}
+    n = beyond = 0
+    for f in sorted((score_dir / "data").glob("*.parquet")):
+        t = pq.read_table(f, columns=[S.D_CENTROID_DIST, S.INVALID_REASON])
+        d = np.asarray(t.filter(t.column(S.INVALID_REASON).is_null()).column(S.D_CENTROID_DIST).to_numpy(zero_copy_only=False), np.float64)
+        n, beyond = n + d.size, beyond + int((d > far).sum())
+    return {"far_share": round(beyond / n, 6) if n else None, "quantile": FAR_QUANTILE, "distance": far}
 
 
 def _reuse(embed: dict) -> dict:

@@ -213,6 +213,8 @@ def job_report(m: dict, search_dir: Path | None = None) -> str:
         f'<p class="muted">{_e(spec["output"]["path"])} · spec {_e(m["spec_hash"])} · accounting holds: {_e(m["accounting_holds"])}</p>',
         *[f'<p class="warn">warning: {_e(w)}</p>' for w in m.get("warnings", [])],
         *([f'<p class="muted">version {_e(m["version"]["id"])}</p>'] if m.get("version") else []),
+        *([f'<p class="muted">drift: {_fmt(m["drift"]["far_share"])} of the documents lie farther from their centroid than {_fmt(m["drift"]["quantile"])} of '
+           f'the clusters\' fitting sample did (about {_fmt(round(1 - m["drift"]["quantile"], 6))} when nothing moved)</p>'] if (m.get("drift") or {}).get("far_share") is not None else []),
         *_changes(m),
         "<h2>Counts</h2>",
         _table(["input", "valid", "invalid", "selected docs", "copies", "selected tokens", "not selected"], [[c["input"], c["valid"], c["invalid"], c["selected_docs"], c["selected_copies"],

@@ -29,18 +29,25 @@ from .scorers import SCORERS, ScorerSpec, SideInputs
 from .spec import ClusteringSpec
 
 
+FAR_QUANTILE = 0.95  # drift: documents farther from their centroid than this share of the fitting sample was
+
+
 @dataclass
 class Clusters:
     kmeans: KMeans
     sizes: np.ndarray  # estimated documents per cluster in the pool
+    far: float | None = None  # the FAR_QUANTILE of the fitting sample's centroid distances (None in states made before it was kept)
 
     def save(self, d: Path) -> None:
         self.kmeans.save(d / "kmeans")
         np.save(d / "cluster_sizes.npy", self.sizes)
+        (d / "reference.json").write_text(json.dumps({"quantile": FAR_QUANTILE, "distance": self.far}))
 
     @classmethod
     def load(cls, d: Path) -> "Clusters":
-        return cls(KMeans.load(d / "kmeans"), np.load(d / "cluster_sizes.npy"))
+        ref = d / "reference.json"
+        far = json.loads(ref.read_text())["distance"] if ref.exists() else None
+        return cls(KMeans.load(d / "kmeans"), np.load(d / "cluster_sizes.npy"), far)
 
 
 @dataclass
@@ -116,10 +123,11 @@ def fit_clusters(c: ClusteringSpec, seed: int, sample: pa.Table, pool_size: int)
     """k-means on the sample (in hash order); cluster sizes estimated from the sample's assignments."""
     emb = from_fixed_list(sample.column(S.EMB))
     km = KMeans(c.n_clusters, c.n_iter, c.n_redo, seed=seed).fit(emb)
-    assigned, _ = km.transform(emb)
+    assigned, dist = km.transform(emb)
     counts = np.bincount(assigned, minlength=km.centroids_.shape[0]).astype(np.float64)
     sizes = np.round(counts * pool_size / max(len(assigned), 1)).astype(np.int64)
-    return Clusters(km, sizes), {"clusters": int(km.centroids_.shape[0]), "inertia": km.inertia_, "sample": sample.num_rows}
+    far = float(np.quantile(dist, FAR_QUANTILE)) if len(dist) else None
+    return Clusters(km, sizes, far), {"clusters": int(km.centroids_.shape[0]), "inertia": km.inertia_, "sample": sample.num_rows}
 
 
 def fit_scorers(scorers: dict[str, ScorerSpec], sample: pa.Table, side: SideInputs, seed: int) -> tuple[FittedScorers, dict]:

@@ -102,3 +102,19 @@ def test_frozen_states_keep_old_scores_and_the_selection_equals_a_from_scratch_r
     scratch = _quiet(make_spec(corpus, tmp_path / "scratch", selection=budget, scorers=dsir, fit=frozen, output={"work_dir": str(tmp_path / "scratch.work")}))
     assert selection(tmp_path / "night-2") == selection(tmp_path / "scratch") and scratch["counts"] == second["counts"]
     assert sorted(places(tmp_path / "night-2")) == sorted(pq.read_table(corpus, columns=["id"]).column("id").to_pylist())
+
+
+def test_drift_is_about_the_quantile_on_the_fitted_pool_and_grows_with_unlike_documents(local_ray, tmp_path):
+    """drift.far_share: the share of documents farther from their centroid than 95% of the fitting sample was."""
+    pool = generate(900, seed=3)
+    topics = pool.column("topic").to_pylist()
+    seen = {"gardening", "sports", "law", "astronomy"}
+    (tmp_path / "corpus").mkdir()
+    pq.write_table(pool.filter(pa.array([t in seen for t in topics])), tmp_path / "corpus" / "part-0.parquet")
+    budget = {"budget": {"unit": "docs", "amount": 100}}
+    fitted = _quiet(make_spec(tmp_path / "corpus", tmp_path / "a", selection=budget, clustering={"sample_size": 10_000}))["drift"]
+    assert abs(fitted["far_share"] - 0.05) <= 0.01 and fitted["quantile"] == 0.95  # the sample is the whole pool here
+    # The night brings topics the clusters were never fitted on: they sit farther from every centroid.
+    pq.write_table(pool.filter(pa.array([t in ("medicine", "finance", "cooking", "programming") for t in topics])), tmp_path / "corpus" / "part-1.parquet")
+    grown = _quiet(make_spec(tmp_path / "corpus", tmp_path / "b", selection=budget, fit={"from_run": str(tmp_path / "a")}))["drift"]
+    assert grown["distance"] == fitted["distance"] and grown["far_share"] > fitted["far_share"] + 0.1, (fitted, grown)
