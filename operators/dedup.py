@@ -3,11 +3,14 @@
 Both detectors are accumulate-then-resolve: `add(batch)` keeps a few NumPy
 numbers per document (no text), `resolve()` groups duplicates corpus-wide,
 `transform(batch)` appends the `d_*dup*` columns. Nothing depends on batch
-order or partitioning: documents are ranked by `doc_id` at `resolve`, and
+order or partitioning: documents are ranked at `resolve`, and
 
-    keep rule: in every duplicate group the document with the smallest
-    `doc_id` (plain string order) is kept; every other member is flagged
-    with that kept `doc_id`.
+    keep rule: in every duplicate group the document of the smallest rank is
+    kept; every other member is flagged with that kept `doc_id`. The rank is
+    the `rank` given with the signatures (the pipeline gives each document's
+    place in input order, so of a document and a later copy of it the
+    earlier one is kept, as with repeated ids), ties and documents given
+    none ranked by `doc_id` (plain string order).
 
 Text normalisation (shared by both detectors): lowercase, then keep only the
 `\\w+` word runs (Unicode letters, digits, underscore) joined by one space.
@@ -280,6 +283,7 @@ class DuplicateMap(Fitted):
     def _reset(self) -> None:
         self._ids: list[pa.Array] = []
         self._rows: list[np.ndarray] = []
+        self._ranks: list[np.ndarray] = []
 
     def fit(self, batches) -> "DuplicateMap":
         for batch in batches:
@@ -288,11 +292,23 @@ class DuplicateMap(Fitted):
         return self
 
     def _ranked(self) -> tuple[pa.Array, np.ndarray]:
-        """All accumulated doc_ids sorted, and the accumulated rows in that order."""
+        """All accumulated doc_ids in rank order (the given ranks, then doc_id), and the accumulated rows in that order."""
         ids = pa.concat_arrays(self._ids) if self._ids else pa.array([], pa.string())
         rows = np.concatenate(self._rows) if self._rows else None
         order = pc.sort_indices(ids).to_numpy()
+        if self._ranks:
+            if len(self._ranks) != len(self._ids):
+                raise ValueError("give a rank with every batch of signatures or with none")
+            by_id = np.empty(len(order), np.int64)
+            by_id[order] = np.arange(len(order))
+            order = np.lexsort((by_id, np.concatenate(self._ranks)))
         return ids.take(pa.array(order)), (rows[order] if rows is not None else None)
+
+    def _keep(self, ids: pa.Array, rows: np.ndarray, rank: np.ndarray | None) -> None:
+        self._ids.append(ids)
+        self._rows.append(rows)
+        if rank is not None:
+            self._ranks.append(np.asarray(rank, np.int64))
 
     def _set_groups(self, ids: pa.Array, labels: np.ndarray) -> dict[str, str]:
         """labels[i] = rank of the kept document for rank i; keep only the flagged ones."""
@@ -330,9 +346,17 @@ class ExactDuplicates(DuplicateMap):
         self._reset()
 
     def add(self, batch: pa.Table) -> None:
+        kept, hashes = self.signatures(batch)
+        self.add_signatures(batch.column(S.DOC_ID).combine_chunks().filter(pa.array(kept)), hashes)
+
+    @staticmethod
+    def signatures(batch: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+        """Which rows have a text (mask), and their (n, 2) uint64 hashes: what `add` keeps, computable anywhere."""
         h, valid = text_hashes(batch.column(S.TEXT).to_pylist())
-        self._ids.append(batch.column(S.DOC_ID).combine_chunks().filter(pa.array(valid)))
-        self._rows.append(h[valid])
+        return valid, h[valid]
+
+    def add_signatures(self, ids: pa.Array, hashes: np.ndarray, rank: np.ndarray | None = None) -> None:
+        self._keep(ids, hashes, rank)
 
     def resolve(self) -> dict[str, str]:
         """{doc_id: kept doc_id} for every duplicate (kept documents are absent)."""
@@ -372,10 +396,18 @@ class NearDuplicates(DuplicateMap):
 
     def add(self, batch: pa.Table) -> None:
         """Keep doc_id and the signature (verify) or band keys (no verify) of docs with shingles."""
+        kept, sig = self.signatures(batch)
+        self.add_signatures(batch.column(S.DOC_ID).combine_chunks().filter(pa.array(kept)), sig)
+
+    def signatures(self, batch: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+        """Which rows have shingles (mask), and their (n, num_perm) uint32 MinHash signatures: computable anywhere
+        (a Ray task per input partition), then given to `add_signatures` with the kept rows' doc_ids."""
         sig = minhash_signatures(batch.column(S.TEXT).to_pylist(), self.num_perm, self.ngram, self.seed)
         has = (sig != _EMPTY).any(axis=1)
-        self._ids.append(batch.column(S.DOC_ID).combine_chunks().filter(pa.array(has)))
-        self._rows.append(sig[has] if self.verify else lsh_band_keys(sig[has], self.bands, self.rows))
+        return has, sig[has]
+
+    def add_signatures(self, ids: pa.Array, sig: np.ndarray, rank: np.ndarray | None = None) -> None:
+        self._keep(ids, sig if self.verify else lsh_band_keys(sig, self.bands, self.rows), rank)
 
     def candidate_pairs(self, band_keys_of) -> np.ndarray:
         """Unique (lo, hi) rank pairs sharing a band key: each bucket member with the bucket's

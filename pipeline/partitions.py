@@ -90,6 +90,12 @@ def piece_key(kind: str, reads: dict, partition: Partition) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def derived_key(kind: str, reads: dict, source: str) -> str:
+    """The key of a piece computed from another piece (`source`, e.g. `embed-KEY`) and what it reads of the spec."""
+    payload = {"kind": kind, "reads": reads, "from": source}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 class PieceStore:
     """WORK/pieces: one complete directory per piece, `KIND-KEY`, or none."""
 
@@ -101,6 +107,10 @@ class PieceStore:
 
     def done(self, kind: str, key: str) -> bool:
         return (self.path(kind, key) / SUCCESS).exists()
+
+    def facts(self, kind: str, key: str) -> dict:
+        """What a complete piece recorded of itself (rows, its partition)."""
+        return json.loads((self.path(kind, key) / SUCCESS).read_text())
 
     def files(self, kind: str, key: str) -> list[Path]:
         return sorted(self.path(kind, key).glob("*.parquet"))

@@ -280,20 +280,71 @@ def fit_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
 
 
 def dedup_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
-    """Exact and near duplicates: text streams through the driver, hashes and MinHash signatures are kept."""
+    """Exact and near duplicates over the whole pool, from signature pieces: one per embed piece, computed once by a
+    Ray task (hashes and MinHash signatures of its valid rows), so a night computes only its new partitions' signatures
+    and the driver resolves the pool's from narrow columns, never reading a text. Of a group, the document first in
+    input order (files in sorted order, then position) is kept: a copy arriving in a later file names the earlier one."""
     p = s.dedup
     finders = [(n, f) for n, f, on in (("exact", ExactDuplicates(), p.exact), ("near", NearDuplicates(p.threshold, p.num_perm, p.ngram), p.near)) if on]
-    for t in iter_tables(needed["embed"], [S.DOC_ID, S.TEXT, S.INVALID_REASON]):
-        ctx.progress.add(t.num_rows)
-        t = t.filter(t.column(S.INVALID_REASON).is_null())
-        for _, f in finders:
-            f.add(t)
-    info = {"rows": ctx.progress.rows()}
+    store = partitions.PieceStore(ctx.work.path)
+    sources = json.loads((needed["embed"] / partitions.LIST).read_text())
+    reads = {"exact": p.exact, "near": {"num_perm": p.num_perm, "ngram": p.ngram} if p.near else None}
+    keys = [partitions.derived_key("dedup", reads, name) for name in sources]
+    todo = [(src, k) for src, k in zip(sources, keys) if not store.done("dedup", k)]
+    if todo:
+        items = [{"src": str(store.root / src), "dst": str(store.staging("dedup", k)), "key": k} for src, k in todo]
+        near = next((f for n, f in finders if n == "near"), None)
+        for r in ray.data.from_items(items, override_num_blocks=len(items)).map(signature_piece, fn_kwargs={"exact": p.exact, "near": near}).take_all():
+            store.commit("dedup", r["key"], {"rows": r["rows"]})
+    repeats = _repeated_positions(needed["embed"])
+    order = {f: i for i, f in enumerate(ctx.inputs.files)}
+    for k in keys:
+        for name, f in finders:
+            t = pq.read_table(store.path("dedup", k) / f"{name}.parquet")
+            if repeats:  # a later row of a repeated id has the first one's doc_id: only the first is a document
+                t = t.filter(pa.array([(a, b) not in repeats for a, b in zip(t.column(S.INPUT_FILE).to_pylist(), t.column(S.INPUT_OFFSET).to_pylist())]))
+            rows = np.stack([t.column("h0").to_numpy(), t.column("h1").to_numpy()], axis=1) if name == "exact" else _uint32_matrix(t.column("sig"))
+            f.add_signatures(t.column(S.DOC_ID).combine_chunks(), rows, rank=ids.positions(t, order))  # the earlier document is kept
+        ctx.progress.add(store.facts("dedup", k)["rows"])
+    (d / partitions.LIST).write_text(json.dumps([f"dedup-{k}" for k in keys]))
+    info = {"rows": ctx.progress.rows(), "partitions": len(keys), "partitions_reused": len(keys) - len(todo)}
     for name, f in finders:
         f.resolve()
         f.save(d / name)
         info[f"{name}_duplicates"] = len(f.duplicate_ids_)
     return info
+
+
+def signature_piece(row: dict, exact: bool, near: NearDuplicates | None) -> dict:
+    """Ray task: exact.parquet (doc_id, position, 128-bit hash) and near.parquet (doc_id, position, MinHash signature)
+    of an embed piece's valid rows, into a dedup piece's staging directory."""
+    t = pq.read_table(row["src"], columns=[S.DOC_ID, S.TEXT, S.INVALID_REASON, S.INPUT_FILE, S.INPUT_OFFSET])
+    t = t.filter(t.column(S.INVALID_REASON).is_null())
+    where = t.select([S.DOC_ID, S.INPUT_FILE, S.INPUT_OFFSET])
+    if exact:
+        kept, h = ExactDuplicates.signatures(t)
+        pq.write_table(where.filter(pa.array(kept)).append_column("h0", pa.array(h[:, 0])).append_column("h1", pa.array(h[:, 1])), Path(row["dst"]) / "exact.parquet")
+    if near is not None:
+        kept, sig = near.signatures(t)
+        values = pa.array(sig.reshape(-1), pa.uint32())
+        pq.write_table(where.filter(pa.array(kept)).append_column("sig", pa.FixedSizeListArray.from_arrays(values, near.num_perm)), Path(row["dst"]) / "near.parquet")
+    return {"key": row["key"], "rows": t.num_rows}
+
+
+def _uint32_matrix(column: pa.ChunkedArray) -> np.ndarray:
+    a = column.combine_chunks()
+    return np.asarray(a.flatten().to_numpy(), np.uint32).reshape(len(a), a.type.list_size) if len(a) else np.zeros((0, a.type.list_size), np.uint32)
+
+
+def _repeated_positions(embed_dir: Path) -> set[tuple[str, int]]:
+    """(input_file, input_offset) of the rows the embed phase quarantined as repeats of an earlier row's id."""
+    found = set()
+    for t in iter_tables(embed_dir, [S.INVALID_REASON, S.INPUT_FILE, S.INPUT_OFFSET]):
+        reasons = t.column(S.INVALID_REASON)
+        hit = pc.is_in(reasons, value_set=pa.array([ids.REASON_DUPLICATE_ID, ids.REASON_DUPLICATE_TEXT]))
+        t = t.filter(pc.fill_null(hit, False))
+        found.update(zip(t.column(S.INPUT_FILE).to_pylist(), t.column(S.INPUT_OFFSET).to_pylist()))
+    return found
 
 
 def semdedup_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:

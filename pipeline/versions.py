@@ -55,9 +55,12 @@ def current(out: Path) -> str | None:
 
 
 def listed(out: Path) -> list[str]:
-    """Every complete version's id, oldest first (staging directories are not versions)."""
-    d = out / VERSIONS
-    return sorted(p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")) if d.is_dir() else []
+    """Every published version's id, oldest first: not staging directories, nor a version newer than `latest`
+    (finished by a job killed before it moved the pointer, and removed by the next run)."""
+    d, now = out / VERSIONS, current(out)
+    if not d.is_dir() or now is None:
+        return []
+    return sorted(p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name <= now)
 
 
 def is_versioned(out: Path) -> bool:

@@ -45,9 +45,15 @@ def _embeddings(work, manifest) -> dict[str, np.ndarray]:
     return dict(zip(t.column("doc_id").to_pylist(), from_fixed_list(t.column("emb"))))
 
 
+def _flags(work, manifest) -> dict[str, str]:
+    """doc_id -> the kept doc_id, of every exact or near duplicate the score phase flagged."""
+    t = pq.read_table(work / f"score-{manifest['phases']['score']['key']}" / "data", columns=["doc_id", "d_exact_dup_of", "d_near_dup_of"])
+    return {d: e or n for d, e, n in zip(*(t.column(c).to_pylist() for c in t.column_names)) if e or n}
+
+
 def test_a_grown_corpus_embeds_only_its_new_and_changed_documents(local_ray, tmp_path):
     corpus = write_corpus(tmp_path / "corpus", 300)
-    spec = make_spec(corpus, tmp_path / "out", output={"overwrite": True}, selection={"budget": {"unit": "docs", "amount": 120}})
+    spec = make_spec(corpus, tmp_path / "out", output={"overwrite": True}, selection={"budget": {"unit": "docs", "amount": 120}}, scorers={"dedup": {}})
     first = _quiet(spec)
     assert first["reuse"] == {"partitions": 3, "partitions_reused": 0, "embedded": 300, "cache_hits": 0}
     seen = {unicodedata.normalize("NFC", t) for t in pq.read_table(corpus, columns=["text"]).column("text").to_pylist()}
@@ -60,11 +66,17 @@ def test_a_grown_corpus_embeds_only_its_new_and_changed_documents(local_ray, tmp
     assert expected_embedded == 40  # 30 new documents, 10 changed ones
     assert second["reuse"] == {"partitions": 4, "partitions_reused": 1, "embedded": expected_embedded, "cache_hits": len(new_texts) - expected_embedded}
     assert sorted(places(tmp_path / "out")) == sorted(pq.read_table(corpus, columns=["id"]).column("id").to_pylist())
+    assert second["timings"]["dedup"]["partitions_reused"] == 1  # part-0's signatures; the rest computed
+    flagged = _flags(tmp_path / "out.work", second)
+    for copy, old in zip(changed["part-4"].column("id").to_pylist(), pq.read_table(corpus / "part-0.parquet").column("id").to_pylist()[:5]):
+        assert flagged[copy] == old and old not in flagged  # the copy in a later file names the earlier document, whatever the ids
 
     # A from-scratch run over the grown corpus (its own work directory, an empty cache) computes the same vectors.
-    scratch_spec = make_spec(corpus, tmp_path / "scratch", output={"work_dir": str(tmp_path / "scratch.work")}, selection={"budget": {"unit": "docs", "amount": 120}})
+    scratch_spec = make_spec(corpus, tmp_path / "scratch", output={"work_dir": str(tmp_path / "scratch.work")}, selection={"budget": {"unit": "docs", "amount": 120}},
+                             scorers={"dedup": {}})
     scratch = _quiet(scratch_spec)
     assert scratch["reuse"]["embedded"] == 235 and scratch["counts"] == second["counts"]
+    assert _flags(tmp_path / "scratch.work", scratch) == flagged  # the same duplicates, the same kept documents
     ours, theirs = _embeddings(tmp_path / "out.work", second), _embeddings(tmp_path / "scratch.work", scratch)
     assert ours.keys() == theirs.keys() and all(np.array_equal(ours[d], theirs[d]) for d in ours)
 

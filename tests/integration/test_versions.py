@@ -91,3 +91,60 @@ def test_versioned_and_unversioned_outputs_are_not_mixed(local_ray, tmp_path):
     _quiet(make_spec(corpus, tmp_path / "v", output={"versions": {}}, selection={"budget": {"unit": "docs", "amount": 50}}))
     with pytest.raises(JobError, match="holds versions"):
         _quiet(make_spec(corpus, tmp_path / "v", output={"overwrite": True}))
+
+
+def _intact(out, version: str) -> None:
+    """A version directory as its manifest describes it: every shard there with its sha256."""
+    import json
+
+    from thresher.pipeline.shards import sha256
+
+    m = json.loads((out / "versions" / version / "manifest.json").read_text())
+    assert m["version"]["id"] == version and all(sha256(out / "versions" / version / s["path"]) == s["sha256"] for s in m["shards"])
+
+
+@pytest.mark.parametrize("phase", ["embed", "write"])
+def test_kill_9_during_a_nightly_run_leaves_a_complete_version_current_and_the_rerun_publishes(tmp_path, phase):
+    """The whole process group SIGKILLed during a phase: `latest` still points at a complete version (the previous one,
+    or, had the kill come after the pointer moved, the new one), nothing unpublished is listed, and the rerun publishes."""
+    import json
+    import signal
+    import time
+
+    import yaml
+
+    from .test_trust import THRESHER
+
+    corpus = write_corpus(tmp_path / "corpus", 800)
+    out = tmp_path / "out"
+    raw = {"input": {"paths": [str(corpus)], "id_column": "id"}, "output": {"path": str(out), "versions": {}}, "clustering": {"n_clusters": 4},
+           "selection": {"budget": {"unit": "docs", "amount": 200}}, "ray": {"num_cpus": 2}}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(raw))
+    subprocess.run([THRESHER, "run", str(tmp_path / "job.yaml"), "--no-progress"], check=True, capture_output=True, timeout=600)
+    v1 = versions.current(out)
+    extra = generate(200, seed=9)
+    pq.write_table(extra.set_column(0, "id", pa.array([f"night-{i}" for i in range(200)])), corpus / "part-7.parquet")
+
+    job = subprocess.Popen([THRESHER, "run", str(tmp_path / "job.yaml"), "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while job.poll() is None and time.time() < deadline:
+        try:
+            if json.loads((tmp_path / "out.work" / "status.json").read_text()).get("phase") == phase:
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.005)
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+    now = versions.current(out)
+    assert now == v1 or phase == "write", (phase, now, v1)  # killed in embed: nothing was published
+    _intact(out, v1)
+    _intact(out, now)
+    listed = subprocess.run([sys.executable, "-m", "thresher.cli", "versions", str(out)], capture_output=True, text=True, check=True).stdout
+    assert f"* {now}" in listed and ".partial" not in listed
+
+    subprocess.run([THRESHER, "run", str(tmp_path / "job.yaml"), "--no-progress"], check=True, capture_output=True, timeout=600)
+    last = versions.current(out)
+    assert last > v1 and sorted(places(out / "latest")) == sorted(_ids(corpus))
+    _intact(out, last)
+    assert set(versions.listed(out)) <= {v1, now, last}  # the killed run's finished-but-unpublished version, if any, was cleared

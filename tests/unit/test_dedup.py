@@ -195,3 +195,22 @@ def test_near_duplicates_save_load_keeps_params_and_groups(tmp_path):
     assert (again.threshold, again.num_perm, again.bands, again.verify) == (0.7, 64, 8, False)
     assert again.n_union_pairs_ == near.n_union_pairs_
     assert again.transform(t).equals(near.transform(t))
+
+
+def test_the_document_of_the_smallest_rank_is_kept_then_the_smallest_doc_id():
+    """Ranks are the pipeline's input positions: an earlier document is kept over a later copy whatever their ids."""
+    import numpy as np
+    import pyarrow as pa
+
+    from thresher.operators.dedup import ExactDuplicates, NearDuplicates
+
+    text = "the same words in the same order for every copy of this document " * 3
+    batch = pa.table({"doc_id": ["b-old", "a-copy", "c-copy", "d-other"], "text": [text, text, text, "something else entirely " * 5]})
+    for finder in (ExactDuplicates(), NearDuplicates(threshold=0.8)):
+        kept, rows = finder.signatures(batch)
+        ids = batch.column("doc_id").combine_chunks().filter(pa.array(kept))
+        finder.add_signatures(ids, rows, rank=np.array([5, 9, 5, 1])[kept])  # b-old and c-copy tie at 5: b-old by doc_id
+        assert finder.resolve() == {"a-copy": "b-old", "c-copy": "b-old"}
+    plain = ExactDuplicates()
+    plain.add(batch)  # no ranks: the smallest doc_id is kept
+    assert plain.resolve() == {"b-old": "a-copy", "c-copy": "a-copy"}
