@@ -391,11 +391,18 @@ def test_kill_9_in_each_phase_then_a_rerun_gives_the_uninterrupted_output(local_
     assert not [d for d in work.iterdir() if d.name.startswith(".tmp-")] and not list(tmp_path.glob(".out.partial-*"))
 
 
-def test_the_same_spec_in_a_fresh_work_directory_gives_byte_identical_shards(local_ray, tmp_path):
-    """Another embed batch size (not part of any cache key) splits the work files differently; the shards do not move."""
+def test_the_same_spec_in_a_fresh_work_directory_gives_byte_identical_shards(local_ray, tmp_path, monkeypatch):
+    """Another embed batch size and another input partitioning (neither part of any cache key) split the work files
+    differently; the shards do not move."""
+    from thresher.pipeline import partitions
+
     corpus = write_corpus(tmp_path / "corpus", 400)
+    for f in corpus.glob("*.parquet"):  # row groups of 50, so the partitioning can cut a file
+        pq.write_table(pq.read_table(f), f, row_group_size=50)
     manifests = []
     for run_no, batch in enumerate((64, 150)):
+        if run_no:
+            monkeypatch.setattr(partitions, "PARTITION_ROWS", 100)
         spec = make_spec(corpus, tmp_path / f"out{run_no}", embedder={"batch_size": batch}, output={"shard_bytes": 60_000, "row_group_rows": 50}, selection={"budget": {"unit": "docs", "amount": 150}})
         manifests.append(run(spec, log=lambda m: None, progress=False))
     first, second = ([(s["path"], s["rows"], s["sha256"]) for s in m["shards"]] for m in manifests)
