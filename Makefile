@@ -35,6 +35,7 @@ bench: setup
 	$(BIN)/python bench/bench_semdedup.py
 	$(BIN)/python bench/bench_selection_fit.py
 	$(BIN)/python bench/bench_workdir.py
+	$(BIN)/python bench/bench_nightly.py
 
 clean:
 	rm -rf $(DEMO) bench/out

@@ -40,14 +40,14 @@ from thresher.pipeline.spec import parse_spec
 PHASES = ["embed", "clusters", "fit", "dedup", "score", "select", "write"]
 
 
-def spec(root: Path, name: str, model: str, frozen: bool, work: str) -> dict:
+def spec(root: Path, name: str, model: str, frozen: bool, work: str, budget: int) -> dict:
     return parse_spec({
         "input": {"paths": [str(root / "corpus")], "id_column": "id"},
         "output": {"path": str(root / name), "work_dir": str(root / work), "versions": {"keep": 3}},
         "embedder": {"model": model},
         "clustering": {"n_clusters": 16},
         "scorers": {"dedup": {}},
-        "selection": {"strategy": "quadmix", "budget": {"unit": "docs", "amount": 10_000}, "exclude": ["d_exact_dup", "d_near_dup"]},
+        "selection": {"strategy": "quadmix", "budget": {"unit": "docs", "amount": budget}, "exclude": ["d_exact_dup", "d_near_dup"]},
         **({"fit": {"from_run": str(root / "nightly")}} if frozen else {}),
     })
 
@@ -79,16 +79,17 @@ def main() -> None:
     per = args.docs // args.files
     for i in range(args.files):
         pq.write_table(pool.slice(i * per, per if i < args.files - 1 else args.docs - i * per), root / "corpus" / f"part-{i:04d}.parquet", row_group_size=10_000)
+    budget = args.docs // 5  # a fifth of the first night's pool
     ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
 
-    base_s, base = timed(spec(root, "nightly", args.model, False, "nightly.work"))
+    base_s, base = timed(spec(root, "nightly", args.model, False, "nightly.work", budget))
     grown = pool.slice(args.docs, new)
     grown = grown.set_column(0, "id", pa.array([f"night2-{i}" for i in range(new)]))  # the generator's ids restart at 0
     for j, lo in enumerate(range(0, new, per)):
         pq.write_table(grown.slice(lo, per), root / "corpus" / f"part-{args.files + j:04d}.parquet", row_group_size=10_000)
-    inc_s, inc = timed(spec(root, "nightly", args.model, True, "nightly.work"))
-    rerun_s, rerun = timed(spec(root, "nightly", args.model, True, "nightly.work"))
-    full_s, full = timed(spec(root, "full", args.model, False, "full.work"))
+    inc_s, inc = timed(spec(root, "nightly", args.model, True, "nightly.work", budget))
+    rerun_s, rerun = timed(spec(root, "nightly", args.model, True, "nightly.work", budget))
+    full_s, full = timed(spec(root, "full", args.model, False, "full.work", budget))
 
     print(f"# {platform.node()}, {os.cpu_count()} CPUs, {args.docs:,} demo documents in {args.files} files + {new:,} new ({args.growth:.0%}), "
           f"embedder {args.model}, one local Ray for all jobs")

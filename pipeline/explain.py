@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from thresher.operators import schema as S
 
-from . import shards
+from . import shards, versions
 from .errors import InputError
 from .spec import OutputSpec
 
@@ -25,12 +25,14 @@ SHOWN_PREFIXES = ("q_", "u_", "d_", "sig_", "sel_")
 
 def explain(out: Path, doc_id: str) -> dict:
     """Where the document went and why, with every score the job computed for it."""
+    out = versions.resolve(out)
     try:
         manifest = json.loads((out / "manifest.json").read_text())
     except (OSError, ValueError):
         raise InputError(f"{out} holds no readable manifest.json: not a thresher output") from None
     output = manifest["spec"]["output"]
-    work = Path(OutputSpec.model_validate({**output, "path": str(out)}).work_path())  # beside the output where it is now
+    root = out.parent.parent if manifest.get("version") else out  # a version lives in OUT/versions/ID; its work directory is OUT's
+    work = Path(OutputSpec.model_validate({**output, "path": str(root)}).work_path())  # beside the output where it is now
     score_dir = work / f"score-{manifest['phases']['score']['key']}"
     select_dir = work / f"select-{manifest['phases']['select']['key']}"
     if not (score_dir / "_SUCCESS").exists() or not (select_dir / "_SUCCESS").exists():

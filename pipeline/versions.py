@@ -67,6 +67,12 @@ def is_versioned(out: Path) -> bool:
     return (out / VERSIONS).is_dir() or (out / LATEST).is_symlink() or (out / POINTER).exists()
 
 
+def resolve(out: Path) -> Path:
+    """The directory an output's reader wants: a versioned output's current version, else OUT itself."""
+    now = current(out) if is_versioned(out) else None
+    return out / VERSIONS / now if now else out
+
+
 def clear_unpublished(out: Path) -> list[str]:
     """Remove staging directories and versions newer than the current one (finished by a job killed before it moved `latest`)."""
     now = current(out)

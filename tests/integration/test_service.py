@@ -54,6 +54,7 @@ def test_a_job_goes_from_submit_to_succeeded_with_its_output_served(server):
     job = server.wait(r.json()["id"])
     assert job["state"] == "succeeded", job
     assert job["attempt"] == 1 and job["progress"]["phases"]["embed"]["state"] == "done" and job["progress"]["phases"]["embed"]["rows"] == 300
+    assert job["published"] == str(root / "out-a")  # where the manifest and report are served from
     out = root / "out-a"
     assert sorted(places(out)) == sorted(pq.read_table(root / "corpus").column("id").to_pylist())  # every input row in one place
     served = server.http.get(f"/v1/jobs/{job['id']}/manifest")
@@ -202,3 +203,18 @@ def test_two_services_on_one_store_run_each_job_once_and_either_can_cancel(tmp_p
         for s in (second, first):
             s.stop()
             s.reap()
+
+
+def test_each_job_of_a_versioned_output_serves_its_own_version(server):
+    root = server.root
+    body = spec(root, "out-versioned", root / "corpus")
+    body["output"]["versions"] = {"keep": 5}
+    ids = []
+    for _ in range(2):
+        job = server.wait(server.http.post("/v1/jobs", json=body).json()["id"])
+        assert job["state"] == "succeeded", job
+        ids.append(job["id"])
+    served = [server.http.get(f"/v1/jobs/{i}/manifest").json() for i in ids]
+    assert [m["version"]["id"] for m in served] == [p.name for p in sorted((root / "out-versioned" / "versions").iterdir())]
+    assert served[1]["version"]["previous"] == served[0]["version"]["id"] and served[1]["changes"]["added"] == served[1]["changes"]["dropped"] == 0
+    assert server.job(ids[0])["published"] == str(root / "out-versioned" / "versions" / served[0]["version"]["id"])

@@ -66,6 +66,10 @@ def test_each_run_is_a_version_with_its_changes_and_latest_moves_last(local_ray,
     assert os.stat(out / "latest" / shard).st_ino == os.stat(out / "versions" / v2 / shard).st_ino
     assert versions.listed(out) == [v2, third["version"]["id"]]  # keep: 2
 
+    from thresher.pipeline.explain import explain
+
+    some = next(iter(selection(out / "latest")))
+    assert explain(out, some)["doc_id"] == some  # a versioned output explains its latest version, from OUT's work directory
     listing = subprocess.run([sys.executable, "-m", "thresher.cli", "versions", str(out)], capture_output=True, text=True, check=True).stdout.splitlines()
     assert listing[0].startswith(f"* {third['version']['id']}") and "+0 -0" in listing[0] and listing[1].startswith(f"  {v2}") and len(listing) == 2
 
