@@ -136,19 +136,18 @@ class PieceStore:
             shutil.rmtree(d, ignore_errors=True)
 
 
-def write_rows(batch: pa.Table, owners: dict[str, list[tuple[int, int, str]]], root: str, drop: list[str]) -> pa.Table:
-    """Ray task: split a batch by the partition each row belongs to (its input file and offset) and write each
-    part into that piece's staging directory; returns (piece, rows) per file written."""
+def write_rows(batch: pa.Table, owners: dict[str, list[tuple[int, int, str]]], root: str, drop: list[str]) -> dict[str, int]:
+    """Split a batch by the partition each row belongs to (its input file and offset) and write each part into that
+    piece's staging directory (worker side); returns the rows written per piece."""
     files = np.asarray(batch.column(S.INPUT_FILE).to_numpy(zero_copy_only=False)).astype(str)
     offsets = np.asarray(batch.column(S.INPUT_OFFSET).to_numpy(zero_copy_only=False), np.int64)
     out = batch.drop_columns([c for c in drop if c in batch.column_names])
-    written: dict[str, list] = {"piece": [], "rows": []}
+    written: dict[str, int] = {}
     for path in np.unique(files):
         in_file = files == path
         for lo, hi, staging in owners[str(path)]:
             mask = in_file & (offsets >= lo) & ((offsets < hi) if hi >= 0 else True)
             if mask.any():
                 pq.write_table(out.filter(pa.array(mask)), Path(root) / staging / f"{uuid.uuid4().hex}.parquet", compression="zstd")
-                written["piece"].append(staging)
-                written["rows"].append(int(mask.sum()))
-    return pa.table({"piece": pa.array(written["piece"], pa.string()), "rows": pa.array(written["rows"], pa.int64())})
+                written[staging] = written.get(staging, 0) + int(mask.sum())
+    return written

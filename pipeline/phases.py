@@ -206,9 +206,10 @@ def _embed_pieces(ctx: Context, s: Slice, cfg: ValidateConfig, todo: list, store
         owners.setdefault(p.path, []).append((p.lo, p.hi, f"{partitions.TMP_PREFIX}embed-{k}"))
     task = {"owners": owners, "root": str(store.root), "cache_dir": str(cache.dir)}
     written = _embedding(ctx, ds, cached=cached).map_batches(store_batch, fn_kwargs=task, batch_format="pyarrow").take_all()
-    rows = {}
+    rows: dict[str, int] = {}
     for w in written:
-        rows[w["piece"]] = rows.get(w["piece"], 0) + w["rows"]
+        for piece, n in json.loads(w["pieces"]).items():
+            rows[piece] = rows.get(piece, 0) + n
     for p, k in todo:
         store.commit("embed", k, {"rows": rows.get(f"{partitions.TMP_PREFIX}embed-{k}", 0), "partition": p.fingerprint()})
     embedded = sum(w["embedded"] for w in written)
@@ -227,9 +228,7 @@ def store_batch(batch: pa.Table, owners: dict, root: str, cache_dir: str) -> pa.
     written = partitions.write_rows(batch, owners, root, drop=[content_cache.H0, content_cache.H1, content_cache.MISS])
     valid = int(batch.column(S.INVALID_REASON).null_count)
     embedded = int(pc.sum(batch.column(content_cache.MISS)).as_py() or 0) if content_cache.MISS in batch.column_names else valid
-    # the counts ride on the first row written (a batch writes at least one file: every row has a partition)
-    return written.append_column("embedded", pa.array([embedded] + [0] * (written.num_rows - 1), pa.int64())).append_column(
-        "valid", pa.array([valid] + [0] * (written.num_rows - 1), pa.int64()))
+    return pa.table({"pieces": [json.dumps(written)], "embedded": [embedded], "valid": [valid]})  # one row per batch
 
 
 def _narrow(files: list[Path], columns: list[str]):
