@@ -50,6 +50,7 @@ def publish(spec: JobSpec, dirs: dict[str, Path | None], timings: dict, facts: d
     version = previous = None
     if spec.output.versions is not None:
         roots.makedirs("output.path", out / versions.VERSIONS)
+        roots.check("output.path", out / versions.VERSIONS)  # again just before removing anything in it
         cleared = versions.clear_unpublished(out)
         if cleared:
             log(f"[write] removed {', '.join(cleared)}: left unpublished by a job stopped before it moved {out / versions.LATEST}")
@@ -113,6 +114,7 @@ def publish(spec: JobSpec, dirs: dict[str, Path | None], timings: dict, facts: d
         raise
     if version is not None:
         versions.point_latest(out, version)
+        roots.check("output.path", out / versions.VERSIONS)
         gone = versions.prune(out, spec.output.versions.keep)
         ch = manifest.get("changes")
         diff = f"; against {previous}: +{ch['added']} -{ch['dropped']} ={ch['kept']}" if ch else ""
