@@ -167,7 +167,10 @@ def embed_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
     """
     cfg = validate_config(s.input)
     order = {f: i for i, f in enumerate(ctx.inputs.files)}
-    reads = {k: v for k, v in s.key_data().items() if k != "files"}
+    # A piece's rows are read in the input's unified schema (a column only another file has is null here), so a new
+    # file that adds a column makes every piece anew, as a from-scratch run would read them.
+    schema = [(f.name, str(f.type)) for f in ctx.inputs.schema] if ctx.inputs.schema is not None else None
+    reads = {**{k: v for k, v in s.key_data().items() if k != "files"}, "schema": schema}
     parts = partitions.plan(ctx.inputs)
     keys = [partitions.piece_key("embed", reads, p) for p in parts]
     store = partitions.PieceStore(ctx.work.path)

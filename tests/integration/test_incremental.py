@@ -130,3 +130,16 @@ def test_drift_is_about_the_quantile_on_the_fitted_pool_and_grows_with_unlike_do
     pq.write_table(pool.filter(pa.array([t in ("medicine", "finance", "cooking", "programming") for t in topics])), tmp_path / "corpus" / "part-1.parquet")
     grown = _quiet(make_spec(tmp_path / "corpus", tmp_path / "b", selection=budget, fit={"from_run": str(tmp_path / "a")}))["drift"]
     assert grown["distance"] == fitted["distance"] and grown["far_share"] > fitted["far_share"] + 0.1, (fitted, grown)
+
+
+def test_a_new_file_with_a_new_column_remakes_the_pieces_so_every_row_has_it(local_ray, tmp_path):
+    corpus = write_corpus(tmp_path / "corpus", 120)
+    spec = make_spec(corpus, tmp_path / "out", output={"overwrite": True}, selection={"budget": {"unit": "docs", "amount": 40}, "filters": []})
+    _quiet(spec)
+    extra = generate(20, seed=4)
+    extra = extra.set_column(0, "id", pa.array([f"new-{i}" for i in range(20)])).append_column("source", pa.array(["forum"] * 20))
+    pq.write_table(extra, corpus / "part-9.parquet")
+    second = _quiet(spec)
+    assert second["reuse"]["partitions_reused"] == 0  # the read schema changed: no piece of the old one is reused
+    t = pq.read_table(tmp_path / "out" / "data", columns=["doc_id", "source"])
+    assert "source" in t.column_names and second["counts"]["input"] == 140
