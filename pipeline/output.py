@@ -28,7 +28,7 @@ from thresher.operators.embed import from_fixed_list
 from thresher.operators.histogram import domain_order
 from thresher.operators.selection import uniform_from_ids
 
-from . import frozen, shards, versions
+from . import frozen, seen, shards, versions
 from .confine import Roots
 from .report import job_report
 from .scoring import FAR_QUANTILE
@@ -39,7 +39,8 @@ DISTRIBUTION_BINS = 20
 NOT_IN_QUARANTINE_PREFIXES = ("sig_", "q_", "d_", "sel_", S.DOMAIN, S.N_TOKENS)
 
 
-def publish(spec: JobSpec, dirs: dict[str, Path | None], timings: dict, facts: dict, log: Callable[[str], None], started: float, roots: Roots = Roots()) -> dict:
+def publish(spec: JobSpec, dirs: dict[str, Path | None], timings: dict, facts: dict, log: Callable[[str], None], started: float, roots: Roots = Roots(),
+            arrivals: tuple | None = None) -> dict:
     """Write the output from the score and select phases, manifest last, then one rename (the output checked against the roots before each).
 
     Unversioned, the output is OUT; with `output.versions`, it is a new
@@ -98,6 +99,8 @@ def publish(spec: JobSpec, dirs: dict[str, Path | None], timings: dict, facts: d
                 decisions = _decisions(score_dir, select_dir, [S.INVALID_REASON], [S.DOC_ID, S.DOMAIN, S.SEL_COPIES, S.SEL_REASON])
                 manifest["changes"] = versions.changes(before, previous, decisions, staging)
         frozen.publish(dirs, staging)
+        if arrivals is not None and dirs.get("dedup") is not None:
+            manifest["dedup"] = _dedup_facts(timings["dedup"]) | seen.publish(arrivals[0], dirs["dedup"], staging) | {"index": arrivals[1]}
         (staging / "report.html").write_text(job_report(manifest, dirs.get("search")))
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
         roots.check("output.path", staging)
@@ -121,6 +124,10 @@ def publish(spec: JobSpec, dirs: dict[str, Path | None], timings: dict, facts: d
         log(f"[write] version {version} is {out / versions.LATEST}{diff}{f'; removed {len(gone)} old versions' if gone else ''}")
     log(f"[write] {len(shards)} shards in {final}; report: {final / 'report.html'}")
     return manifest
+
+
+def _dedup_facts(phase: dict) -> dict:
+    return {k: phase[k] for k in ("exact_duplicates", "near_duplicates") if k in phase}
 
 
 def _drift(score_dir: Path, clusters_dir: Path) -> dict:

@@ -36,6 +36,8 @@ from .plan import SUCCESS, TMP_PREFIX
 PARTITION_ROWS = 100_000
 DIR = "pieces"
 LIST = "pieces.json"  # in a phase directory: the pieces it was assembled from
+IDS = "ids"  # in an embed piece: doc_id, position and text digest of its valid rows (pipeline/seen.py)
+FORMAT = 2  # what a piece holds; in every piece key (2: embed pieces hold IDS)
 
 
 @dataclass(frozen=True)
@@ -86,13 +88,13 @@ def plan(found: io.InputFiles) -> list[Partition]:
 
 
 def piece_key(kind: str, reads: dict, partition: Partition) -> str:
-    payload = {"kind": kind, "reads": reads, "partition": partition.fingerprint()}
+    payload = {"kind": kind, "format": FORMAT, "reads": reads, "partition": partition.fingerprint()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def derived_key(kind: str, reads: dict, source: str) -> str:
     """The key of a piece computed from another piece (`source`, e.g. `embed-KEY`) and what it reads of the spec."""
-    payload = {"kind": kind, "reads": reads, "from": source}
+    payload = {"kind": kind, "format": FORMAT, "reads": reads, "from": source}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -115,6 +117,10 @@ class PieceStore:
     def files(self, kind: str, key: str) -> list[Path]:
         return sorted(self.path(kind, key).glob("*.parquet"))
 
+    def ids_files(self, name: str) -> list[Path]:
+        """The IDS files of the piece NAME (`embed-KEY`)."""
+        return sorted((self.root / name / IDS).glob("*.parquet"))
+
     def staging(self, kind: str, key: str) -> Path:
         """A fresh temporary directory for a piece being built (writers add files; `commit` publishes it)."""
         d = self.root / f"{TMP_PREFIX}{kind}-{key}"
@@ -136,9 +142,9 @@ class PieceStore:
             shutil.rmtree(d, ignore_errors=True)
 
 
-def write_rows(batch: pa.Table, owners: dict[str, list[tuple[int, int, str]]], root: str, drop: list[str]) -> dict[str, int]:
+def write_rows(batch: pa.Table, owners: dict[str, list[tuple[int, int, str]]], root: str, drop: list[str] = (), subdir: str = "") -> dict[str, int]:
     """Split a batch by the partition each row belongs to (its input file and offset) and write each part into that
-    piece's staging directory (worker side); returns the rows written per piece."""
+    piece's staging directory, or its SUBDIR (worker side); returns the rows written per piece."""
     files = np.asarray(batch.column(S.INPUT_FILE).to_numpy(zero_copy_only=False)).astype(str)
     offsets = np.asarray(batch.column(S.INPUT_OFFSET).to_numpy(zero_copy_only=False), np.int64)
     out = batch.drop_columns([c for c in drop if c in batch.column_names])
@@ -148,6 +154,8 @@ def write_rows(batch: pa.Table, owners: dict[str, list[tuple[int, int, str]]], r
         for lo, hi, staging in owners[str(path)]:
             mask = in_file & (offsets >= lo) & ((offsets < hi) if hi >= 0 else True)
             if mask.any():
-                pq.write_table(out.filter(pa.array(mask)), Path(root) / staging / f"{uuid.uuid4().hex}.parquet", compression="zstd")
+                d = Path(root) / staging / subdir
+                d.mkdir(exist_ok=True)
+                pq.write_table(out.filter(pa.array(mask)), d / f"{uuid.uuid4().hex}.parquet", compression="zstd")
                 written[staging] = written.get(staging, 0) + int(mask.sum())
     return written

@@ -46,7 +46,7 @@ from thresher.operators.semdedup import SemanticDuplicates, SemDeDup, semdedup_g
 from thresher.operators.signals import add_signals
 from thresher.operators.validate import ValidateConfig, validate
 
-from . import content_cache, frozen, ids, io, partitions, picks
+from . import content_cache, frozen, ids, io, partitions, picks, seen
 from .confine import Roots
 from .errors import JobError
 from .events import OnEvent
@@ -82,6 +82,7 @@ class Context:
     roots: Roots = field(default_factory=Roots)  # where every file the job opens must lie (empty = anywhere)
     content_cache: Path | None = None  # embeddings by text digest (pipeline/content_cache.py); set by the runner
     frozen: Path | None = None  # fit.from_run's state/ directory, resolved and checked (pipeline/frozen.py)
+    arrivals: tuple | None = None  # (the pool's documents with the run that first saw each, index facts); set after embed (pipeline/seen.py)
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
@@ -120,7 +121,7 @@ def _reads_fit(spec: JobSpec, fp: dict) -> Slice:
 
 
 def _reads_dedup(spec: JobSpec, fp: dict) -> Slice:
-    return Slice("dedup", dedup=spec.scorers.dedup)
+    return Slice("dedup", dedup=spec.scorers.dedup, arrivals=fp.get("arrivals"))  # the keep rule's order by run (pipeline/seen.py)
 
 
 def _reads_semdedup(spec: JobSpec, fp: dict) -> Slice:
@@ -226,9 +227,12 @@ def _valid_digests(batch: pa.Table, cfg: ValidateConfig) -> pa.Table:
 
 
 def store_batch(batch: pa.Table, owners: dict, root: str, cache_dir: str) -> pa.Table:
-    """Ray task: the embedded rows' new vectors into the content cache, every row into its partition's piece."""
+    """Ray task: the embedded rows' new vectors into the content cache, every row into its partition's piece, and
+    the valid rows' ids and text digests into the piece's id files (what `seen.pool` reads)."""
     content_cache.add(batch, cache_dir)
     written = partitions.write_rows(batch, owners, root, drop=[content_cache.H0, content_cache.H1, content_cache.MISS])
+    narrow = batch.filter(batch.column(S.INVALID_REASON).is_null()).select([S.DOC_ID, S.INPUT_FILE, S.INPUT_OFFSET, content_cache.H0, content_cache.H1])
+    partitions.write_rows(narrow.rename_columns([S.DOC_ID, S.INPUT_FILE, S.INPUT_OFFSET, *seen.CONTENT]), owners, root, subdir=partitions.IDS)
     valid = int(batch.column(S.INVALID_REASON).null_count)
     embedded = int(pc.sum(batch.column(content_cache.MISS)).as_py() or 0) if content_cache.MISS in batch.column_names else valid
     return pa.table({"pieces": [json.dumps(written)], "embedded": [embedded], "valid": [valid]})  # one row per batch
@@ -284,8 +288,9 @@ def fit_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
 def dedup_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
     """Exact and near duplicates over the whole pool, from signature pieces: one per embed piece, computed once by a
     Ray task (hashes and MinHash signatures of its valid rows), so a night computes only its new partitions' signatures
-    and the driver resolves the pool's from narrow columns, never reading a text. Of a group, the document first in
-    input order (files in sorted order, then position) is kept: a copy arriving in a later file names the earlier one."""
+    and the driver resolves the pool's from narrow columns, never reading a text. Of a group, the document seen in the
+    earliest run is kept (pipeline/seen.py), then the first in input order: a copy arriving tonight names the document
+    the pool already had (the output's duplicates.parquet names its doc_id and input file)."""
     p = s.dedup
     finders = [(n, f) for n, f, on in (("exact", ExactDuplicates(), p.exact), ("near", NearDuplicates(p.threshold, p.num_perm, p.ngram), p.near)) if on]
     store = partitions.PieceStore(ctx.work.path)
@@ -298,15 +303,16 @@ def dedup_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
         near = next((f for n, f in finders if n == "near"), None)
         for r in ray.data.from_items(items, override_num_blocks=len(items)).map(signature_piece, fn_kwargs={"exact": p.exact, "near": near}).take_all():
             store.commit("dedup", r["key"], {"rows": r["rows"]})
-    repeats = _repeated_positions(needed["embed"])
+    ranks = seen.Ranks(ctx.arrivals[0])
     order = {f: i for i, f in enumerate(ctx.inputs.files)}
     for k in keys:
         for name, f in finders:
             t = pq.read_table(store.path("dedup", k) / f"{name}.parquet")
-            if repeats:  # a later row of a repeated id has the first one's doc_id: only the first is a document
-                t = t.filter(pa.array([(a, b) not in repeats for a, b in zip(t.column(S.INPUT_FILE).to_pylist(), t.column(S.INPUT_OFFSET).to_pylist())]))
+            pos = ids.positions(t, order)
+            mine = ranks.contains(pos)  # a later row of a repeated id has the first one's doc_id: only the first is a document
+            t, pos = (t.filter(pa.array(mine)), pos[mine]) if not mine.all() else (t, pos)
             rows = np.stack([t.column("h0").to_numpy(), t.column("h1").to_numpy()], axis=1) if name == "exact" else _uint32_matrix(t.column("sig"))
-            f.add_signatures(t.column(S.DOC_ID).combine_chunks(), rows, rank=ids.positions(t, order))  # the earlier document is kept
+            f.add_signatures(t.column(S.DOC_ID).combine_chunks(), rows, rank=ranks.of(pos))
         ctx.progress.add(store.facts("dedup", k)["rows"])
     (d / partitions.LIST).write_text(json.dumps([f"dedup-{k}" for k in keys]))
     info = {"rows": ctx.progress.rows(), "partitions": len(keys), "partitions_reused": len(keys) - len(todo)}
@@ -336,17 +342,6 @@ def signature_piece(row: dict, exact: bool, near: NearDuplicates | None) -> dict
 def _uint32_matrix(column: pa.ChunkedArray) -> np.ndarray:
     a = column.combine_chunks()
     return np.asarray(a.flatten().to_numpy(), np.uint32).reshape(len(a), a.type.list_size) if len(a) else np.zeros((0, a.type.list_size), np.uint32)
-
-
-def _repeated_positions(embed_dir: Path) -> set[tuple[str, int]]:
-    """(input_file, input_offset) of the rows the embed phase quarantined as repeats of an earlier row's id."""
-    found = set()
-    for t in iter_tables(embed_dir, [S.INVALID_REASON, S.INPUT_FILE, S.INPUT_OFFSET]):
-        reasons = t.column(S.INVALID_REASON)
-        hit = pc.is_in(reasons, value_set=pa.array([ids.REASON_DUPLICATE_ID, ids.REASON_DUPLICATE_TEXT]))
-        t = t.filter(pc.fill_null(hit, False))
-        found.update(zip(t.column(S.INPUT_FILE).to_pylist(), t.column(S.INPUT_OFFSET).to_pylist()))
-    return found
 
 
 def semdedup_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:

@@ -203,6 +203,19 @@ def _changes(m: dict) -> list[str]:
     ]
 
 
+def _pool_index(m: dict) -> list[str]:
+    """What the dedup index gained and lost against the previous run, and how many copies named an earlier run's document."""
+    dd = m.get("dedup")
+    if not dd:
+        return []
+    i = dd["index"]
+    return [
+        "<h2>Pool index (dedup against earlier runs)</h2>",
+        _table(["documents before", "carried", "new or changed", "changed (same id, new text)", "removed with their files", "duplicates", "of an earlier run's document"],
+               [[i["previous"], i["carried"], i["new"], i["replaced"], i["removed"], dd["matches"], dd["of_earlier_runs"]]]),
+    ]
+
+
 def job_report(m: dict, search_dir: Path | None = None) -> str:
     """The HTML report of one published selection, from its manifest."""
     c = m["counts"]
@@ -216,6 +229,7 @@ def job_report(m: dict, search_dir: Path | None = None) -> str:
         *([f'<p class="muted">drift: {_fmt(m["drift"]["far_share"])} of the documents lie farther from their centroid than {_fmt(m["drift"]["quantile"])} of '
            f'the clusters\' fitting sample did (about {_fmt(round(1 - m["drift"]["quantile"], 6))} when nothing moved)</p>'] if (m.get("drift") or {}).get("far_share") is not None else []),
         *_changes(m),
+        *_pool_index(m),
         "<h2>Counts</h2>",
         _table(["input", "valid", "invalid", "selected docs", "copies", "selected tokens", "not selected"], [[c["input"], c["valid"], c["invalid"], c["selected_docs"], c["selected_copies"],
             c["selected_tokens"], c["not_selected"]]]),

@@ -24,7 +24,7 @@ import ray.data
 from thresher.operators.embed import resolve_model
 from thresher.operators.validate import ValidateConfig
 
-from . import frozen, io, output, reaper, versions
+from . import frozen, io, output, reaper, seen, versions
 from .confine import Roots
 from .errors import InputError, Interrupted, JobError, SpecError
 from .events import OnEvent, RunStatus
@@ -154,10 +154,20 @@ def _fingerprints(inputs: io.InputFiles, side: dict[str, io.InputFiles], spec: J
 
 
 def keys_for(spec: JobSpec, settings: Settings | None = None) -> dict[str, str | None]:
-    """Each phase's key for a spec, with the inputs (and proxy command) as they are now (None for a phase that is off)."""
+    """Each phase's key for a spec, with the inputs (and proxy command) as they are now (None for a phase that is off).
+
+    The dedup phase's key and those after it hold the pool's arrivals (pipeline/seen.py), known once the embed
+    phase is complete: before, they are the keys a job would start with."""
+    settings = settings if settings is not None else load_settings()
     inputs = io.locate(spec.input.paths, spec.input.format, validate_config(spec.input))
     side = {k: io.locate(r.paths, r.format, ValidateConfig(text_column=r.text_column)) for k, r in spec.side_corpora().items()}
-    return phase_keys(PHASES, spec, _fingerprints(inputs, side, spec, settings if settings is not None else load_settings()))
+    fingerprints = _fingerprints(inputs, side, spec, settings)
+    keys = phase_keys(PHASES, spec, fingerprints)
+    work = WorkDir(Path(spec.output.work_path()))
+    if keys["dedup"] is not None and work.done("embed", keys["embed"]) is not None:
+        docs, _ = seen.for_job(Path(spec.output.path), work.phase_dir("embed", keys["embed"]), work.path, inputs.files, Roots.of(settings.allowed_roots))
+        keys = phase_keys(PHASES, spec, fingerprints | {"arrivals": seen.fingerprint(docs)})
+    return keys
 
 
 def job_phase_dirs(spec: JobSpec) -> list[str]:
@@ -190,6 +200,10 @@ def _run_plan(ctx: Context, spec: JobSpec, progress: bool, force: set[str], t0: 
             info = _run_phase(ctx, phase, phase.reads(spec, fingerprints), key, {n: dirs[n] for n in phase.needs_for(spec)})
         ctx.timings[phase.name] = info | {"key": key}
         dirs[phase.name] = ctx.work.phase_dir(phase.name, key)
+        if phase.name == "embed" and keys["dedup"] is not None:  # the pool is known now: which run first saw each document
+            ctx.arrivals = seen.for_job(Path(spec.output.path), dirs["embed"], ctx.work.path, ctx.inputs.files, ctx.roots)
+            fingerprints["arrivals"] = seen.fingerprint(ctx.arrivals[0])
+            keys = phase_keys(PHASES, spec, fingerprints)
     facts = {
         "inputs": {"format": ctx.inputs.format, "files": fingerprints["input"], "empty_files": list(ctx.inputs.empty), "side": {k: v for k, v in fingerprints.items() if k != "input"}},
         "warnings": ctx.warnings,
@@ -197,7 +211,7 @@ def _run_plan(ctx: Context, spec: JobSpec, progress: bool, force: set[str], t0: 
     ctx.phase = "write"
     ctx.emit({"event": "phase_start", "phase": "write"})
     try:
-        return output.publish(spec, dirs, ctx.timings, facts, ctx.log, started=t0, roots=ctx.roots)
+        return output.publish(spec, dirs, ctx.timings, facts, ctx.log, started=t0, roots=ctx.roots, arrivals=ctx.arrivals)
     except Exception as e:
         if _disk_full(e):
             raise JobError(f"no space left on the device of the output {Path(spec.output.path).parent} (writing the output); free space and rerun") from None

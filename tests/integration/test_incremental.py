@@ -143,3 +143,47 @@ def test_a_new_file_with_a_new_column_remakes_the_pieces_so_every_row_has_it(loc
     assert second["reuse"]["partitions_reused"] == 0  # the read schema changed: no piece of the old one is reused
     t = pq.read_table(tmp_path / "out" / "data", columns=["doc_id", "source"])
     assert "source" in t.column_names and second["counts"]["input"] == 140
+
+
+def test_a_nightly_copy_in_any_file_names_the_document_the_pool_already_had(local_ray, tmp_path):
+    """With a versioned output, duplicates keep the document seen first (the published pool index), not the one first in
+    input order: a copy arriving in a file that sorts first is the one flagged, naming the old doc_id and input file."""
+    corpus = write_corpus(tmp_path / "corpus", 300)
+    spec = make_spec(corpus, tmp_path / "out", output={"versions": {"keep": 3}}, selection={"budget": {"unit": "docs", "amount": 120}}, scorers={"dedup": {}})
+    first = _quiet(spec)
+    index = pq.read_table(tmp_path / "out" / "latest" / "state" / "dedup" / "index.parquet")
+    assert index.num_rows == first["counts"]["valid"] and set(index.column("since").to_pylist()) == {1}
+    flagged_before = _flags(tmp_path / "out.work", first)
+    part0 = pq.read_table(corpus / "part-0.parquet")
+    originals = [i for i in part0.column("id").to_pylist() if i not in flagged_before][:5]
+    copies = part0.filter(pa.array([i in originals for i in part0.column("id").to_pylist()]))
+    copies = copies.set_column(0, "id", pa.array([f"early-{i}" for i in range(copies.num_rows)]))
+    pq.write_table(copies, corpus / "a-early.parquet")  # sorts before part-0: first in input order
+    grow(corpus)  # and the rest of the night: a new file, 10 changed texts, part-2 removed, 5 more copies
+
+    second = _quiet(spec)
+    matches = pq.read_table(tmp_path / "out" / "latest" / "duplicates.parquet").to_pylist()
+    by_doc = {m["doc_id"]: m for m in matches}
+    for copy, old in zip(copies.column("id").to_pylist(), originals):
+        m = by_doc[copy]
+        assert (m["of"], Path(m["of_file"]).name, m["input_file"].endswith("a-early.parquet")) == (old, "part-0.parquet", True)
+        assert (m["since"], m["of_since"]) == (2, 1) and old not in by_doc
+    assert second["dedup"]["of_earlier_runs"] >= 10  # the five early copies and grow's five
+    removed = pq.read_table(tmp_path / "out" / "versions" / first["version"]["id"] / "state" / "dedup" / "index.parquet")
+    now = pq.read_table(tmp_path / "out" / "latest" / "state" / "dedup" / "index.parquet")
+    gone = {Path(f).name for f in removed.column("input_file").to_pylist()} - {Path(f).name for f in now.column("input_file").to_pylist()}
+    facts = second["dedup"]["index"]
+    assert gone == {"part-2.parquet"} and facts["removed"] == sum(Path(f).name == "part-2.parquet" for f in removed.column("input_file").to_pylist())
+    assert facts["replaced"] == 10 and facts["previous"] == index.num_rows and facts["carried"] + facts["new"] == second["counts"]["valid"]
+    assert sorted(places(tmp_path / "out" / "latest")) == sorted(pq.read_table(corpus, columns=["id"]).column("id").to_pylist())
+    report = (tmp_path / "out" / "latest" / "report.html").read_text()
+    assert "Pool index" in report and f"<td>{facts['removed']}</td>" in report
+
+    # A from-scratch run knows no earlier night: input order alone, so there the early copies are the ones kept.
+    scratch = _quiet(make_spec(corpus, tmp_path / "scratch", selection={"budget": {"unit": "docs", "amount": 120}}, scorers={"dedup": {}}))
+    kept_by_scratch = {m["doc_id"]: m["of"] for m in pq.read_table(tmp_path / "scratch" / "duplicates.parquet").to_pylist()}
+    assert all(kept_by_scratch[old].startswith("early-") for old in originals) and scratch["dedup"]["of_earlier_runs"] == 0
+
+    third = _quiet(spec)  # nothing new: the index grew by last night's documents only, so every phase is reused
+    assert all(p["reused"] for p in third["phases"].values()), third["phases"]
+    assert third["dedup"]["index"]["new"] == 0 and pq.read_table(tmp_path / "out" / "latest" / "duplicates.parquet").to_pylist() == matches

@@ -110,7 +110,8 @@ def _intact(out, version: str) -> None:
 @pytest.mark.parametrize("phase", ["embed", "write"])
 def test_kill_9_during_a_nightly_run_leaves_a_complete_version_current_and_the_rerun_publishes(tmp_path, phase):
     """The whole process group SIGKILLed during a phase: `latest` still points at a complete version (the previous one,
-    or, had the kill come after the pointer moved, the new one), nothing unpublished is listed, and the rerun publishes."""
+    or, had the kill come after the pointer moved, the new one), its dedup index as it was, nothing unpublished is
+    listed, and the rerun publishes (its index then holds the night's documents)."""
     import json
     import signal
     import time
@@ -122,10 +123,12 @@ def test_kill_9_during_a_nightly_run_leaves_a_complete_version_current_and_the_r
     corpus = write_corpus(tmp_path / "corpus", 800)
     out = tmp_path / "out"
     raw = {"input": {"paths": [str(corpus)], "id_column": "id"}, "output": {"path": str(out), "versions": {}}, "clustering": {"n_clusters": 4},
-           "selection": {"budget": {"unit": "docs", "amount": 200}}, "ray": {"num_cpus": 2}}
+           "selection": {"budget": {"unit": "docs", "amount": 200}}, "scorers": {"dedup": {}}, "ray": {"num_cpus": 2}}
     (tmp_path / "job.yaml").write_text(yaml.safe_dump(raw))
     subprocess.run([THRESHER, "run", str(tmp_path / "job.yaml"), "--no-progress"], check=True, capture_output=True, timeout=600)
     v1 = versions.current(out)
+    index = out / "versions" / v1 / "state" / "dedup" / "index.parquet"
+    index_bytes = index.read_bytes()
     extra = generate(200, seed=9)
     pq.write_table(extra.set_column(0, "id", pa.array([f"night-{i}" for i in range(200)])), corpus / "part-7.parquet")
 
@@ -144,6 +147,7 @@ def test_kill_9_during_a_nightly_run_leaves_a_complete_version_current_and_the_r
     assert now == v1 or phase == "write", (phase, now, v1)  # killed in embed: nothing was published
     _intact(out, v1)
     _intact(out, now)
+    assert index.read_bytes() == index_bytes  # the index a killed night read is untouched
     listed = subprocess.run([sys.executable, "-m", "thresher.cli", "versions", str(out)], capture_output=True, text=True, check=True).stdout
     assert f"* {now}" in listed and ".partial" not in listed
 
@@ -151,4 +155,6 @@ def test_kill_9_during_a_nightly_run_leaves_a_complete_version_current_and_the_r
     last = versions.current(out)
     assert last > v1 and sorted(places(out / "latest")) == sorted(_ids(corpus))
     _intact(out, last)
-    assert set(versions.listed(out)) <= {v1, now, last}  # the killed run's finished-but-unpublished version, if any, was cleared
+    since = dict(zip(*pq.read_table(out / "latest" / "state" / "dedup" / "index.parquet", columns=["doc_id", "since"]).to_pydict().values()))
+    assert {since[f"night-{i}"] for i in range(200) if f"night-{i}" in since} == {2} and set(since.values()) == {1, 2}
+    assert set(versions.listed(out)) <= {v1, now, last} <= {v1, now, last}  # the killed run's finished-but-unpublished version, if any, was cleared
