@@ -21,6 +21,7 @@ import shutil
 from pathlib import Path
 
 from .confine import Roots
+from .plan import SUCCESS
 from .errors import InputError
 from .versions import LATEST, current, is_versioned
 
@@ -45,9 +46,9 @@ def state_dir(from_run: str, roots: Roots = Roots()) -> Path:
 
 
 def digest(directory: Path) -> str:
-    """The content hash of a state directory: every file's relative name and bytes."""
+    """The content hash of a state directory (or of a phase directory, less its completion marker): every file's relative name and bytes."""
     h = hashlib.sha256()
-    for f in sorted(p for p in directory.rglob("*") if p.is_file()):
+    for f in sorted(p for p in directory.rglob("*") if p.is_file() and p.name != SUCCESS):
         h.update(str(f.relative_to(directory)).encode() + b"\0")
         with open(f, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):

@@ -244,10 +244,10 @@ def _narrow(files: list[Path], columns: list[str]):
 
 
 def _assemble(files: list[Path], data: Path, repeats: np.ndarray, order: dict, reason: str) -> None:
-    """The phase's data/: a hard link to each piece file, or a copy with the repeated ids marked where it holds one."""
+    """A phase's data/ from its pieces' files: a hard link to each, or a copy with the repeated ids marked where it holds one."""
     data.mkdir()
     for i, f in enumerate(files):
-        target = data / f"part-{i:05d}-{f.parent.name.removeprefix('embed-')}.parquet"
+        target = data / f"part-{i:05d}-{f.parent.name.split('-', 1)[1]}.parquet"  # the piece's key
         if repeats.size:
             t = pq.read_table(f)
             marked = ids.mark(t, repeats, order, reason)
@@ -362,15 +362,66 @@ def semdedup_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
 
 
 def score_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
+    """Every score column and the duplicate flags, one piece per embed piece: a piece is keyed by the content of the
+    clusters and fit states it scores with, its own slice, and a digest of its rows' ids, validity and duplicate flags, so with frozen
+    states a night scores its new partitions and those whose flags changed, and reuses the rest."""
     duplicates: list[DuplicateMap] = []
     if needed.get("dedup"):
         duplicates += [cls.load(needed["dedup"] / n) for n, cls in (("exact", ExactDuplicates), ("near", NearDuplicates)) if (needed["dedup"] / n).exists()]
     if needed.get("semdedup"):
         duplicates.append(SemanticDuplicates.load(needed["semdedup"] / "semdedup"))
-    scorers = Scorers.build(Clusters.load(needed["clusters"]), FittedScorers.load(needed["fit"]), s.scorers, duplicates, ctx.lift.numeric)
-    ds = read_dataset(needed["embed"]).map_batches(score_batch, fn_args=[scorers, ctx.progress.counter], batch_format="pyarrow", batch_size=4096)
-    ds.write_parquet(str(d / "data"))
-    return {"rows": row_count(d / "data")}
+    store = partitions.PieceStore(ctx.work.path)
+    reads = {"score": s.key_data(), "states": {n: frozen.digest(needed[n]) for n in ("clusters", "fit")}}  # by content: fitted or frozen alike
+    files = _embed_files_by_piece(needed["embed"])
+    keys = {src: partitions.derived_key("score", reads, f"{src}:{_rows_digest(fs, duplicates)}") for src, fs in files.items()}
+    todo = [src for src, k in keys.items() if not store.done("score", k)]
+    ctx.progress.add(sum(store.facts("score", k)["rows"] for src, k in keys.items() if src not in todo))
+    if todo:
+        owners: dict[str, list] = {}
+        for src in todo:
+            store.staging("score", keys[src])
+            p = store.facts("embed", src.removeprefix("embed-"))["partition"]
+            owners.setdefault(p["path"], []).append((p["range"][0], p["range"][1], f"{partitions.TMP_PREFIX}score-{keys[src]}"))
+        scorers = Scorers.build(Clusters.load(needed["clusters"]), FittedScorers.load(needed["fit"]), s.scorers, duplicates, ctx.lift.numeric)
+        ds = ray.data.read_parquet([str(f) for src in todo for f in files[src]]).map_batches(score_batch, fn_args=[scorers, ctx.progress.counter], batch_format="pyarrow", batch_size=4096)
+        written: dict[str, int] = {}
+        for w in ds.map_batches(_store_scores, fn_kwargs={"owners": owners, "root": str(store.root)}, batch_format="pyarrow").take_all():
+            for piece, n in json.loads(w["pieces"]).items():
+                written[piece] = written.get(piece, 0) + n
+        for src in todo:
+            store.commit("score", keys[src], {"rows": written.get(f"{partitions.TMP_PREFIX}score-{keys[src]}", 0)})
+    pieces = [f"score-{keys[src]}" for src in files]
+    _assemble([f for name in pieces for f in sorted((store.root / name).glob("*.parquet"))], d / "data", np.zeros(0, np.int64), {}, "")
+    (d / partitions.LIST).write_text(json.dumps(pieces))
+    return {"rows": row_count(d / "data"), "partitions": len(pieces), "partitions_reused": len(pieces) - len(todo)}
+
+
+def _store_scores(batch: pa.Table, owners: dict, root: str) -> pa.Table:
+    """Ray task: scored rows into their partition's score piece."""
+    return pa.table({"pieces": [json.dumps(partitions.write_rows(batch, owners, root))]})
+
+
+def _embed_files_by_piece(embed_dir: Path) -> dict[str, list[Path]]:
+    """The embed phase's data files (hard links to its pieces' files, or copies with repeated ids marked) by piece, in input order."""
+    found: dict[str, list[Path]] = {name: [] for name in json.loads((embed_dir / partitions.LIST).read_text())}
+    for f in sorted((embed_dir / "data").glob("*.parquet")):
+        found[f"embed-{f.stem.split('-', 2)[2]}"].append(f)
+    return found
+
+
+def _rows_digest(files: list[Path], duplicates: list[DuplicateMap]) -> str:
+    """What a score piece depends on besides its embed piece and the states: its rows' ids and validity (a repeated id
+    is marked by another file) and the duplicate flags the maps give them."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in files:
+        t = pq.read_table(f, columns=[S.DOC_ID, S.INVALID_REASON])
+        for m in duplicates:
+            t = m.transform(t)
+        for c in t.columns:
+            h.update(json.dumps(c.to_pylist()).encode())
+    return h.hexdigest()[:16]
 
 
 def select_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:

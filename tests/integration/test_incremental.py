@@ -105,7 +105,8 @@ def test_frozen_states_keep_old_scores_and_the_selection_equals_a_from_scratch_r
     grow(corpus)
     frozen = {"from_run": str(tmp_path / "night-1")}
     dsir = {"dsir": {"target": {"paths": [str(corpus / "part-0.parquet")]}}}
-    second = _quiet(make_spec(corpus, tmp_path / "night-2", selection=budget, scorers=dsir, fit=frozen))
+    second = _quiet(make_spec(corpus, tmp_path / "night-2", selection=budget, scorers=dsir, fit=frozen, output={"work_dir": str(tmp_path / "night-1.work")}))
+    assert (second["timings"]["score"]["partitions"], second["timings"]["score"]["partitions_reused"]) == (4, 1)  # part-0 scored by night 1, by the same states
     assert second["timings"]["fit"]["frozen_from"] == str((tmp_path / "night-1" / "state" / "fit").resolve()) and "inertia" not in second["timings"]["clusters"]  # copied, not fitted
     before, after = _scores(tmp_path / "night-1"), _scores(tmp_path / "night-2")
     unchanged = set(pq.read_table(corpus / "part-0.parquet", columns=["id"]).column("id").to_pylist())
