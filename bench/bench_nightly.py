@@ -93,14 +93,16 @@ def main() -> None:
 
     print(f"# {platform.node()}, {os.cpu_count()} CPUs, {args.docs:,} demo documents in {args.files} files + {new:,} new ({args.growth:.0%}), "
           f"embedder {args.model}, one local Ray for all jobs")
-    print("| job | wall s | vs full | input docs | partitions reused | embedded | cache hits | phase seconds (r = reused) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    print("| job | wall s | vs full | input docs | partitions reused | score pieces reused | embedded | cache hits | phase seconds (r = reused) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for name, secs, m in (("first run (fits)", base_s, base), ("incremental (+10%, frozen)", inc_s, inc), ("rerun, no new data", rerun_s, rerun),
                           ("full run of the grown corpus", full_s, full)):
-        r = m["reuse"]
-        print(f"| {name} | {secs:.1f} | {secs / full_s:.3f} | {m['counts']['input']:,} | {r['partitions_reused']}/{r['partitions']} | {r['embedded']:,} | {r['cache_hits']:,} | {phases(m)} |")
+        r, sc = m["reuse"], m["timings"]["score"]
+        scored = "all" if sc.get("reused") else f"{sc['partitions_reused']}/{sc['partitions']}"
+        print(f"| {name} | {secs:.1f} | {secs / full_s:.3f} | {m['counts']['input']:,} | {r['partitions_reused']}/{r['partitions']} | {scored} | {r['embedded']:,} | {r['cache_hits']:,} | {phases(m)} |")
     ch = inc["changes"]
-    print(f"\nincremental version vs the first: +{ch['added']:,} -{ch['dropped']:,} ={ch['kept']:,}; drift {inc['drift']['far_share']}")
+    print(f"\nincremental version vs the first: +{ch['added']:,} -{ch['dropped']:,} ={ch['kept']:,}; drift {inc['drift']['far_share']}; "
+          f"pool index {inc['dedup']['index']}, duplicates of an earlier run's document {inc['dedup']['of_earlier_runs']:,}")
 
 
 if __name__ == "__main__":

@@ -377,23 +377,31 @@ def score_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
     todo = [src for src, k in keys.items() if not store.done("score", k)]
     ctx.progress.add(sum(store.facts("score", k)["rows"] for src, k in keys.items() if src not in todo))
     if todo:
-        owners: dict[str, list] = {}
-        for src in todo:
-            store.staging("score", keys[src])
-            p = store.facts("embed", src.removeprefix("embed-"))["partition"]
-            owners.setdefault(p["path"], []).append((p["range"][0], p["range"][1], f"{partitions.TMP_PREFIX}score-{keys[src]}"))
-        scorers = Scorers.build(Clusters.load(needed["clusters"]), FittedScorers.load(needed["fit"]), s.scorers, duplicates, ctx.lift.numeric)
-        ds = ray.data.read_parquet([str(f) for src in todo for f in files[src]]).map_batches(score_batch, fn_args=[scorers, ctx.progress.counter], batch_format="pyarrow", batch_size=4096)
-        written: dict[str, int] = {}
-        for w in ds.map_batches(_store_scores, fn_kwargs={"owners": owners, "root": str(store.root)}, batch_format="pyarrow").take_all():
-            for piece, n in json.loads(w["pieces"]).items():
-                written[piece] = written.get(piece, 0) + n
-        for src in todo:
-            store.commit("score", keys[src], {"rows": written.get(f"{partitions.TMP_PREFIX}score-{keys[src]}", 0)})
+        _score_pieces(ctx, s, needed, duplicates, {src: (keys[src], files[src]) for src in todo}, store)
     pieces = [f"score-{keys[src]}" for src in files]
     _assemble([f for name in pieces for f in sorted((store.root / name).glob("*.parquet"))], d / "data", np.zeros(0, np.int64), {}, "")
     (d / partitions.LIST).write_text(json.dumps(pieces))
     return {"rows": row_count(d / "data"), "partitions": len(pieces), "partitions_reused": len(pieces) - len(todo)}
+
+
+def _score_pieces(ctx: Context, s: Slice, needed: dict, duplicates: list[DuplicateMap], todo: dict[str, tuple[str, list[Path]]], store: partitions.PieceStore) -> None:
+    """Score the embed pieces in `todo` (name -> (score piece key, its data files)) in one Ray Data pass, each row written into its partition's score piece."""
+    owners: dict[str, list] = {}
+    for src, (key, _) in todo.items():
+        store.staging("score", key)
+        p = store.facts("embed", src.removeprefix("embed-"))["partition"]
+        owners.setdefault(p["path"], []).append((p["range"][0], p["range"][1], f"{partitions.TMP_PREFIX}score-{key}"))
+    written: dict[str, int] = {}
+    files = [str(f) for _, fs in todo.values() for f in fs]
+    if files:
+        scorers = Scorers.build(Clusters.load(needed["clusters"]), FittedScorers.load(needed["fit"]), s.scorers, duplicates, ctx.lift.numeric)
+        # a read task per file: Ray's default split (200 blocks at least) costs seconds on a small night
+        ds = ray.data.read_parquet(files, override_num_blocks=len(files)).map_batches(score_batch, fn_args=[scorers, ctx.progress.counter], batch_format="pyarrow", batch_size=4096)
+        for w in ds.map_batches(_store_scores, fn_kwargs={"owners": owners, "root": str(store.root)}, batch_format="pyarrow").take_all():
+            for piece, n in json.loads(w["pieces"]).items():
+                written[piece] = written.get(piece, 0) + n
+    for key, _ in todo.values():
+        store.commit("score", key, {"rows": written.get(f"{partitions.TMP_PREFIX}score-{key}", 0)})
 
 
 def _store_scores(batch: pa.Table, owners: dict, root: str) -> pa.Table:

@@ -188,3 +188,23 @@ def test_a_nightly_copy_in_any_file_names_the_document_the_pool_already_had(loca
     third = _quiet(spec)  # nothing new: the index grew by last night's documents only, so every phase is reused
     assert all(p["reused"] for p in third["phases"].values()), third["phases"]
     assert third["dedup"]["index"]["new"] == 0 and pq.read_table(tmp_path / "out" / "latest" / "duplicates.parquet").to_pylist() == matches
+
+
+def test_a_score_piece_is_rescored_when_its_rows_duplicate_flags_change(local_ray, tmp_path):
+    """Unversioned (no pool index: input order decides), a new file sorting first copies a part-0 document: part-0's
+    document is now the flagged one, so part-0's score piece is made anew while the untouched files' pieces are reused."""
+    corpus = write_corpus(tmp_path / "corpus", 300)
+    budget = {"budget": {"unit": "docs", "amount": 120}}
+    first = _quiet(make_spec(corpus, tmp_path / "night-1", selection=budget, scorers={"dedup": {}}))
+    part0 = pq.read_table(corpus / "part-0.parquet")
+    original = next(i for i in part0.column("id").to_pylist() if i not in _flags(tmp_path / "night-1.work", first))
+    copy = part0.filter(pa.array([i == original for i in part0.column("id").to_pylist()]))
+    pq.write_table(copy.set_column(0, "id", pa.array(["early-0"])), corpus / "a-early.parquet")
+
+    night = {"from_run": str(tmp_path / "night-1")}
+    second = _quiet(make_spec(corpus, tmp_path / "night-2", selection=budget, scorers={"dedup": {}}, fit=night, output={"work_dir": str(tmp_path / "night-1.work")}))
+    assert (second["timings"]["score"]["partitions"], second["timings"]["score"]["partitions_reused"]) == (4, 2)  # part-1, part-2
+    flags = _flags(tmp_path / "night-1.work", second)
+    assert flags[original] == "early-0" and "early-0" not in flags
+    scratch = _quiet(make_spec(corpus, tmp_path / "scratch", selection=budget, scorers={"dedup": {}}, fit=night, output={"work_dir": str(tmp_path / "scratch.work")}))
+    assert _flags(tmp_path / "scratch.work", scratch) == flags and selection(tmp_path / "night-2") == selection(tmp_path / "scratch")
