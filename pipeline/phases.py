@@ -4,9 +4,9 @@
               read -> validate -> signals -> embed (actor pool, content cache)
     clusters  k-means + cluster sizes on a hash-ordered sample           reads clustering, seed      (or fit.from_run's, by content)
     fit       every fitted scorer of the registry (pipeline/scorers.py)  reads those scorers' specs and side corpora, seed  (or frozen)
-    dedup     exact + MinHash near duplicates                             reads scorers.dedup
+    dedup     exact + MinHash near duplicates (signature pieces)          reads scorers.dedup, the pool's arrivals' order (pipeline/seen.py)
     semdedup  SemDeDup within each k-means cluster                        reads scorers.semdedup, seed
-    score     every score column, duplicate flags                         reads the unfitted scorers' specs (rules)
+    score     every score column, duplicate flags (a piece per partition)  reads the unfitted scorers' specs (rules)
     search    QuaDMix parameters from proxy runs (when selection.search)   reads selection, its validation files, seed  (or frozen)
     select    histograms -> strategy.fit -> doc_id + sel_* per file       reads selection (from_search by content), seed
               (subset strategies: a pick pass per group in between, pipeline/picks.py)
