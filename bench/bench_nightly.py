@@ -99,7 +99,8 @@ def main() -> None:
                           ("full run of the grown corpus", full_s, full)):
         r, sc = m["reuse"], m["timings"]["score"]
         scored = "all" if sc.get("reused") else f"{sc['partitions_reused']}/{sc['partitions']}"
-        print(f"| {name} | {secs:.1f} | {secs / full_s:.3f} | {m['counts']['input']:,} | {r['partitions_reused']}/{r['partitions']} | {scored} | {r['embedded']:,} | {r['cache_hits']:,} | {phases(m)} |")
+        print(f"| {name} | {secs:.1f} | {secs / full_s:.3f} | {m['counts']['input']:,} | {r['partitions_reused']}/{r['partitions']} | {scored} "
+              f"| {r['embedded']:,} | {r['cache_hits']:,} | {phases(m)} |")
     ch = inc["changes"]
     print(f"\nincremental version vs the first: +{ch['added']:,} -{ch['dropped']:,} ={ch['kept']:,}; drift {inc['drift']['far_share']}; "
           f"pool index {inc['dedup']['index']}, duplicates of an earlier run's document {inc['dedup']['of_earlier_runs']:,}")
