@@ -131,8 +131,9 @@ def check_plan(phases: list[Phase]) -> None:
 
 
 # What phase outputs hold; bumped when that changes, so an older work directory is never read as current
-# (5: embed is assembled from per-partition pieces; fitted phases may be frozen copies).
-LAYOUT_VERSION = 5
+# (5: embed is assembled from per-partition pieces; fitted phases may be frozen copies;
+#  6: embed pieces hold ids/ for the pool index, score is assembled from pieces).
+LAYOUT_VERSION = 6
 
 
 def phase_keys(phases: list[Phase], spec: Any, fingerprints: dict) -> dict[str, str | None]:
