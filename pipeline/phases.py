@@ -206,7 +206,7 @@ def _embed_pieces(ctx: Context, s: Slice, cfg: ValidateConfig, todo: list, store
                                                       batch_size=ctx.embedder.batch_size, memory=PREPARE_TASK_BYTES)
     owners: dict[str, list] = {}
     for p, k in todo:
-        store.staging("embed", k)
+        (store.staging("embed", k) / partitions.IDS).mkdir()  # present even when no row of the piece is valid
         owners.setdefault(p.path, []).append((p.lo, p.hi, f"{partitions.TMP_PREFIX}embed-{k}"))
     task = {"owners": owners, "root": str(store.root), "cache_dir": str(cache.dir)}
     written = _embedding(ctx, ds, cached=cached).map_batches(store_batch, fn_kwargs=task, batch_format="pyarrow").take_all()

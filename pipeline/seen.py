@@ -40,6 +40,7 @@ from thresher.operators import schema as S
 
 from . import ids, partitions, versions
 from .confine import Roots
+from .errors import JobError
 
 STATE = "dedup"  # under an output's state/
 INDEX = "index.parquet"
@@ -64,7 +65,11 @@ def read_index(path: Path, roots: Roots) -> pl.DataFrame:
 def pool(embed_dir: Path, work: Path, file_index: dict[str, int]) -> pl.DataFrame:
     """Every document of the pool (valid rows, the first of a repeated id) in input order: doc_id, text digest, input file, position."""
     store = partitions.PieceStore(work)
-    tables = [pq.read_table(f) for name in json.loads((embed_dir / partitions.LIST).read_text()) for f in store.ids_files(name)]
+    names = json.loads((embed_dir / partitions.LIST).read_text())
+    lacking = [n for n in names if not (store.root / n / partitions.IDS).is_dir()]
+    if lacking:
+        raise JobError(f"embed piece {lacking[0]} in {store.root} has no {partitions.IDS}/ (an older thresher made it); remove {store.root} and rerun")
+    tables = [pq.read_table(f) for name in names for f in store.ids_files(name)]
     schema = pa.schema([(S.DOC_ID, pa.string()), (S.INPUT_FILE, pa.string()), (S.INPUT_OFFSET, pa.int64()), *((c, pa.uint64()) for c in CONTENT)])
     t = pa.concat_tables([x.cast(schema) for x in tables]) if tables else schema.empty_table()
     df = pl.from_arrow(t).with_columns(pos=pl.Series(ids.positions(t, file_index), dtype=pl.Int64))
