@@ -55,7 +55,8 @@ def publish(spec: JobSpec, dirs: dict[str, Path | None], timings: dict, facts: d
         cleared = versions.clear_unpublished(out)
         if cleared:
             log(f"[write] removed {', '.join(cleared)}: left unpublished by a job stopped before it moved {out / versions.LATEST}")
-        version, previous = versions.new_id(), versions.current(out)
+        previous = versions.current(out)
+        version = versions.new_id(previous)
         staging, final = out / versions.VERSIONS / f"{versions.STAGING}{version}", out / versions.VERSIONS / version
     else:
         roots.makedirs("output.path", out.parent)

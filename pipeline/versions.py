@@ -40,9 +40,12 @@ STAGING = ".partial-"
 SOURCE_REMOVED = "source removed"
 
 
-def new_id() -> str:
-    """Sortable by time (UTC, to the second), unique by a random suffix."""
-    return f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+def new_id(previous: str | None = None) -> str:
+    """Sortable by time (UTC, to the millisecond), unique by a random suffix, and always after `previous` (two runs in
+    one millisecond, or a clock set back, get the previous id extended)."""
+    now = time.time()
+    vid = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(now))}{int(now * 1000) % 1000:03d}Z-{uuid.uuid4().hex[:6]}"
+    return vid if previous is None or vid > previous else f"{previous}.{uuid.uuid4().hex[:4]}"
 
 
 def current(out: Path) -> str | None:

@@ -37,3 +37,4 @@ def test_the_key_holds_the_order_not_the_run_numbers():
     night = base.with_columns(since=pl.Series([1, 2, 2]))
     later = base.with_columns(since=pl.Series([3, 7, 7]))  # the same order, other run numbers
     assert seen.fingerprint(night) == seen.fingerprint(later) != seen.fingerprint(base.with_columns(since=pl.Series([2, 1, 2])))
+
