@@ -44,7 +44,7 @@ from .errors import JobError
 
 STATE = "dedup"  # under an output's state/
 INDEX = "index.parquet"
-MATCHES = "duplicates.parquet"  # in the dedup phase directory and at the output's top level
+MATCHES = "duplicates.parquet"  # at the output's top level
 CONTENT = ("c0", "c1")  # the text digest's halves (content_cache.digests)
 SINCE = "since"
 
