@@ -373,6 +373,7 @@ def _init_ray(spec: JobSpec, progress: bool) -> None:
             # Workers inherit the driver's environment; a value the user set wins.
             cpus = spec.ray.num_cpus or os.cpu_count() or 1
             os.environ.setdefault("RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", str(min(32, cpus)))
+            _REAPER.append(reaper.watch())  # this Ray is the job's: it must not outlive the driver (before init: it tags the env)
             ray.init(
                 address="local",  # a new Ray for this job: without it ray.init() joins any cluster `ray start` left on this machine
                 num_cpus=spec.ray.num_cpus,
@@ -380,7 +381,6 @@ def _init_ray(spec: JobSpec, progress: bool) -> None:
                 include_dashboard=False,
                 log_to_driver=False,
             )
-            _REAPER.append(reaper.watch())  # this Ray is the job's: it must not outlive the driver
     dctx = ray.data.DataContext.get_current()
     # Without a limit Ray Data lets a fast reader run ahead of a slow embedder
     # until half the object store is full: memory then follows the corpus up

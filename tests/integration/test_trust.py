@@ -421,7 +421,7 @@ the one long enough to be caught on any machine; select can finish between
 two polls of the status file.
 
     A worker the raylet forks in that instant has no parent left to be found
-    through; the reaper finds it by the driver's session and process group.
+    through; the reaper finds it by the files it holds in the job.s Ray session directory.
     """
     import psutil
 
