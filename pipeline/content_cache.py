@@ -1,20 +1,22 @@
-"""The content cache: embeddings keyed by (a 128-bit digest of the text, the model's version), in Parquet.
+"""The content cache: per-document results keyed by (a 128-bit digest of the text, what computed them), in Parquet.
 
 Pieces (`pipeline/partitions.py`) make an unchanged partition free; this
 makes an unchanged *document* free wherever it turns up: in a rewritten
-file, moved to another file, or again under another id. Before a partition
-is embedded, a narrow pass digests its texts, the driver looks the digests
-up here, and the embedding actors are handed the vectors found, embedding
-only the rest; those are added to the cache as the pieces are written.
+file, moved to another file, or again under another id. Two namespaces use
+it: the embed phase's vectors (`embed-<model version>`) and the score phase's
+columns (`score-<states and scorers>`, `pipeline/scoring.py`). Before a
+partition is computed, the driver looks its rows' digests up here and the
+workers are handed the values found, computing only the rest; those are
+added to the cache as the pieces are written.
 
-Layout: DIR/embed-<model version>/<uuid>.parquet, columns h0, h1 (the
-digest's two halves, uint64) and emb. Files are written whole (temporary
-name, then a rename) and never changed, so any number of jobs may read and
-add at once; a digest may sit in more than one file (two jobs embedded the
-same new text), which costs space, never correctness. The digest is
-BLAKE2b-128 of the NFC-normalised UTF-8 text: canonically equivalent
-spellings are one text to a tokenizer, and to the cache. Nothing is evicted
-yet: remove the directory to reclaim it.
+Layout: DIR/<namespace>/<uuid>.parquet, columns h0, h1 (the digest's two
+halves, uint64) and the namespace's value columns. Files are written whole
+(temporary name, then a rename) and never changed, so any number of jobs may
+read and add at once; a digest may sit in more than one file (two jobs
+computed the same new text), which costs space, never correctness. The
+digest is BLAKE2b-128 of the NFC-normalised UTF-8 text: canonically
+equivalent spellings are one text to a tokenizer, and to the cache. Nothing
+is evicted yet: remove the directory to reclaim it.
 """
 
 from __future__ import annotations
@@ -48,17 +50,18 @@ def with_digests(batch: pa.Table) -> pa.Table:
 
 
 class ContentCache:
-    def __init__(self, root: Path, model_version: str):
-        self.dir = Path(root) / f"embed-{model_version}"
+    def __init__(self, root: Path, namespace: str):
+        self.dir = Path(root) / namespace
 
     def files(self) -> list[Path]:
         return sorted(self.dir.glob("*.parquet")) if self.dir.is_dir() else []
 
     def lookup(self, h0: np.ndarray, h1: np.ndarray) -> pa.Table:
-        """The cached (h0, h1, emb) of the given digests that are here, one row per digest found."""
+        """The cached rows (H0, H1, value columns) of the given digests that are here, one row per digest found."""
         files = self.files()
+        empty = pa.table({H0: pa.array([], pa.uint64()), H1: pa.array([], pa.uint64())})
         if not files or not len(h0):
-            return pa.table({H0: pa.array([], pa.uint64()), H1: pa.array([], pa.uint64())})
+            return empty
         wanted = pl.DataFrame({H0: h0, H1: h1}).unique()
         found = []
         for f in files:
@@ -66,23 +69,26 @@ class ContentCache:
             rows = index.join(wanted, on=[H0, H1], how="semi")
             if rows.height:
                 t = pq.read_table(f).take(pa.array(rows["_row"].to_numpy()))
-                found.append(t.rename_columns([H0, H1, S.EMB]))
+                found.append(t.rename_columns([H0, H1, *t.column_names[2:]]))
                 wanted = wanted.join(pl.from_arrow(t.select(["h0", "h1"])).rename({"h0": H0, "h1": H1}), on=[H0, H1], how="anti")
             if not wanted.height:
                 break
-        return pa.concat_tables(found) if found else pa.table({H0: pa.array([], pa.uint64()), H1: pa.array([], pa.uint64())})
+        return pa.concat_tables(found) if found else empty
 
 
-def add(batch: pa.Table, directory: str) -> None:
-    """Write the rows the stage embedded (MISS) of a batch as a new cache file (worker side)."""
-    if MISS not in batch.column_names:
-        return
-    new = batch.filter(batch.column(MISS))
-    if not new.num_rows:
+def write(rows: pa.Table, directory: str, values: list[str]) -> None:
+    """Add rows (carrying H0, H1 and the value columns) to a namespace as one new file (worker side)."""
+    if not rows.num_rows:
         return
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     name = uuid.uuid4().hex
     tmp = d / f".{name}.tmp"
-    pq.write_table(pa.table({"h0": new.column(H0), "h1": new.column(H1), "emb": new.column(S.EMB)}), tmp, compression="zstd")
+    pq.write_table(pa.table({"h0": rows.column(H0), "h1": rows.column(H1), **{v: rows.column(v) for v in values}}), tmp, compression="zstd")
     tmp.rename(d / f"{name}.parquet")
+
+
+def add(batch: pa.Table, directory: str) -> None:
+    """Write the rows the embedding stage embedded (MISS) of a batch to the embed namespace."""
+    if MISS in batch.column_names:
+        write(batch.filter(batch.column(MISS)), directory, [S.EMB])

@@ -50,10 +50,10 @@ from . import content_cache, frozen, ids, io, partitions, picks, seen
 from .confine import Roots
 from .errors import JobError
 from .events import OnEvent
-from .plan import Phase, Slice, WorkDir
+from .plan import LAYOUT_VERSION, Phase, Slice, WorkDir
 from .progress import PhaseProgress, count_rows
 from .scorers import SideInputs
-from .scoring import Clusters, FittedScorers, Scorers, fit_clusters, fit_scorers, score_batch, scorer_sample_columns
+from .scoring import HIT, Clusters, FittedScorers, Scorers, fit_clusters, fit_scorers, row_keys, score_batch, scorer_sample_columns
 from .search import search_phase
 from .settings import Settings
 from .spec import CorpusRef, EmbedderSpec, InputSpec, JobSpec
@@ -129,7 +129,7 @@ def _reads_semdedup(spec: JobSpec, fp: dict) -> Slice:
 
 
 def _reads_score(spec: JobSpec, fp: dict) -> Slice:
-    return Slice("score", scorers={n: s for n, s in spec.scorers.enabled() if not s.fitted})
+    return Slice("score", scorers={n: s for n, s in spec.scorers.enabled() if not s.fitted}, lang=spec.scorers.lang)  # lang: in the score cache's namespace
 
 
 def _reads_search(spec: JobSpec, fp: dict) -> Slice:
@@ -194,7 +194,7 @@ def embed_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
 def _embed_pieces(ctx: Context, s: Slice, cfg: ValidateConfig, todo: list, store: partitions.PieceStore) -> dict:
     """Compute the pieces of the partitions in `todo` in one pass: vectors the content cache has are reused, the rest embedded and added to it."""
     items = [item for p, _ in todo for item in p.items]
-    cache = content_cache.ContentCache(ctx.content_cache, model_version(ctx.model))
+    cache = content_cache.ContentCache(ctx.content_cache, f"embed-{model_version(ctx.model)}")
     cached = None
     if cache.files():  # a narrow pass first: which of these texts has the cache seen?
         digests = io.read_raw(ctx.inputs, cfg, items).map_batches(_valid_digests, fn_kwargs={"cfg": cfg}, batch_format="pyarrow", batch_size=ctx.embedder.batch_size)
@@ -376,37 +376,62 @@ def score_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
     keys = {src: partitions.derived_key("score", reads, f"{src}:{_rows_digest(fs, duplicates)}") for src, fs in files.items()}
     todo = [src for src, k in keys.items() if not store.done("score", k)]
     ctx.progress.add(sum(store.facts("score", k)["rows"] for src, k in keys.items() if src not in todo))
+    facts = {"scored": 0, "cache_hits": 0}
     if todo:
-        _score_pieces(ctx, s, needed, duplicates, {src: (keys[src], files[src]) for src in todo}, store)
+        facts = _score_pieces(ctx, s, reads, needed, duplicates, {src: (keys[src], files[src]) for src in todo}, store)
     pieces = [f"score-{keys[src]}" for src in files]
     _assemble([f for name in pieces for f in sorted((store.root / name).glob("*.parquet"))], d / "data", np.zeros(0, np.int64), {}, "")
     (d / partitions.LIST).write_text(json.dumps(pieces))
-    return {"rows": row_count(d / "data"), "partitions": len(pieces), "partitions_reused": len(pieces) - len(todo)}
+    return {"rows": row_count(d / "data"), "partitions": len(pieces), "partitions_reused": len(pieces) - len(todo), **facts}
 
 
-def _score_pieces(ctx: Context, s: Slice, needed: dict, duplicates: list[DuplicateMap], todo: dict[str, tuple[str, list[Path]]], store: partitions.PieceStore) -> None:
-    """Score the embed pieces in `todo` (name -> (score piece key, its data files)) in one Ray Data pass, each row written into its partition's score piece."""
+def _score_pieces(ctx: Context, s: Slice, reads: dict, needed: dict, duplicates: list[DuplicateMap], todo: dict[str, tuple[str, list[Path]]], store: partitions.PieceStore) -> dict:
+    """Score the embed pieces in `todo` (name -> (score piece key, its data files)) in one Ray Data pass, each row written
+    into its partition's score piece; rows the score cache has (by content, `scoring.row_keys`) are not scored again."""
     owners: dict[str, list] = {}
     for src, (key, _) in todo.items():
         store.staging("score", key)
         p = store.facts("embed", src.removeprefix("embed-"))["partition"]
         owners.setdefault(p["path"], []).append((p["range"][0], p["range"][1], f"{partitions.TMP_PREFIX}score-{key}"))
     written: dict[str, int] = {}
+    facts = {"scored": 0, "cache_hits": 0}
     files = [str(f) for _, fs in todo.values() for f in fs]
     if files:
         scorers = Scorers.build(Clusters.load(needed["clusters"]), FittedScorers.load(needed["fit"]), s.scorers, duplicates, ctx.lift.numeric)
+        # What a row's scores depend on besides its text and keyed columns: the states, the scorers, how the embed phase
+        # derived emb, signals and language from the text, and this code's layout.
+        namespace = {**reads, "keyed": scorers.keyed, "model": model_version(ctx.model), "layout": LAYOUT_VERSION}
+        cache = content_cache.ContentCache(ctx.content_cache, f"score-{partitions.derived_key('score-cache', namespace, '')}")
+        cached = _score_cache_lookup(cache, files, scorers.keyed)
+        task = {"scorers": scorers, "cached": cached, "cache_dir": str(cache.dir), "counter": ctx.progress.counter}
         # a read task per file: Ray's default split (200 blocks at least) costs seconds on a small night
-        ds = ray.data.read_parquet(files, override_num_blocks=len(files)).map_batches(score_batch, fn_args=[scorers, ctx.progress.counter], batch_format="pyarrow", batch_size=4096)
+        ds = ray.data.read_parquet(files, override_num_blocks=len(files)).map_batches(score_batch, fn_kwargs=task, batch_format="pyarrow", batch_size=4096)
         for w in ds.map_batches(_store_scores, fn_kwargs={"owners": owners, "root": str(store.root)}, batch_format="pyarrow").take_all():
             for piece, n in json.loads(w["pieces"]).items():
                 written[piece] = written.get(piece, 0) + n
+            facts["scored"] += w["scored"]
+            facts["cache_hits"] += w["hits"]
     for key, _ in todo.values():
         store.commit("score", key, {"rows": written.get(f"{partitions.TMP_PREFIX}score-{key}", 0)})
+    return facts
+
+
+def _score_cache_lookup(cache: content_cache.ContentCache, files: list[str], keyed: list[str]) -> pa.Table:
+    """What the score cache holds of the valid rows of these files (a narrow read of their texts), looked up on the driver."""
+    keys: list[tuple[np.ndarray, np.ndarray]] = []
+    for f in files if cache.files() else []:
+        t = pq.read_table(f, columns=[S.TEXT, S.INVALID_REASON, *keyed])
+        keys.append(row_keys(t.filter(t.column(S.INVALID_REASON).is_null()), keyed))
+    if not keys:
+        return cache.lookup(np.zeros(0, np.uint64), np.zeros(0, np.uint64))
+    return cache.lookup(np.concatenate([k[0] for k in keys]), np.concatenate([k[1] for k in keys]))
 
 
 def _store_scores(batch: pa.Table, owners: dict, root: str) -> pa.Table:
     """Ray task: scored rows into their partition's score piece."""
-    return pa.table({"pieces": [json.dumps(partitions.write_rows(batch, owners, root))]})
+    hits = int(pc.sum(batch.column(HIT)).as_py() or 0)
+    written = partitions.write_rows(batch, owners, root, drop=[HIT])
+    return pa.table({"pieces": [json.dumps(written)], "scored": [batch.num_rows - hits], "hits": [hits]})  # one row per batch
 
 
 def _embed_files_by_piece(embed_dir: Path) -> dict[str, list[Path]]:

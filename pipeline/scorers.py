@@ -11,6 +11,10 @@ the columns a job computes, the side corpora and the order the score phase
 applies them in. Adding a scorer touches its operator, its spec class and
 `register` (or the `SCORERS` tuple for a built-in one).
 
+A scorer's `transform` appends columns, each row's values a function of
+that row alone (its text, what the embed phase derived from it, and its
+`sample_columns`): the score cache (`pipeline/content_cache.py`) relies on it.
+
 Order matters only for the output's column order: scorers that read the
 embedding (`uses_embedding`) run first, then the embedding is dropped, then
 the others, each in registry order.
@@ -69,7 +73,8 @@ class ScorerSpec(Strict):
         raise NotImplementedError
 
     def sample_columns(self) -> set[str]:
-        """Columns of the embed phase's output its fit needs, besides doc_id, emb and the signals."""
+        """Columns of the embed phase's output it reads besides doc_id, emb and the signals: its fit sample holds them,
+        and the score cache keys a row by the text and these columns' values."""
         return set()
 
     def side_corpora(self) -> dict[str, CorpusRef]:

@@ -3,11 +3,13 @@
 Two phases fit them, so each refits only when what it reads changes:
 `fit_clusters` (k-means and the estimated cluster sizes; reads `clustering`)
 and `fit_scorers` (every fitted scorer of the registry, `pipeline/scorers.py`;
-reads their specs). `Scorers.score` runs in Ray tasks over every batch with both.
+reads their specs). `score_batch` maps them over every batch in Ray tasks, taking what the
+score cache (`pipeline/content_cache.py`, keyed by `row_keys`) already holds.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,11 +26,13 @@ from thresher.operators.kmeans import KMeans
 from thresher.operators.signals import SIGNALS
 from thresher.operators.validate import lift_json_keys
 
+from . import content_cache
 from .errors import JobError
 from .scorers import SCORERS, ScorerSpec, SideInputs
 from .spec import ClusteringSpec
 
 
+HIT = "_score_hit"  # set by `score_batch` on rows whose columns came from the score cache (never written to a piece)
 FAR_QUANTILE = 0.95  # drift: documents farther from their centroid than this share of the fitting sample was
 
 
@@ -90,6 +94,7 @@ class Scorers:
     rest: list  # the others, after `emb` is dropped
     duplicates: list[DuplicateMap] = field(default_factory=list)
     lift_numeric: list[str] = field(default_factory=list)  # JSONL keys the score columns read
+    keyed: list[str] = field(default_factory=list)  # input columns besides the text a row's scores depend on (`row_keys`)
 
     @classmethod
     def build(cls, clusters: Clusters, fitted: FittedScorers, unfitted: dict[str, ScorerSpec], duplicates: list[DuplicateMap], lift: list[str]) -> "Scorers":
@@ -97,11 +102,20 @@ class Scorers:
         for scorer in SCORERS:
             steps = [s for n, s in fitted.states.items() if fitted.scorer[n] == scorer.name] if scorer.fitted else [s for n, s in unfitted.items() if n == scorer.name]
             (embedded if scorer.uses_embedding else rest).extend(steps)
-        reads = {c for r in fitted.reads.values() for c in r}
-        return cls(clusters, embedded, rest, duplicates, [c for c in lift if c in reads])
+        reads = {c for r in fitted.reads.values() for c in r} | {c for s in unfitted.values() for c in s.sample_columns()}
+        lifted = [c for c in lift if c in reads]
+        keyed = sorted(reads - {S.TEXT, *lifted}) + (["metadata"] if lifted else [])  # a lifted key is read from the JSONL line's metadata
+        return cls(clusters, embedded, rest, duplicates, lifted, keyed)
 
-    def score(self, batch: pa.Table) -> pa.Table:
-        """Cluster, distance, size and rarity; every scorer; duplicate flags. Drops `emb`."""
+    def flag(self, scored: pa.Table) -> pa.Table:
+        """The duplicate flags: by doc_id, so never cached with the scores."""
+        for step in self.duplicates:
+            scored = step.transform(scored)
+        return scored
+
+    def content_scores(self, batch: pa.Table) -> pa.Table:
+        """Cluster, distance, size and rarity; every scorer. A function of each row's text (what the embed phase derived
+        from it: emb, signals, language) and its `keyed` columns, given the states: what the score cache holds."""
         emb = from_fixed_list(batch.column(S.EMB))
         invalid = ~np.asarray(batch.column(S.INVALID_REASON).is_null().to_numpy(zero_copy_only=False))
         cluster, dist = self.clusters.kmeans.transform(emb)
@@ -113,10 +127,7 @@ class Scorers:
         out = lift_json_keys(out.drop_columns([S.EMB]), numeric=self.lift_numeric)  # JSONL keys the scorers read, dropped below
         for step in self.rest:
             out = step.transform(out)
-        out = out.drop_columns(self.lift_numeric)
-        for step in self.duplicates:
-            out = step.transform(out)
-        return out
+        return out.drop_columns(self.lift_numeric)
 
 
 def fit_clusters(c: ClusteringSpec, seed: int, sample: pa.Table, pool_size: int) -> tuple[Clusters, dict]:
@@ -148,10 +159,50 @@ def scorer_sample_columns(scorers: dict[str, ScorerSpec]) -> list[str]:
     return [S.DOC_ID, S.INVALID_REASON, S.EMB, *SIGNALS, *extra]
 
 
-def score_batch(batch: pa.Table, scorers: Scorers, counter=None) -> pa.Table:
-    """The function Ray maps over batches (Ray passes the batch first); counts its rows for progress."""
+def row_keys(batch: pa.Table, keyed: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """A row's key in the score cache: its text's digest (`content_cache.digests`), or, when the scorers read other
+    input columns too, a BLAKE2b-128 of that digest and those columns' values."""
+    h0, h1 = content_cache.digests(batch.column(S.TEXT).to_pylist())
+    if not keyed:
+        return h0, h1
+    values = zip(*(batch.column(c).to_pylist() for c in keyed))
+    raw = b"".join(hashlib.blake2b(int(a).to_bytes(8, "little") + int(b).to_bytes(8, "little") + json.dumps(v, default=str).encode(), digest_size=16).digest()
+                   for a, b, v in zip(h0, h1, values))
+    halves = np.frombuffer(raw, dtype="<u8").reshape(-1, 2)
+    return halves[:, 0].copy(), halves[:, 1].copy()
+
+
+def score_batch(batch: pa.Table, scorers: Scorers, cached: pa.Table, cache_dir: str, counter=None) -> pa.Table:
+    """The function Ray maps over batches (Ray passes the batch first): every score column, then the duplicate flags;
+    drops `emb` and counts the batch's rows for progress.
+
+    Valid rows whose key (`row_keys`) is in `cached` (the driver's lookup in the score cache, `cache_dir`) take their
+    columns from it, marked HIT; the rest are scored, and the valid ones among them added to the cache.
+    """
     from .progress import count_rows
 
-    out = scorers.score(batch)
+    valid = np.asarray(batch.column(S.INVALID_REASON).is_null().to_numpy(zero_copy_only=False))
+    h0, h1 = row_keys(batch, scorers.keyed)
+    found = dict(zip(zip(cached.column(content_cache.H0).to_pylist(), cached.column(content_cache.H1).to_pylist()), range(cached.num_rows)))
+    row = np.array([found.get(k, -1) for k in zip(h0.tolist(), h1.tolist())], np.int64)
+    hit = valid & (row >= 0)
+    todo, taken = np.flatnonzero(~hit), np.flatnonzero(hit)
+    base = [c for c in batch.column_names if c != S.EMB]
+    parts = []
+    if todo.size:
+        scored = scorers.content_scores(batch.take(todo))
+        if scored.column_names[: len(base)] != base:
+            raise RuntimeError(f"a scorer reordered or replaced the batch's columns ({scored.column_names}); scorers may only append columns")
+        added, new = scored.column_names[len(base):], valid[todo]
+        rows = scored.filter(pa.array(new)).select(added)
+        content_cache.write(rows.append_column(content_cache.H0, pa.array(h0[todo][new])).append_column(content_cache.H1, pa.array(h1[todo][new])), cache_dir, added)
+        parts.append(scored)
+    if taken.size:
+        reused = batch.take(taken).drop_columns([S.EMB])
+        values = cached.take(pa.array(row[taken]))
+        for name in values.column_names[2:]:  # after H0, H1
+            reused = reused.append_column(name, values.column(name))
+        parts.append(reused.cast(parts[0].schema) if parts else reused)
+    merged = pa.concat_tables(parts).take(pa.array(np.argsort(np.concatenate([todo, taken]), kind="stable")))
     count_rows(counter, batch.num_rows)
-    return out
+    return scorers.flag(merged).append_column(HIT, pa.array(hit))

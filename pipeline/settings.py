@@ -37,7 +37,8 @@ class Settings(BaseSettings):
             "is the directory it started in).",
     )
 
-    content_cache: Path | None = Field(None, description="Embeddings by text digest and model version, shared by every job given the same directory (pipeline/content_cache.py); none = "
+    content_cache: Path | None = Field(None, description="Embeddings and score columns by text digest (and model version, or scoring states), shared by every job given the same "
+        "directory (pipeline/content_cache.py); none = "
         "WORK/content-cache, shared by the runs of one output.")
 
     def proxy_command(self, proxy: str) -> list[str]:

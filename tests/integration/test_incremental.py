@@ -102,7 +102,8 @@ def test_frozen_states_keep_old_scores_and_the_selection_equals_a_from_scratch_r
     budget = {"budget": {"unit": "docs", "amount": 120}}
     _quiet(make_spec(corpus, tmp_path / "night-1", selection=budget, scorers={"dsir": {"target": {"paths": [str(corpus / "part-0.parquet")]}}}))
     assert (tmp_path / "night-1" / "state" / "clusters").is_dir() and (tmp_path / "night-1" / "state" / "fit" / "scorers.json").exists()
-    grow(corpus)
+    scored_before = {unicodedata.normalize("NFC", t) for t in pq.read_table(corpus, columns=["text"]).column("text").to_pylist()}
+    changed = grow(corpus)
     frozen = {"from_run": str(tmp_path / "night-1")}
     dsir = {"dsir": {"target": {"paths": [str(corpus / "part-0.parquet")]}}}
     second = _quiet(make_spec(corpus, tmp_path / "night-2", selection=budget, scorers=dsir, fit=frozen, output={"work_dir": str(tmp_path / "night-1.work")}))
@@ -111,9 +112,15 @@ def test_frozen_states_keep_old_scores_and_the_selection_equals_a_from_scratch_r
     before, after = _scores(tmp_path / "night-1"), _scores(tmp_path / "night-2")
     unchanged = set(pq.read_table(corpus / "part-0.parquet", columns=["id"]).column("id").to_pylist())
     assert unchanged and all(after[d] == before[d] for d in unchanged)  # old documents keep every score, to the bit
+    # The score cache, from the input side: a row of a new or rewritten file whose text night 1 scored with these states is
+    # not scored again (part-1's unchanged texts, the copies of part-0 under new ids); the rest is.
+    texts = [unicodedata.normalize("NFC", t) for t in changed.values() for t in t.column("text").to_pylist()]
+    hits = sum(t in scored_before for t in texts)
+    assert hits == 95 and (second["timings"]["score"]["cache_hits"], second["timings"]["score"]["scored"]) == (hits, len(texts) - hits)
 
     scratch = _quiet(make_spec(corpus, tmp_path / "scratch", selection=budget, scorers=dsir, fit=frozen, output={"work_dir": str(tmp_path / "scratch.work")}))
     assert selection(tmp_path / "night-2") == selection(tmp_path / "scratch") and scratch["counts"] == second["counts"]
+    assert scratch["timings"]["score"]["cache_hits"] == 0 and _scores(tmp_path / "scratch") == after  # what the cache gave is what scoring gives
     assert sorted(places(tmp_path / "night-2")) == sorted(pq.read_table(corpus, columns=["id"]).column("id").to_pylist())
 
 
