@@ -216,6 +216,14 @@ def _pool_index(m: dict) -> list[str]:
     ]
 
 
+def _computed(m: dict) -> list[str]:
+    """What this run computed of the per-document work and what it reused (pieces, the content cache)."""
+    r, sc = m.get("reuse") or {}, m["timings"].get("score") or {}
+    scored, hits = (0, 0) if sc.get("reused") else (sc.get("scored", ""), sc.get("cache_hits", ""))
+    return [_table(["input partitions", "reused", "documents embedded", "vectors from the cache", "rows scored", "scores from the cache"],
+                   [[r.get("partitions", ""), r.get("partitions_reused", ""), r.get("embedded", ""), r.get("cache_hits", ""), scored, hits]])]
+
+
 def job_report(m: dict, search_dir: Path | None = None) -> str:
     """The HTML report of one published selection, from its manifest."""
     c = m["counts"]
@@ -250,6 +258,7 @@ def job_report(m: dict, search_dir: Path | None = None) -> str:
             "cluster entropy (normalised)", "Vendi score", colors=[POOL, SELECTION]),
         *_search(search_dir),
         "<h2>Phases</h2>",
+        *_computed(m),
         _table(["phase", "seconds", "reused"], [[k, v.get("seconds", ""), v.get("reused", False)] for k, v in m["timings"].items()]),
     ]
     return _page("thresher report", parts)

@@ -117,6 +117,8 @@ def test_frozen_states_keep_old_scores_and_the_selection_equals_a_from_scratch_r
     texts = [unicodedata.normalize("NFC", t) for t in changed.values() for t in t.column("text").to_pylist()]
     hits = sum(t in scored_before for t in texts)
     assert hits == 95 and (second["timings"]["score"]["cache_hits"], second["timings"]["score"]["scored"]) == (hits, len(texts) - hits)
+    report = (tmp_path / "night-2" / "report.html").read_text()
+    assert "scores from the cache" in report and f"<td>{len(texts) - hits}</td><td>{hits}</td>" in report
 
     scratch = _quiet(make_spec(corpus, tmp_path / "scratch", selection=budget, scorers=dsir, fit=frozen, output={"work_dir": str(tmp_path / "scratch.work")}))
     assert selection(tmp_path / "night-2") == selection(tmp_path / "scratch") and scratch["counts"] == second["counts"]
