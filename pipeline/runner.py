@@ -179,7 +179,8 @@ def _run_plan(ctx: Context, spec: JobSpec, progress: bool, force: set[str], t0: 
     fingerprints = _fingerprints(ctx.inputs, ctx.side, spec, ctx.settings)
     keys = phase_keys(PHASES, spec, fingerprints)
     forced = downstream(PHASES, force)
-    _init_ray(spec, progress)
+    t = time.perf_counter()
+    ctx.timings["ray"] = {**_init_ray(spec, progress), "seconds": round(time.perf_counter() - t, 3)}
     if handle_signals:
         stop_on_signals()
     t = time.perf_counter()
@@ -357,15 +358,20 @@ def lift_for(spec: JobSpec, inputs: io.InputFiles) -> Lift:
     return Lift(sorted({c for _, c, use in refs if use == "numeric"}), sorted({c for _, c, use in refs if use == "text"}))
 
 
-def _init_ray(spec: JobSpec, progress: bool) -> None:
+def _init_ray(spec: JobSpec, progress: bool) -> dict:
+    """Start or join the job's Ray; returns where it runs: the cluster's address (None for a local Ray it started, or
+    one already running in this process), its alive nodes and CPUs."""
     # Ray Data packs Parquet row groups into read tasks of this many uncompressed
     # bytes (default 128 MiB), and a fused read -> map -> write task holds its
     # whole output until the write (bench/RESULTS.md, memory): a smaller unit
     # bounds each worker.  Read on the driver when a read is planned.
     os.environ.setdefault("RAY_DATA_PARQUET_BIN_PACKING_BYTES", str(READ_TASK_BYTES))
+    address = None
     if not ray.is_initialized():
-        if spec.ray.address:
-            ray.init(address=spec.ray.address, log_to_driver=False)
+        # RAY_ADDRESS: Ray's own convention, set for the entrypoint of `ray job submit -- thresher run ...`
+        address = spec.ray.address or os.environ.get("RAY_ADDRESS")
+        if address:
+            ray.init(address=address, log_to_driver=False)
         else:
             # Ray Data indexes Parquet footers with 32 actors per read (one Python
             # process each) whatever the machine; on a laptop-sized local Ray that
@@ -373,7 +379,7 @@ def _init_ray(spec: JobSpec, progress: bool) -> None:
             # Workers inherit the driver's environment; a value the user set wins.
             cpus = spec.ray.num_cpus or os.cpu_count() or 1
             os.environ.setdefault("RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", str(min(32, cpus)))
-            _REAPER.append(reaper.watch())  # this Ray is the job's: it must not outlive the driver (before init: it tags the env)
+            _REAPER.append(reaper.watch())  # this Ray is the job's: it must not outlive the driver (before init: it watches Ray start)
             ray.init(
                 address="local",  # a new Ray for this job: without it ray.init() joins any cluster `ray start` left on this machine
                 num_cpus=spec.ray.num_cpus,
@@ -388,3 +394,4 @@ def _init_ray(spec: JobSpec, progress: bool) -> None:
     dctx.execution_options.resource_limits = ray.data.ExecutionResources(object_store_memory=spec.ray.buffer_mb * 2**20)
     dctx.enable_progress_bars = progress
     dctx.print_on_execution_start = False
+    return {"address": address, "nodes": sum(1 for n in ray.nodes() if n["Alive"]), "cpus": ray.cluster_resources().get("CPU", 0.0)}

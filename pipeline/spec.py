@@ -353,7 +353,8 @@ class OutputSpec(Strict):
 
 
 class RaySpec(Strict):
-    address: str | None = Field(None, description="Ray cluster address (ray://host:10001 or 'auto'); none = start a local Ray.")
+    address: str | None = Field(None, description="Ray cluster address (host:6379, ray://host:10001 or 'auto'); none = RAY_ADDRESS when set (as in a `ray job submit` entrypoint), "
+        "else start a local Ray.")
     num_cpus: int | None = Field(None, gt=0, description="CPUs for a local Ray; none = all cores. At least one more than embedder.actors x embedder.cpus_per_actor (so at least 2 with the defaults): "
         "the embedding actors hold theirs while read tasks need a whole CPU.")
     object_store_mb: int | None = Field(2048, gt=0, description="Object store size for a local Ray, MiB.")
