@@ -34,12 +34,15 @@ Mining of Massive Datasets ch. 3), vectorised over a whole batch:
 * LSH: `bands` x `rows` <= num_perm signature values; a band hashes to one
   uint64 key; two documents are candidates when any band key is equal.
 
-Default bands x rows = 16 x 8 rather than datasketch's optimum for threshold
-0.8 (9 x 13, see `lsh_params`): that optimum weighs false positives and
-negatives equally, so a pair at Jaccard 0.8 becomes a candidate with
-probability 0.40 and at 0.9 only 0.93. With 16 x 8 those are 0.95 and 0.9999,
-and the false candidates it adds (0.24 at Jaccard 0.6) are removed by the
-verification step: a candidate pair is united only when its estimated Jaccard
+Bands x rows follow the threshold (`lsh_for_threshold`): datasketch's and
+Data-Juicer's minimisation of the false-positive plus false-negative areas
+under the candidate-probability curve (`lsh_params`), weighted FP_WEIGHT :
+FN_WEIGHT = 0.05 : 0.95 rather than their 0.5 : 0.5. Every candidate is
+verified, so a false candidate costs one comparison while a missed pair is
+lost for good: at threshold 0.8 the equal weights give 9 x 13, where a pair
+at Jaccard 0.8 becomes a candidate with probability 0.40 and at 0.9 only
+0.93; these weights give 16 x 8 (0.95 and 0.9999), and the false candidates
+it adds (0.24 at Jaccard 0.6) are removed by the verification step: a candidate pair is united only when its estimated Jaccard
 (fraction of equal signature values) is >= `threshold`, the check
 datasketch-based pipelines run before trusting an LSH bucket. Within a bucket
 (one band, one key) each member is verified against the bucket's first member
@@ -59,6 +62,7 @@ twice the accumulated arrays (concatenation, reordering by rank).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 
@@ -245,6 +249,20 @@ def lsh_params(threshold: float, num_perm: int, fp_weight: float = 0.5, fn_weigh
     return best
 
 
+FP_WEIGHT, FN_WEIGHT = 0.05, 0.95  # see the module's docstring: candidates are verified, misses are lost
+
+
+@functools.lru_cache(maxsize=64)
+def lsh_for_threshold(threshold: float, num_perm: int) -> tuple[int, int]:
+    """The (bands, rows) a near-duplicate finder uses at this threshold: `lsh_params` with FP_WEIGHT and FN_WEIGHT."""
+    return lsh_params(threshold, num_perm, FP_WEIGHT, FN_WEIGHT)
+
+
+def candidate_probability(similarity: float, bands: int, rows: int) -> float:
+    """The chance two documents at this Jaccard similarity share at least one band: 1 - (1 - s^r)^b."""
+    return 1.0 - (1.0 - similarity**rows) ** bands
+
+
 def connected_min_labels(n: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Union-find over edges (u, v), vectorised: each node's label is the smallest
     node of its connected component (hook the larger root under the smaller,
@@ -383,11 +401,16 @@ class NearDuplicates(DuplicateMap):
         threshold: float = 0.8,
         num_perm: int = 128,
         ngram: int = 5,
-        bands: int = 16,
-        rows: int = 8,
+        bands: int | None = None,
+        rows: int | None = None,
         seed: int = 1,
         verify: bool = True,
     ):
+        """bands and rows: both, or neither to derive them from the threshold (`lsh_for_threshold`)."""
+        if (bands is None) != (rows is None):
+            raise ValueError("give both bands and rows, or neither (derived from the threshold)")
+        if bands is None:
+            bands, rows = lsh_for_threshold(threshold, num_perm)
         if bands * rows > num_perm:
             raise ValueError(f"bands x rows = {bands * rows} exceeds num_perm = {num_perm}")
         self.threshold, self.num_perm, self.ngram = threshold, num_perm, ngram

@@ -128,7 +128,7 @@ def publish(spec: JobSpec, dirs: dict[str, Path | None], timings: dict, facts: d
 
 
 def _dedup_facts(phase: dict) -> dict:
-    return {k: phase[k] for k in ("exact_duplicates", "near_duplicates") if k in phase}
+    return {k: phase[k] for k in ("exact_duplicates", "near_duplicates", "lsh") if k in phase}
 
 
 def _drift(score_dir: Path, clusters_dir: Path) -> dict:

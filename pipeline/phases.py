@@ -36,7 +36,7 @@ import ray
 import ray.data
 
 from thresher.operators import schema as S
-from thresher.operators.dedup import DuplicateMap, ExactDuplicates, NearDuplicates
+from thresher.operators.dedup import DuplicateMap, ExactDuplicates, NearDuplicates, candidate_probability
 from thresher.operators.embed import Embedder, ModelRef, embed_batch, from_fixed_list, model_version, to_fixed_list
 from thresher.operators.histogram import DomainHistograms
 from thresher.operators.kmeans import KMeans
@@ -292,7 +292,7 @@ def dedup_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
     earliest run is kept (pipeline/seen.py), then the first in input order: a copy arriving tonight names the document
     the pool already had (the output's duplicates.parquet names its doc_id and input file)."""
     p = s.dedup
-    finders = [(n, f) for n, f, on in (("exact", ExactDuplicates(), p.exact), ("near", NearDuplicates(p.threshold, p.num_perm, p.ngram), p.near)) if on]
+    finders = [(n, f) for n, f, on in (("exact", ExactDuplicates(), p.exact), ("near", NearDuplicates(p.threshold, p.num_perm, p.ngram, p.bands, p.rows), p.near)) if on]
     store = partitions.PieceStore(ctx.work.path)
     sources = json.loads((needed["embed"] / partitions.LIST).read_text())
     reads = {"exact": p.exact, "near": {"num_perm": p.num_perm, "ngram": p.ngram} if p.near else None}
@@ -320,6 +320,9 @@ def dedup_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
         f.resolve()
         f.save(d / name)
         info[f"{name}_duplicates"] = len(f.duplicate_ids_)
+        if name == "near":
+            info["lsh"] = {"bands": f.bands, "rows": f.rows, "chosen": "spec" if p.bands else "from threshold",
+                           "candidate_probability_at_threshold": round(candidate_probability(p.threshold, f.bands, f.rows), 4)}
     return info
 
 

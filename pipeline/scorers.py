@@ -266,6 +266,17 @@ class DedupSpec(Strict):
     threshold: float = Field(0.8, gt=0, le=1, description="Jaccard similarity of word shingles above which documents are near duplicates.")
     num_perm: int = Field(128, gt=0, description="MinHash permutations.")
     ngram: int = Field(5, gt=0, description="Words per shingle.")
+    bands: int | None = Field(None, gt=0, description="LSH bands; with rows, overrides the choice from the threshold (false-positive / false-negative areas weighted 1:19, "
+        "operators/dedup.py: 16 x 8 at 0.8); none = that choice. The manifest's dedup.lsh shows what was used.")
+    rows: int | None = Field(None, gt=0, description="Signature values per LSH band; given with bands (bands x rows <= num_perm).")
+
+    @model_validator(mode="after")
+    def _bands_and_rows(self) -> "DedupSpec":
+        if (self.bands is None) != (self.rows is None):
+            raise ValueError("give bands and rows together, or neither (chosen from the threshold)")
+        if self.bands is not None and self.bands * self.rows > self.num_perm:
+            raise ValueError(f"bands x rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}")
+        return self
 
 
 class SemDeDupSpec(Strict):

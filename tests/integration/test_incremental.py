@@ -56,6 +56,7 @@ def test_a_grown_corpus_embeds_only_its_new_and_changed_documents(local_ray, tmp
     spec = make_spec(corpus, tmp_path / "out", output={"overwrite": True}, selection={"budget": {"unit": "docs", "amount": 120}}, scorers={"dedup": {}})
     first = _quiet(spec)
     assert first["reuse"] == {"partitions": 3, "partitions_reused": 0, "embedded": 300, "cache_hits": 0}
+    assert first["dedup"]["lsh"] == {"bands": 16, "rows": 8, "chosen": "from threshold", "candidate_probability_at_threshold": 0.947}  # 1 - (1 - 0.8^8)^16
     seen = {unicodedata.normalize("NFC", t) for t in pq.read_table(corpus, columns=["text"]).column("text").to_pylist()}
 
     changed = grow(corpus)

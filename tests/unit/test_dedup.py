@@ -4,12 +4,15 @@ import pytest
 
 from thresher.operators import schema as S
 from thresher.operators.dedup import (
+    FN_WEIGHT,
+    FP_WEIGHT,
     ExactDuplicates,
     NearDuplicates,
     _universal_hash,
     connected_min_labels,
     estimated_jaccard,
     lsh_band_keys,
+    lsh_for_threshold,
     lsh_params,
     minhash_signatures,
     normalise_text,
@@ -214,3 +217,32 @@ def test_the_document_of_the_smallest_rank_is_kept_then_the_smallest_doc_id():
     plain = ExactDuplicates()
     plain.add(batch)  # no ranks: the smallest doc_id is kept
     assert plain.resolve() == {"b-old": "a-copy", "c-copy": "a-copy"}
+
+
+def _areas(b: int, r: int, t):
+    """The false-positive and false-negative areas of (b, r) at threshold t, integrated exactly (binomial expansion)."""
+    from fractions import Fraction
+    from math import comb
+
+    fp = -sum(Fraction(comb(b, k) * (-1) ** k) * t ** (r * k + 1) / (r * k + 1) for k in range(1, b + 1))
+    fn = sum(Fraction(comb(b, k) * (-1) ** k) * (1 - t ** (r * k + 1)) / (r * k + 1) for k in range(b + 1))
+    return fp, fn
+
+
+def test_bands_and_rows_minimise_the_weighted_areas_as_integrated_by_hand():
+    from fractions import Fraction
+
+    for t, num_perm in ((Fraction(4, 5), 12), (Fraction(1, 2), 12), (Fraction(7, 10), 20)):
+        pairs = [(b, r) for b in range(1, num_perm + 1) for r in range(1, num_perm // b + 1)]
+        for wp, wn, chosen in ((Fraction(1, 2), Fraction(1, 2), lsh_params(float(t), num_perm)), (Fraction(1, 20), Fraction(19, 20), lsh_for_threshold(float(t), num_perm))):
+            errors = {p: wp * a + wn * m for p, (a, m) in ((p, _areas(*p, t)) for p in pairs)}
+            assert chosen == min(errors, key=errors.get), (t, num_perm, wp)
+    assert (FP_WEIGHT, FN_WEIGHT) == (0.05, 0.95) and lsh_for_threshold(0.8, 128) == (16, 8)  # the defaults' choice
+    assert lsh_for_threshold(0.5, 128)[1] < lsh_for_threshold(0.9, 128)[1]  # a lower threshold: shorter bands, more candidates
+
+
+def test_a_finder_takes_its_bands_from_the_threshold_unless_given_both():
+    a, b = NearDuplicates(threshold=0.5), NearDuplicates(threshold=0.5, bands=4, rows=8)
+    assert (a.bands, a.rows) == lsh_for_threshold(0.5, 128) and (b.bands, b.rows) == (4, 8)
+    with pytest.raises(ValueError, match="both bands and rows"):
+        NearDuplicates(bands=4)

@@ -19,6 +19,8 @@ def test_defaults_fill_in():
         ({"embedder": {"modle": "minilm"}}, "embedder.modle"),
         ({"input": {"paths": []}}, "input.paths"),
         ({"selection": {"quadmix": {"omega": 2}}}, "selection.quadmix.omega"),
+        ({"scorers": {"dedup": {"bands": 8}}}, "scorers.dedup"),  # bands without rows
+        ({"scorers": {"dedup": {"bands": 32, "rows": 8}}}, "scorers.dedup"),  # 256 > num_perm
     ],
 )
 def test_invalid_spec_names_the_field(patch, field):
