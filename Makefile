@@ -36,6 +36,7 @@ bench: setup
 	$(BIN)/python bench/bench_selection_fit.py
 	$(BIN)/python bench/bench_workdir.py
 	$(BIN)/python bench/bench_nightly.py
+	$(BIN)/python bench/bench_neardup.py
 
 clean:
 	rm -rf $(DEMO) bench/out
