@@ -266,8 +266,28 @@ def clusters_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
     valid = valid_rows(needed["embed"])
     sample = fit_sample(needed["embed"], [S.DOC_ID, S.INVALID_REASON, S.EMB], s.clustering.sample_size, valid, s.seed, ctx.lift, ctx.progress)
     clusters, info = fit_clusters(s.clustering, s.seed, sample, valid)
+    if sample.num_rows < valid:  # the sample's shares only estimate the pool's: count every document's cluster
+        clusters.sizes = _count_clusters(needed["embed"], clusters.kmeans)
+    info["sizes"] = "counted over the pool" if sample.num_rows < valid else "the sample is the pool"
     clusters.save(d)
     return {"rows": sample.num_rows, **info}
+
+
+def _count_clusters(embed_dir: Path, kmeans: KMeans) -> np.ndarray:
+    """Documents per cluster over every valid document: a Ray Data pass over the vectors, one bincount per batch summed on the driver."""
+    files = [str(f) for f in sorted((embed_dir / "data").glob("*.parquet"))]
+    ds = ray.data.read_parquet(files, columns=[S.INVALID_REASON, S.EMB], override_num_blocks=len(files))
+    counts = np.zeros(kmeans.centroids_.shape[0], np.int64)
+    for row in ds.map_batches(cluster_counts, fn_kwargs={"kmeans": kmeans}, batch_format="pyarrow", batch_size=8192).iter_rows():
+        counts += np.asarray(row["counts"], np.int64)
+    return counts
+
+
+def cluster_counts(batch: pa.Table, kmeans: KMeans) -> pa.Table:
+    """Ray task: a batch's valid documents per cluster (one row)."""
+    valid = batch.filter(batch.column(S.INVALID_REASON).is_null())
+    assigned = kmeans.transform(from_fixed_list(valid.column(S.EMB)))[0] if valid.num_rows else np.zeros(0, np.int64)
+    return pa.table({"counts": [np.bincount(assigned, minlength=kmeans.centroids_.shape[0]).tolist()]})
 
 
 def fit_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:

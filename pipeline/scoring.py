@@ -39,7 +39,7 @@ FAR_QUANTILE = 0.95  # drift: documents farther from their centroid than this sh
 @dataclass
 class Clusters:
     kmeans: KMeans
-    sizes: np.ndarray  # estimated documents per cluster in the pool
+    sizes: np.ndarray  # documents per cluster in the pool (counted by the clusters phase when the sample is not the pool)
     far: float | None = None  # the FAR_QUANTILE of the fitting sample's centroid distances (None in states made before it was kept)
 
     def save(self, d: Path) -> None:
@@ -131,7 +131,8 @@ class Scorers:
 
 
 def fit_clusters(c: ClusteringSpec, seed: int, sample: pa.Table, pool_size: int) -> tuple[Clusters, dict]:
-    """k-means on the sample (in hash order); cluster sizes estimated from the sample's assignments."""
+    """k-means on the sample (in hash order); cluster sizes estimated from the sample's assignments (exact when the
+    sample is the pool; the clusters phase counts them otherwise)."""
     emb = from_fixed_list(sample.column(S.EMB))
     km = KMeans(c.n_clusters, c.n_iter, c.n_redo, seed=seed).fit(emb)
     assigned, dist = km.transform(emb)
