@@ -190,7 +190,7 @@ def score_batch(batch: pa.Table, scorers: Scorers, cached: pa.Table, cache_dir: 
     todo, taken = np.flatnonzero(~hit), np.flatnonzero(hit)
     base = [c for c in batch.column_names if c != S.EMB]
     parts = []
-    if todo.size:
+    if todo.size or not taken.size:  # (an empty batch is scored as it is, for its schema)
         scored = scorers.content_scores(batch.take(todo))
         if scored.column_names[: len(base)] != base:
             raise RuntimeError(f"a scorer reordered or replaced the batch's columns ({scored.column_names}); scorers may only append columns")
