@@ -263,6 +263,58 @@ def candidate_probability(similarity: float, bands: int, rows: int) -> float:
     return 1.0 - (1.0 - similarity**rows) ** bands
 
 
+def bucket_pairs(rank: np.ndarray, *bucket: np.ndarray) -> np.ndarray:
+    """(lo, hi) rank pairs of rows in one bucket (equal values in every `bucket` array): each member with its
+    bucket's first member and with its predecessor, both in rank order. Linear in a bucket's size, and a bucket's
+    pairs depend on its members alone, so buckets can be paired wherever they are gathered."""
+    rank = np.asarray(rank, np.int64)
+    if len(rank) < 2:
+        return np.zeros((0, 2), np.int64)
+    order = np.lexsort((rank, *reversed(bucket)))  # the last key sorts first
+    r = rank[order]
+    cont = np.ones(len(r) - 1, bool)
+    for b in bucket:
+        b = np.asarray(b)[order]
+        cont &= b[1:] == b[:-1]
+    same = np.flatnonzero(cont) + 1  # sorted positions continuing a bucket
+    run_start = np.maximum.accumulate(np.where(np.r_[True, ~cont], np.arange(len(r)), 0))
+    return np.concatenate([np.stack([r[run_start[same]], r[same]], axis=1), np.stack([r[same - 1], r[same]], axis=1)])
+
+
+def unique_pairs(pairs: np.ndarray) -> np.ndarray:
+    """Distinct rows of an (m, 2) int64 array, sorted."""
+    if len(pairs) == 0:
+        return np.zeros((0, 2), np.int64)
+    return np.unique(np.asarray(pairs, np.int64), axis=0)
+
+
+def large_star(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Kiveris et al. 2014 (Connected Components in MapReduce and Beyond), large-star: given every edge of the
+    nodes u it names (both directions present), connect each neighbour v > u to m(u) = min(u, N(u))."""
+    m = _min_neighbour(u, v, v)
+    keep = v > u
+    return v[keep], m[keep]
+
+
+def small_star(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Kiveris et al. 2014, small-star: with N-(u) = {v in N(u), v <= u} and m = min(u, N-(u)), connect u and
+    every v in N-(u) to m (edges to itself dropped)."""
+    low = v <= u
+    m = _min_neighbour(u, v, np.where(low, v, u))
+    a = np.concatenate([v[low], u])
+    b = np.concatenate([m[low], m])
+    keep = a != b
+    return a[keep], b[keep]
+
+
+def _min_neighbour(u: np.ndarray, v: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """For each edge, min(u, candidates over u's edges), for its u."""
+    nodes, inv = np.unique(u, return_inverse=True)
+    m = nodes.copy()
+    np.minimum.at(m, inv, candidates)
+    return m[inv]
+
+
 def connected_min_labels(n: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Union-find over edges (u, v), vectorised: each node's label is the smallest
     node of its connected component (hook the larger root under the smaller,
@@ -335,6 +387,13 @@ class DuplicateMap(Fitted):
         self.kept_ids_ = ids.take(pa.array(labels[dup], pa.int64()))
         self._reset()
         return dict(zip(self.duplicate_ids_.to_pylist(), self.kept_ids_.to_pylist()))
+
+    def set_pairs(self, duplicate_ids: pa.Array, kept_ids: pa.Array) -> "DuplicateMap":
+        """Take decisions made elsewhere (a grouped or distributed pass): each duplicate's doc_id and the kept one's."""
+        self.duplicate_ids_ = duplicate_ids.cast(pa.string())
+        self.kept_ids_ = kept_ids.cast(pa.string())
+        self._reset()
+        return self
 
     def transform(self, batch: pa.Table) -> pa.Table:
         """Append `<flag>` (bool) and `<flag>_of` (kept doc_id, null for kept/unique docs)."""
@@ -433,26 +492,13 @@ class NearDuplicates(DuplicateMap):
         self._keep(ids, sig if self.verify else lsh_band_keys(sig, self.bands, self.rows), rank)
 
     def candidate_pairs(self, band_keys_of) -> np.ndarray:
-        """Unique (lo, hi) rank pairs sharing a band key: each bucket member with the bucket's
-        first member and with its predecessor (both in rank order)."""
+        """Unique (lo, hi) rank pairs sharing a band key (`bucket_pairs`, band by band)."""
         pairs, n = [], 0
         for k in range(self.bands):
             keys = band_keys_of(k)
             n = len(keys)
-            idx = np.argsort(keys, kind="stable")
-            ks = keys[idx]
-            same = np.flatnonzero(ks[1:] == ks[:-1]) + 1  # sorted positions continuing a run
-            if len(same) == 0:
-                continue
-            run_start = np.maximum.accumulate(np.where(np.r_[True, ks[1:] != ks[:-1]], np.arange(len(ks)), 0))
-            member = idx[same]
-            pairs.append(np.stack([idx[run_start[same]], member], axis=1))
-            pairs.append(np.stack([idx[same - 1], member], axis=1))
-        if not pairs:
-            return np.zeros((0, 2), np.int64)
-        p = np.concatenate(pairs).astype(np.int64)  # lo < hi: a member follows its partners
-        code = np.unique(p[:, 0] * n + p[:, 1])
-        return np.stack([code // n, code % n], axis=1)
+            pairs.append(bucket_pairs(np.arange(n), keys))
+        return unique_pairs(np.concatenate(pairs)) if pairs else np.zeros((0, 2), np.int64)
 
     def resolve(self) -> dict[str, str]:
         """{doc_id: kept doc_id} for every near duplicate (kept documents are absent)."""

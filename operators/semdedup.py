@@ -157,10 +157,7 @@ class SemanticDuplicates(DuplicateMap):
 
     @classmethod
     def from_pairs(cls, duplicate_ids: pa.Array, kept_ids: pa.Array) -> "SemanticDuplicates":
-        obj = cls()
-        obj.duplicate_ids_ = duplicate_ids.cast(pa.string())
-        obj.kept_ids_ = kept_ids.cast(pa.string())
-        return obj
+        return cls().set_pairs(duplicate_ids, kept_ids)
 
 
 def semdedup_group(group: pa.Table, semdedup: SemDeDup) -> pa.Table:

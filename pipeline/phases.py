@@ -4,7 +4,7 @@
               read -> validate -> signals -> embed (actor pool, content cache)
     clusters  k-means + cluster sizes on a hash-ordered sample           reads clustering, seed      (or fit.from_run's, by content)
     fit       every fitted scorer of the registry (pipeline/scorers.py)  reads those scorers' specs and side corpora, seed  (or frozen)
-    dedup     exact + MinHash near duplicates (signature pieces)          reads scorers.dedup, the pool's arrivals' order (pipeline/seen.py)
+    dedup     exact + MinHash near duplicates (pieces; shuffles on workers)  reads scorers.dedup, the pool's arrivals' order (pipeline/seen.py)
     semdedup  SemDeDup within each k-means cluster                        reads scorers.semdedup, seed
     score     every score column, duplicate flags (a piece per partition)  reads the unfitted scorers' specs (rules)
     search    QuaDMix parameters from proxy runs (when selection.search)   reads selection, its validation files, seed  (or frozen)
@@ -46,7 +46,7 @@ from thresher.operators.semdedup import SemanticDuplicates, SemDeDup, semdedup_g
 from thresher.operators.signals import add_signals
 from thresher.operators.validate import ValidateConfig, validate
 
-from . import content_cache, frozen, ids, io, partitions, picks, seen
+from . import content_cache, dedup_shuffle, frozen, ids, io, partitions, picks, seen
 from .confine import Roots
 from .errors import JobError
 from .events import OnEvent
@@ -307,8 +307,9 @@ def fit_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
 
 def dedup_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
     """Exact and near duplicates over the whole pool, from signature pieces: one per embed piece, computed once by a
-    Ray task (hashes and MinHash signatures of its valid rows), so a night computes only its new partitions' signatures
-    and the driver resolves the pool's from narrow columns, never reading a text. Of a group, the document seen in the
+    Ray task (hashes and MinHash signatures of its valid rows), so a night computes only its new partitions' signatures;
+    the pool's groups are resolved by hash shuffles over Ray tasks (pipeline/dedup_shuffle.py), the driver holding
+    object references and, at the end, the (duplicate, kept) pairs. Of a group, the document seen in the
     earliest run is kept (pipeline/seen.py), then the first in input order: a copy arriving tonight names the document
     the pool already had (the output's duplicates.parquet names its doc_id and input file)."""
     p = s.dedup
@@ -325,19 +326,14 @@ def dedup_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
             store.commit("dedup", r["key"], {"rows": r["rows"]})
     ranks = seen.Ranks(ctx.arrivals[0])
     order = {f: i for i, f in enumerate(ctx.inputs.files)}
+    parts = dedup_shuffle.partition_count()
     for k in keys:
-        for name, f in finders:
-            t = pq.read_table(store.path("dedup", k) / f"{name}.parquet")
-            pos = ids.positions(t, order)
-            mine = ranks.contains(pos)  # a later row of a repeated id has the first one's doc_id: only the first is a document
-            t, pos = (t.filter(pa.array(mine)), pos[mine]) if not mine.all() else (t, pos)
-            rows = np.stack([t.column("h0").to_numpy(), t.column("h1").to_numpy()], axis=1) if name == "exact" else _uint32_matrix(t.column("sig"))
-            f.add_signatures(t.column(S.DOC_ID).combine_chunks(), rows, rank=ranks.of(pos))
         ctx.progress.add(store.facts("dedup", k)["rows"])
     (d / partitions.LIST).write_text(json.dumps([f"dedup-{k}" for k in keys]))
-    info = {"rows": ctx.progress.rows(), "partitions": len(keys), "partitions_reused": len(keys) - len(todo)}
+    info = {"rows": ctx.progress.rows(), "partitions": len(keys), "partitions_reused": len(keys) - len(todo), "reduce_tasks": parts}
     for name, f in finders:
-        f.resolve()
+        paths = [str(store.path("dedup", k) / f"{name}.parquet") for k in keys]
+        (dedup_shuffle.resolve_exact if name == "exact" else dedup_shuffle.resolve_near)(f, paths, order, ranks, parts)
         f.save(d / name)
         info[f"{name}_duplicates"] = len(f.duplicate_ids_)
         if name == "near":
@@ -360,11 +356,6 @@ def signature_piece(row: dict, exact: bool, near: NearDuplicates | None) -> dict
         values = pa.array(sig.reshape(-1), pa.uint32())
         pq.write_table(where.filter(pa.array(kept)).append_column("sig", pa.FixedSizeListArray.from_arrays(values, near.num_perm)), Path(row["dst"]) / "near.parquet")
     return {"key": row["key"], "rows": t.num_rows}
-
-
-def _uint32_matrix(column: pa.ChunkedArray) -> np.ndarray:
-    a = column.combine_chunks()
-    return np.asarray(a.flatten().to_numpy(), np.uint32).reshape(len(a), a.type.list_size) if len(a) else np.zeros((0, a.type.list_size), np.uint32)
 
 
 def semdedup_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:

@@ -1,0 +1,167 @@
+"""Dedup on the workers: thresher's exact + MinHash dedup (signature pieces, then the shuffles of
+pipeline/dedup_shuffle.py) against datatrove's four MinHash stages, with 1 and 2 Ray workers, and the
+driver's peak memory as the corpus grows.
+
+Each thresher figure is a fresh process: it starts Ray with the given CPUs (or joins `--address`), computes
+the signature pieces as Ray tasks (`phases.signature_piece`, what the dedup phase runs), builds the keep
+order from the pieces' narrow position columns, and resolves exact and near groups with one reduce task
+per CPU. It reports docs/s and the driver's peak RSS, and that peak over its peak after `ray.init` (VmHWM). The corpus
+(demo documents with planted copies) is written first, in the parent, as embed-like pieces of 5,000 rows.
+
+datatrove: `MinhashDedupSignature`, `MinhashDedupBuckets`, `MinhashDedupCluster`, `MinhashDedupFilter` with
+its local executor, one task (buckets: one task per bucket, run one at a time), 16 buckets x 8 hashes (the
+bands x rows thresher picks at threshold 0.8), on the same texts. thresher also finds exact duplicates and
+verifies every candidate pair; datatrove does neither.
+
+    python bench/bench_dedup.py --docs 10000 --datatrove --workers 1 2   # datatrove hashes with xxhash (the test extra)
+    python bench/bench_dedup.py --docs 100000 400000 --workers 2
+    python bench/bench_dedup.py --docs 20000 --workers 2 --address 127.0.0.1:6379   # a running cluster
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+PIECE_ROWS = 5_000
+
+
+def write_pieces(n: int, d: Path) -> list[str]:
+    from thresher.operators import schema as S
+    from thresher.pipeline.package.demo_corpus import generate
+
+    t = generate(n, seed=0)
+    paths = []
+    for i, s in enumerate(range(0, n, PIECE_ROWS)):
+        part = t.slice(s, PIECE_ROWS)
+        name = f"part-{i:05d}.parquet"
+        pq.write_table(pa.table({S.DOC_ID: part.column("id"), S.TEXT: part.column("text"), S.INVALID_REASON: pa.nulls(part.num_rows, pa.string()),
+                                 S.INPUT_FILE: pa.array([name] * part.num_rows), S.INPUT_OFFSET: pa.array(np.arange(part.num_rows), pa.int64())}), d / name)
+        paths.append(str(d / name))
+    return paths
+
+
+def _peak_mib() -> float:
+    """This process's peak resident memory (VmHWM: unlike ru_maxrss it does not carry the parent's peak over exec)."""
+    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
+def one_run(pieces: list[str], cpus: int, address: str | None) -> dict:
+    """In a fresh process: the dedup phase's work over the pieces, timed, with the driver's peak memory."""
+    import polars as pl
+    import ray
+
+    from thresher.operators import schema as S
+    from thresher.operators.dedup import ExactDuplicates, NearDuplicates
+    from thresher.pipeline import dedup_shuffle, ids
+    from thresher.pipeline.phases import signature_piece
+    from thresher.pipeline.seen import Ranks
+
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    base = _peak_mib()
+    near = NearDuplicates(0.8)
+    work = Path(tempfile.mkdtemp(prefix="dedup-sig-"))
+    start = time.perf_counter()
+    items = []
+    for i, p in enumerate(pieces):
+        (work / str(i)).mkdir()
+        items.append({"src": p, "dst": str(work / str(i)), "key": str(i)})
+    sign = ray.remote(signature_piece)
+    rows = sum(r["rows"] for r in ray.get([sign.remote(it, True, near) for it in items]))
+    signed = time.perf_counter() - start
+    files = {Path(p).name: i for i, p in enumerate(pieces)}
+    pos = np.concatenate([ids.positions(pq.read_table(p, columns=[S.INPUT_FILE, S.INPUT_OFFSET]), files) for p in pieces])
+    ranks = Ranks(pl.DataFrame({"pos": pos, "since": np.zeros(len(pos), np.int64)}))
+    parts = dedup_shuffle.partition_count()
+    exact = dedup_shuffle.resolve_exact(ExactDuplicates(), [str(work / str(i) / "exact.parquet") for i in range(len(pieces))], files, ranks, parts)
+    near = dedup_shuffle.resolve_near(near, [str(work / str(i) / "near.parquet") for i in range(len(pieces))], files, ranks, parts)
+    wall = time.perf_counter() - start
+    peak = _peak_mib()
+    nodes = len([n for n in ray.nodes() if n["Alive"]])
+    ray.shutdown()
+    return {"docs": rows, "cpus": parts, "nodes": nodes, "wall_s": round(wall, 2), "signatures_s": round(signed, 2), "resolve_s": round(wall - signed, 2),
+            "docs_per_s": round(rows / wall), "exact_duplicates": len(exact.duplicate_ids_), "near_duplicates": len(near.duplicate_ids_),
+            "driver_peak_mib_over_start": round(peak - base, 1), "driver_peak_mib": round(peak, 1)}
+
+
+def run_datatrove(pieces: list[str], d: Path) -> dict:
+    from datatrove.data import Document
+    from datatrove.executor import LocalPipelineExecutor
+    from datatrove.pipeline.dedup import MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter, MinhashDedupSignature
+
+    texts = [t for p in pieces for t in pq.read_table(p, columns=["text"]).column("text").to_pylist()]
+
+    def read(data, rank: int = 0, world_size: int = 1):
+        for i, text in enumerate(texts):
+            yield Document(text=text, id=str(i))
+
+    config = MinhashConfig(num_buckets=16, hashes_per_bucket=8)
+    stages = [
+        ([read, MinhashDedupSignature(output_folder=str(d / "sigs"), config=config)], 1),
+        ([MinhashDedupBuckets(input_folder=str(d / "sigs"), output_folder=str(d / "buckets"), config=config)], config.num_buckets),
+        ([MinhashDedupCluster(input_folder=str(d / "buckets"), output_folder=str(d / "remove"), config=config)], 1),
+        ([read, MinhashDedupFilter(input_folder=str(d / "remove"))], 1),
+    ]
+    times = []
+    for i, (pipeline, tasks) in enumerate(stages):
+        t0 = time.perf_counter()
+        LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=1, logging_dir=str(d / f"logs{i}")).run()
+        times.append(round(time.perf_counter() - t0, 2))
+    wall = sum(times)
+    return {"docs": len(texts), "wall_s": round(wall, 2), "stages_s": times, "docs_per_s": round(len(texts) / wall)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--docs", type=int, nargs="+", default=[10_000])
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="Ray CPUs of each thresher run")
+    ap.add_argument("--address", help="join this Ray cluster instead of starting one (--workers is then ignored)")
+    ap.add_argument("--datatrove", action="store_true", help="also run datatrove's four stages on the same documents")
+    ap.add_argument("--json", help="also write the figures to this file")
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        job = json.loads(args.one)
+        print(json.dumps(one_run(job["pieces"], job["cpus"], job["address"])))
+        return
+
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}")
+    results = []
+    for n in args.docs:
+        with tempfile.TemporaryDirectory(prefix="bench-dedup-") as tmp:
+            d = Path(tmp)
+            (d / "pieces").mkdir()
+            pieces = write_pieces(n, d / "pieces")
+            for cpus in ([0] if args.address else args.workers):
+                job = json.dumps({"pieces": pieces, "cpus": cpus, "address": args.address})
+                out = subprocess.run([sys.executable, __file__, "--one", job], check=True, capture_output=True, text=True).stdout
+                r = json.loads(out.strip().splitlines()[-1])
+                results.append({"thresher": r})
+                print(f"thresher  {n:>7} docs  {r['cpus']} CPUs on {r['nodes']} node(s): {r['wall_s']:7.2f} s  {r['docs_per_s']:6d} docs/s  "
+                      f"(signatures {r['signatures_s']} s, resolve {r['resolve_s']} s)  exact {r['exact_duplicates']} near {r['near_duplicates']}  "
+                      f"driver peak +{r['driver_peak_mib_over_start']} MiB over ray.init ({r['driver_peak_mib']} MiB)")
+            if args.datatrove:
+                r = run_datatrove(pieces, d)
+                results.append({"datatrove": r})
+                print(f"datatrove {n:>7} docs  1 process: {r['wall_s']:7.2f} s  {r['docs_per_s']:6d} docs/s  (stages {r['stages_s']})")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
