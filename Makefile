@@ -37,6 +37,7 @@ bench: setup
 	$(BIN)/python bench/bench_workdir.py
 	$(BIN)/python bench/bench_nightly.py
 	$(BIN)/python bench/bench_neardup.py
+	$(BIN)/python bench/bench_dedup.py --docs 20000 --workers 1 2 --datatrove
 
 clean:
 	rm -rf $(DEMO) bench/out

@@ -86,10 +86,10 @@ def one_run(pieces: list[str], cpus: int, address: str | None) -> dict:
     signed = time.perf_counter() - start
     files = {Path(p).name: i for i, p in enumerate(pieces)}
     pos = np.concatenate([ids.positions(pq.read_table(p, columns=[S.INPUT_FILE, S.INPUT_OFFSET]), files) for p in pieces])
-    ranks = Ranks(pl.DataFrame({"pos": pos, "since": np.zeros(len(pos), np.int64)}))
+    ranks = ray.put(Ranks(pl.DataFrame({"pos": pos, "since": np.zeros(len(pos), np.int64)})))
     parts = dedup_shuffle.partition_count()
-    exact = dedup_shuffle.resolve_exact(ExactDuplicates(), [str(work / str(i) / "exact.parquet") for i in range(len(pieces))], files, ranks, parts)
-    near = dedup_shuffle.resolve_near(near, [str(work / str(i) / "near.parquet") for i in range(len(pieces))], files, ranks, parts)
+    exact = dedup_shuffle.resolve_exact(ExactDuplicates(), [str(work / str(i) / "exact.parquet") for i in range(len(pieces))], files, ranks, parts, work)
+    near = dedup_shuffle.resolve_near(near, [str(work / str(i) / "near.parquet") for i in range(len(pieces))], files, ranks, parts, work)
     wall = time.perf_counter() - start
     peak = _peak_mib()
     nodes = len([n for n in ray.nodes() if n["Alive"]])

@@ -8,6 +8,11 @@ drawn from the pool. The finder (operators/dedup.py, bands and rows from the
 threshold) runs over pool + copies in that order, so a found copy names a
 member of its family.
 
+Each threshold's bands-from-the-threshold row is also resolved on the workers
+(`pipeline/dedup_shuffle.py`, a local Ray with 2 CPUs, the corpus as four
+signature pieces) and compared with the single-process detector given the same
+keep order (input order): the last column says whether every flag is the same.
+
 - recall, per kind: copies flagged as a duplicate of their own family;
 - precision: flags that are right, where right = the flagged document and the
   one it names are of one planted family, or their exact Jaccard similarity
@@ -21,14 +26,21 @@ from __future__ import annotations
 
 import argparse
 import random
+import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
+import ray
 
 from thresher.operators import schema as S
 from thresher.operators.dedup import NearDuplicates, candidate_probability, lsh_for_threshold, normalised_words
+
+from thresher.pipeline import dedup_shuffle, ids as positions
+from thresher.pipeline.seen import Ranks
 
 REALMIX = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "realmix" / "pool.parquet"
 KINDS = ("exact", "truncated_10pct", "paragraphs_moved", "words_edited_3pct")
@@ -59,6 +71,31 @@ def jaccard(a: str, b: str) -> float:
     return len(x & y) / len(x | y) if x | y else 0.0
 
 
+def same_on_workers(table: pa.Table, threshold: float) -> bool:
+    """The flags of the shuffles on Ray workers equal the single-process detector's, in input order."""
+    finder = NearDuplicates(threshold=threshold)
+    kept, sig = finder.signatures(table)
+    rows = table.filter(pa.array(kept))
+    offsets = np.arange(rows.num_rows)
+    files = {f"piece-{i}": i for i in range(4)}
+    piece = np.minimum(offsets * 4 // max(rows.num_rows, 1), 3)
+    where = pa.table({S.DOC_ID: rows.column(S.DOC_ID), S.INPUT_FILE: [f"piece-{i}" for i in piece], S.INPUT_OFFSET: offsets})
+    pos = positions.positions(where, files)
+    ranks = Ranks(pl.DataFrame({"pos": pos, "since": np.zeros(len(pos), np.int64)}))
+    single = NearDuplicates(threshold=threshold)
+    single.add_signatures(rows.column(S.DOC_ID).combine_chunks(), sig, rank=ranks.of(pos))
+    expected = single.resolve()
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for i in range(4):
+            mine = piece == i
+            t = where.filter(pa.array(mine)).append_column("sig", pa.FixedSizeListArray.from_arrays(pa.array(sig[mine].reshape(-1), pa.uint32()), finder.num_perm))
+            pq.write_table(t, f"{tmp}/piece-{i}.parquet")
+            paths.append(f"{tmp}/piece-{i}.parquet")
+        got = dedup_shuffle.resolve_near(NearDuplicates(threshold=threshold), paths, files, ranks, 2, Path(tmp))
+    return dict(zip(got.duplicate_ids_.to_pylist(), got.kept_ids_.to_pylist())) == expected
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--originals", type=int, default=300)
@@ -86,8 +123,9 @@ def main() -> None:
         js = sorted(jaccard(text_of[family[c]], text_of[c]) for c, kk in kind_of.items() if kk == k)
         print(f"  {k}: exact Jaccard to the original, median {js[len(js) // 2]:.3f}, 5th percentile {js[len(js) // 20]:.3f}")
     print()
-    print("| threshold | bands x rows | P(candidate) at threshold | " + " | ".join(f"recall {k}" for k in KINDS) + " | recall | flags | precision | seconds |")
-    print("|---|---|---|" + "---|" * len(KINDS) + "---|---|---|---|")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    print("| threshold | bands x rows | P(candidate) at threshold | " + " | ".join(f"recall {k}" for k in KINDS) + " | recall | flags | precision | seconds | same on workers |")
+    print("|---|---|---|" + "---|" * len(KINDS) + "---|---|---|---|---|")
     for t in (float(x) for x in args.thresholds.split(",")):
         for bands, rows in ((None, None), (16, 8)):  # from the threshold; the fixed 16 x 8 used before
             if bands is not None and (bands, rows) == lsh_for_threshold(t, 128):
@@ -105,8 +143,9 @@ def main() -> None:
             right = sum(1 for d, k in flagged.items() if family[d] == family[k] or jaccard(text_of[d], text_of[k]) >= t)
             p = candidate_probability(t, finder.bands, finder.rows)
             how = "" if bands is None else " (fixed)"
+            same = "" if bands is not None else ("yes" if same_on_workers(table, t) else "NO")
             print(f"| {t} | {finder.bands} x {finder.rows}{how} | {p:.3f} | " + " | ".join(f"{recall[k]:.3f}" for k in KINDS)
-                  + f" | {total:.3f} | {len(flagged):,} | {right / max(len(flagged), 1):.3f} | {secs:.1f} |")
+                  + f" | {total:.3f} | {len(flagged):,} | {right / max(len(flagged), 1):.3f} | {secs:.1f} | {same} |")
 
 
 if __name__ == "__main__":

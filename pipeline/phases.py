@@ -324,7 +324,7 @@ def dedup_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
         near = next((f for n, f in finders if n == "near"), None)
         for r in ray.data.from_items(items, override_num_blocks=len(items)).map(signature_piece, fn_kwargs={"exact": p.exact, "near": near}).take_all():
             store.commit("dedup", r["key"], {"rows": r["rows"]})
-    ranks = seen.Ranks(ctx.arrivals[0])
+    ranks = ray.put(seen.Ranks(ctx.arrivals[0]))  # one copy in the object store, read by every map task
     order = {f: i for i, f in enumerate(ctx.inputs.files)}
     parts = dedup_shuffle.partition_count()
     for k in keys:
@@ -333,7 +333,7 @@ def dedup_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
     info = {"rows": ctx.progress.rows(), "partitions": len(keys), "partitions_reused": len(keys) - len(todo), "reduce_tasks": parts}
     for name, f in finders:
         paths = [str(store.path("dedup", k) / f"{name}.parquet") for k in keys]
-        (dedup_shuffle.resolve_exact if name == "exact" else dedup_shuffle.resolve_near)(f, paths, order, ranks, parts)
+        (dedup_shuffle.resolve_exact if name == "exact" else dedup_shuffle.resolve_near)(f, paths, order, ranks, parts, d)
         f.save(d / name)
         info[f"{name}_duplicates"] = len(f.duplicate_ids_)
         if name == "near":

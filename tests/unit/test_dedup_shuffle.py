@@ -112,25 +112,26 @@ def _in_process(finder, paths, files, ranks):
 
 
 @pytest.mark.parametrize("parts", [1, 2, 5])
-def test_near_duplicates_on_the_workers_equal_the_single_process_detector(local_ray, pieces, parts):
+def test_near_duplicates_on_the_workers_equal_the_single_process_detector(local_ray, pieces, parts, tmp_path):
     files, paths, ranks = pieces
     expected = _in_process(NearDuplicates(threshold=0.7), paths["near"], files, ranks)
     assert len(expected) > 100  # the toy corpus plants copies, and the earlier run's documents move some groups' kept one
-    got = dedup_shuffle.resolve_near(NearDuplicates(threshold=0.7), paths["near"], files, ranks, parts)
+    got = dedup_shuffle.resolve_near(NearDuplicates(threshold=0.7), paths["near"], files, ranks, parts, tmp_path)
     assert dict(zip(got.duplicate_ids_.to_pylist(), got.kept_ids_.to_pylist())) == expected
     assert got.duplicate_ids_.to_pylist() == list(expected)  # and in the same (rank) order
+    assert not list(tmp_path.iterdir())  # the exchange files are gone
 
 
 @pytest.mark.parametrize("parts", [1, 3])
-def test_exact_duplicates_on_the_workers_equal_the_single_process_detector(local_ray, pieces, parts):
+def test_exact_duplicates_on_the_workers_equal_the_single_process_detector(local_ray, pieces, parts, tmp_path):
     files, paths, ranks = pieces
     expected = _in_process(ExactDuplicates(), paths["exact"], files, ranks)
     assert len(expected) > 20
-    got = dedup_shuffle.resolve_exact(ExactDuplicates(), paths["exact"], files, ranks, parts)
+    got = dedup_shuffle.resolve_exact(ExactDuplicates(), paths["exact"], files, ranks, parts, tmp_path)
     assert dict(zip(got.duplicate_ids_.to_pylist(), got.kept_ids_.to_pylist())) == expected
 
 
-def test_no_pieces_no_duplicates(local_ray, pieces):
+def test_no_pieces_no_duplicates(local_ray, pieces, tmp_path):
     files, _, ranks = pieces
-    assert len(dedup_shuffle.resolve_near(NearDuplicates(), [], files, ranks, 2).duplicate_ids_) == 0
-    assert len(dedup_shuffle.resolve_exact(ExactDuplicates(), [], files, ranks, 2).duplicate_ids_) == 0
+    assert len(dedup_shuffle.resolve_near(NearDuplicates(), [], files, ranks, 2, tmp_path).duplicate_ids_) == 0
+    assert len(dedup_shuffle.resolve_exact(ExactDuplicates(), [], files, ranks, 2, tmp_path).duplicate_ids_) == 0
