@@ -437,7 +437,9 @@ def _ngram_stats(df: pl.DataFrame, cfg: GopherRepetitionConfig) -> pl.DataFrame:
     hash of its word hashes, built up one n at a time; for the duplicated n-grams
     (datatrove joins words without a separator, so ["ab", "c"] equals ["a", "bc"])
     it is keyed by a hash of its characters (`_substring_hasher`). Keys are salted
-    with the document.
+    with the document. The duplicated n-grams' scan runs only on the n-grams
+    whose key occurs twice (found in NumPy first): no other can be counted, and
+    in natural text they are most n-grams.
     """
     top_ns = sorted({n for n, _ in cfg.top_n_grams})
     dup_ns = sorted({n for n, _ in cfg.dup_n_grams})
@@ -463,8 +465,6 @@ def _ngram_stats(df: pl.DataFrame, cfg: GopherRepetitionConfig) -> pl.DataFrame:
             "_pos",
             (key ^ pl.col("_salt")).alias("_key"),
             (end - pl.col("_start")).alias("_chars"),
-            pl.col("_start").alias("_a"),
-            end.alias("_b"),
             (pl.col("_pos") + n <= pl.col("_L")).alias("_valid"),
         ).filter("_valid")
 
@@ -491,10 +491,16 @@ def _ngram_stats(df: pl.DataFrame, cfg: GopherRepetitionConfig) -> pl.DataFrame:
             out = out.join(top, on="_doc", how="left")
     if dup_ns:
         substring_hash = _substring_hasher(tok.get_column("_words"))
+        col = {c: tok.get_column(c).to_numpy() for c in ("_doc", "_pos", "_L", "_start", "_end", "_salt")}
         for n in dup_ns:
-            g = grams(n, pl.lit(0, pl.UInt64))  # _key holds the salt alone
-            key = substring_hash(g.get_column("_a").to_numpy(), g.get_column("_b").to_numpy())
-            g = g.with_columns((pl.lit(pl.Series(key)) ^ pl.col("_key")).alias("_key"))
+            at = np.flatnonzero(col["_pos"] + n <= col["_L"])  # n-grams that fit in their document
+            a, b = col["_start"][at], col["_end"][at + (n - 1)]
+            key = substring_hash(a, b) ^ col["_salt"][at]
+            # Only an n-gram whose key occurs twice can be seen again, counted or skip one that is: the scan runs
+            # on those rows alone, their positions telling it where the others were (`_with_scan`). Keys are salted
+            # by document, so a key shared across documents (a 64-bit collision) keeps both rows, as it would be.
+            keep = pl.Series(key).is_duplicated().to_numpy()
+            g = pl.DataFrame({"_doc": col["_doc"][at][keep], "_pos": col["_pos"][at][keep], "_key": key[keep], "_chars": (b - a)[keep]})
             dup = _greedy_dup_chars(g, n).rename({"_dup": f"_dup{n}"})
             out = out.join(dup, on="_doc", how="left").with_columns(pl.col(f"_dup{n}").fill_null(0))
     return out.sort("_doc")
@@ -565,6 +571,9 @@ def _greedy_dup_chars(grams: pl.DataFrame, n: int) -> pl.DataFrame:
 def _with_scan(g: pl.DataFrame, n: int) -> pl.DataFrame:
     """Add `_counted` (the scan counts this position) and `_skipped` (a jump passes over it).
 
+    Rows are positions in document order; a position without a row is one never
+    seen before (its n-gram occurs once), so a gap ends a run.
+
     Over a run of consecutive seen positions entered at e, the scan counts e, e + n,
     ... and lands on e + n * ceil(len / n); a run is entered at its start or, when
     the previous run's landing overshoots into it, at that landing. Entries are a
@@ -577,7 +586,7 @@ def _with_scan(g: pl.DataFrame, n: int) -> pl.DataFrame:
     if rows == 0:
         return g.with_columns(pl.lit(False).alias("_counted"), pl.lit(False).alias("_skipped"))
     new_run = np.ones(rows, bool)
-    new_run[1:] = (seen[1:] != seen[:-1]) | (doc[1:] != doc[:-1])
+    new_run[1:] = (seen[1:] != seen[:-1]) | (doc[1:] != doc[:-1]) | (pos[1:] != pos[:-1] + 1)  # rows may skip positions
     starts = np.flatnonzero(new_run)
     ends = np.append(starts[1:], rows) - 1
     run_of_row = np.cumsum(new_run) - 1
