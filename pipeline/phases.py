@@ -345,7 +345,8 @@ def dedup_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
 def signature_piece(row: dict, exact: bool, near: NearDuplicates | None) -> dict:
     """Ray task: exact.parquet (doc_id, position, 128-bit hash) and near.parquet (doc_id, position, MinHash signature)
     of an embed piece's valid rows, into a dedup piece's staging directory."""
-    t = pq.read_table(row["src"], columns=[S.DOC_ID, S.TEXT, S.INVALID_REASON, S.INPUT_FILE, S.INPUT_OFFSET])
+    columns = [S.DOC_ID, S.TEXT, S.INVALID_REASON, S.INPUT_FILE, S.INPUT_OFFSET]
+    t = pa.concat_tables([pq.read_table(f, columns=columns) for f in sorted(Path(row["src"]).glob("*.parquet"))])  # not its ids/ files
     t = t.filter(t.column(S.INVALID_REASON).is_null())
     where = t.select([S.DOC_ID, S.INPUT_FILE, S.INPUT_OFFSET])
     if exact:

@@ -57,6 +57,7 @@ def test_a_grown_corpus_embeds_only_its_new_and_changed_documents(local_ray, tmp
     first = _quiet(spec)
     assert first["reuse"] == {"partitions": 3, "partitions_reused": 0, "embedded": 300, "cache_hits": 0}
     assert first["dedup"]["lsh"] == {"bands": 16, "rows": 8, "chosen": "from threshold", "candidate_probability_at_threshold": 0.947}  # 1 - (1 - 0.8^8)^16
+    assert first["timings"]["dedup"]["rows"] == 300  # each document signed once (an embed piece's ids/ files are not documents)
     seen = {unicodedata.normalize("NFC", t) for t in pq.read_table(corpus, columns=["text"]).column("text").to_pylist()}
 
     changed = grow(corpus)
