@@ -39,7 +39,7 @@ PIECE_ROWS = 5_000
 
 def write_pieces(n: int, d: Path) -> list[str]:
     from thresher.operators import schema as S
-    from thresher.pipeline.package.demo_corpus import generate
+    from thresher.demo_corpus import generate
 
     t = generate(n, seed=0)
     paths = []
