@@ -1,11 +1,15 @@
 """Text embedders: the bundled MiniLM, its model2vec distillation, or a local model.
 
 Model files are resolved once on the driver (`resolve_model`), then loaded on
-each worker by `Embedder` — never shipped through the object store.
+each worker by `Embedder` — never shipped through the object store. A
+sentence-transformers model's tokenizer runs apart from the model
+(`tokenizer_for`, `tokenize_batch`: a CPU stage), so a GPU actor is handed
+token ids and never waits on the tokenizer.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -18,6 +22,8 @@ import numpy as np
 import pyarrow as pa
 
 from . import schema as S
+
+TOKENS = "_tokens"  # token ids (list<int32>) between the tokenizer stage and the model; never written
 
 MINILM = "minilm"
 STATIC = "static"
@@ -120,10 +126,77 @@ def pick_device(device: str = "auto") -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-class Embedder:
-    """Loads a model once and encodes text to L2-normalised float32 vectors."""
+@dataclass(frozen=True)
+class TokenizerRef:
+    """A sentence-transformers model's tokenizer, as the model's own input module applies it."""
 
-    def __init__(self, ref: ModelRef, device: str = "auto", batch_size: int = 64):
+    path: str  # tokenizer.json
+    max_length: int  # the model's max_seq_length, special tokens included
+    lowercase: bool
+
+
+def tokenizer_for(ref: ModelRef) -> TokenizerRef | None:
+    """The tokenizer a CPU stage can run ahead of `ref`'s model, or None where the model tokenizes itself.
+
+    None for model2vec (its tokenizer is most of the model) and for a
+    sentence-transformers directory whose first module is not a Transformer
+    with a `tokenizer.json` and a `max_seq_length` beside it.
+    """
+    if ref.kind != "sentence-transformers":
+        return None
+    root = Path(ref.path)
+    modules = json.loads((root / "modules.json").read_text()) if (root / "modules.json").exists() else []
+    first = min(modules, key=lambda m: m.get("idx", 0), default={})
+    if not str(first.get("type", "")).endswith("models.Transformer"):
+        return None
+    module = root / first.get("path", "")
+    config = module / "sentence_bert_config.json"
+    if not (module / "tokenizer.json").exists() or not config.exists():
+        return None
+    settings = json.loads(config.read_text())
+    if not settings.get("max_seq_length"):
+        return None
+    return TokenizerRef(str(module / "tokenizer.json"), int(settings["max_seq_length"]), bool(settings.get("do_lower_case", False)))
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenizer(ref: TokenizerRef):
+    """Loaded once per worker process (Ray reuses workers across tasks)."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(ref.path)
+    tok.enable_truncation(ref.max_length)
+    tok.no_padding()
+    return tok
+
+
+def tokenize_batch(batch: pa.Table, tokenizer: TokenizerRef) -> pa.Table:
+    """Append `TOKENS`: each valid row's token ids, truncated as the model truncates (null for invalid rows).
+
+    Text is stripped (and lower-cased where the model says so) as
+    sentence-transformers does before tokenizing, so the model sees the ids
+    it would have made itself.
+    """
+    valid = np.asarray(batch.column(S.INVALID_REASON).is_null().to_numpy(zero_copy_only=False))
+    texts = [t.strip() for t, ok in zip(batch.column(S.TEXT).to_pylist(), valid) if ok]
+    if tokenizer.lowercase:
+        texts = [t.lower() for t in texts]
+    encoded = _tokenizer(tokenizer).encode_batch(texts) if texts else []
+    lengths = np.zeros(batch.num_rows, np.int32)
+    lengths[valid] = [len(e.ids) for e in encoded]
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    values = np.fromiter((i for e in encoded for i in e.ids), np.int32, count=int(offsets[-1]))
+    tokens = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values), mask=pa.array(~valid))
+    return batch.append_column(TOKENS, tokens)
+
+
+class Embedder:
+    """Loads a model once and encodes text (or token ids from `tokenize_batch`) to L2-normalised float32 vectors.
+
+    On CUDA a sentence-transformers model runs in `precision` (fp16 by default, bf16 or fp32); on CPU always fp32.
+    """
+
+    def __init__(self, ref: ModelRef, device: str = "auto", batch_size: int = 64, precision: str = "fp16", tokenizer: TokenizerRef | None = None):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         self.device = pick_device(device)
@@ -134,12 +207,16 @@ class Embedder:
             self._model = StaticModel.from_pretrained(ref.path)
             self.dim = int(self._model.dim)
         else:
+            import torch
             from sentence_transformers import SentenceTransformer
 
             self._model = SentenceTransformer(ref.path, device=self.device)
-            if self.device.startswith("cuda"):
-                self._model.half()
+            if self.device.startswith("cuda") and precision != "fp32":
+                self._model.to({"fp16": torch.float16, "bf16": torch.bfloat16}[precision])
             self.dim = int(self._model.get_embedding_dimension())
+            if tokenizer is not None and tokenizer.max_length != self._model.max_seq_length:
+                raise ValueError(f"the tokenizer stage truncates at {tokenizer.max_length} tokens, the model at {self._model.max_seq_length}")
+            self._pad = int(self._model.tokenizer.pad_token_id or 0)
         self.kind = ref.kind
 
     def encode(self, texts: list[str]) -> np.ndarray:
@@ -155,18 +232,49 @@ class Embedder:
                 convert_to_numpy=True,
                 normalize_embeddings=True,
             )
-        vecs = np.asarray(vecs, dtype=np.float32)
-        norms = np.linalg.norm(vecs, axis=1, keepdims=True)
-        return vecs / np.maximum(norms, 1e-12)
+        return _normalised(vecs)
+
+    def encode_tokens(self, tokens: pa.ListArray) -> np.ndarray:
+        """Vectors for rows of token ids (no nulls): longest first, each forward pass padded to its own longest row."""
+        import torch
+
+        lengths = np.asarray(tokens.value_lengths().to_numpy(zero_copy_only=False), np.int64)
+        values = np.asarray(tokens.flatten().to_numpy(), np.int64)
+        starts = np.concatenate([[0], np.cumsum(lengths)])
+        out = np.zeros((len(lengths), self.dim), np.float32)
+        order = np.argsort(-lengths, kind="stable")
+        for lo in range(0, len(order), self.batch_size):
+            rows = order[lo : lo + self.batch_size]
+            width = int(lengths[rows].max())
+            ids = np.full((len(rows), width), self._pad, np.int64)
+            mask = np.zeros((len(rows), width), np.int64)
+            for r, i in enumerate(rows):
+                ids[r, : lengths[i]] = values[starts[i] : starts[i + 1]]
+                mask[r, : lengths[i]] = 1
+            features = {"input_ids": torch.from_numpy(ids).to(self.device), "attention_mask": torch.from_numpy(mask).to(self.device)}
+            with torch.inference_mode():
+                out[rows] = self._model(features)["sentence_embedding"].float().cpu().numpy()
+        return _normalised(out)
+
+
+def _normalised(vecs) -> np.ndarray:
+    vecs = np.asarray(vecs, dtype=np.float32)
+    return vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+
+
+def encode_rows(batch: pa.Table, rows: np.ndarray, embedder: Embedder) -> np.ndarray:
+    """Vectors for the batch's rows where `rows` is true: from their token ids when a tokenizer stage made them, else from text."""
+    if TOKENS in batch.column_names:
+        return embedder.encode_tokens(batch.column(TOKENS).filter(pa.array(rows)).combine_chunks())
+    return embedder.encode([t for t, ok in zip(batch.column(S.TEXT).to_pylist(), rows) if ok])
 
 
 def embed_batch(batch: pa.Table, embedder: Embedder) -> pa.Table:
-    """Append `emb` (fixed-size list of float32); rows already marked invalid get null."""
+    """Append `emb` (fixed-size list of float32); rows already marked invalid get null. Token ids are dropped."""
     valid = np.asarray(batch.column(S.INVALID_REASON).is_null().to_numpy(zero_copy_only=False))
-    texts = batch.column(S.TEXT).to_pylist()
-    vecs = embedder.encode([t for t, ok in zip(texts, valid) if ok])
     full = np.zeros((batch.num_rows, embedder.dim), np.float32)
-    full[valid] = vecs
+    full[valid] = encode_rows(batch, valid, embedder)
+    batch = batch.drop_columns([TOKENS]) if TOKENS in batch.column_names else batch
     return batch.append_column(S.EMB, to_fixed_list(full, mask=~valid))
 
 

@@ -37,7 +37,7 @@ import ray.data
 
 from thresher.operators import schema as S
 from thresher.operators.dedup import DuplicateMap, ExactDuplicates, NearDuplicates, candidate_probability
-from thresher.operators.embed import Embedder, ModelRef, embed_batch, from_fixed_list, model_version, to_fixed_list
+from thresher.operators.embed import TOKENS, Embedder, ModelRef, TokenizerRef, embed_batch, encode_rows, from_fixed_list, model_version, to_fixed_list, tokenize_batch, tokenizer_for
 from thresher.operators.histogram import DomainHistograms
 from thresher.operators.kmeans import KMeans
 from thresher.operators.langid import lang_batch
@@ -549,15 +549,17 @@ class EmbedStage:
 
     A batch carrying text digests (`content_cache.H0/H1`) takes the vectors in
     `cached` for the digests found there and embeds only the other valid rows,
-    marking them `content_cache.MISS`.
+    marking them `content_cache.MISS`. Token ids from the tokenizer stage are
+    consumed here and not passed on.
     """
 
-    def __init__(self, ref: ModelRef, device: str, model_batch_size: int, threads: int, counter=None, cached: pa.Table | None = None):
+    def __init__(self, ref: ModelRef, device: str, model_batch_size: int, threads: int, precision: str, tokenizer: TokenizerRef | None, counter=None,
+                 cached: pa.Table | None = None):
         if device == "cpu":
             import torch
 
             torch.set_num_threads(threads)
-        self.embedder = Embedder(ref, device=device, batch_size=model_batch_size)
+        self.embedder = Embedder(ref, device=device, batch_size=model_batch_size, precision=precision, tokenizer=tokenizer)
         self.counter = counter
         self.cached: dict[tuple[int, int], int] = {}
         if cached is not None and cached.num_rows:
@@ -573,23 +575,30 @@ class EmbedStage:
             keys = zip(batch.column(content_cache.H0).to_pylist(), batch.column(content_cache.H1).to_pylist())
             row = np.array([self.cached.get(k, -1) for k in keys], np.int64)
             hit, todo = valid & (row >= 0), valid & (row < 0)
-            texts = batch.column(S.TEXT).to_pylist()
             full = np.zeros((batch.num_rows, self.embedder.dim), np.float32)
-            full[todo] = self.embedder.encode([t for t, ok in zip(texts, todo) if ok])
+            full[todo] = encode_rows(batch, todo, self.embedder)
             if hit.any():
                 full[hit] = self.vectors[row[hit]]
+            batch = batch.drop_columns([TOKENS]) if TOKENS in batch.column_names else batch
             out = batch.append_column(S.EMB, to_fixed_list(full, mask=~valid)).append_column(content_cache.MISS, pa.array(todo))
         count_rows(self.counter, batch.num_rows)
         return out
 
 
 def _embedding(ctx: Context, ds: ray.data.Dataset, counted: bool = True, cached: pa.Table | None = None) -> ray.data.Dataset:
-    """ds with `emb` appended by the job's embedding actor pool (one GPU each under CUDA)."""
+    """ds with `emb` appended by the job's embedding actor pool (`gpus_per_actor` of a GPU each under CUDA).
+
+    A sentence-transformers model's tokenizer runs first as CPU tasks (token ids
+    passed to the actors as Arrow lists), so the model's actors only run the model.
+    """
     e = ctx.embedder
     device = _device(e)
     gpu = device.startswith("cuda")
     if not gpu:
         _check_cpu_budget(e)
+    tokenizer = tokenizer_for(ctx.model)
+    if tokenizer is not None:
+        ds = ds.map_batches(tokenize_batch, fn_kwargs={"tokenizer": tokenizer}, batch_format="pyarrow", batch_size=e.batch_size, memory=PREPARE_TASK_BYTES)
     return ds.map_batches(
         EmbedStage,
         fn_constructor_kwargs={
@@ -597,13 +606,15 @@ def _embedding(ctx: Context, ds: ray.data.Dataset, counted: bool = True, cached:
             "device": device,
             "model_batch_size": e.model_batch_size,
             "threads": max(1, int(e.cpus_per_actor)),
+            "precision": e.precision,
+            "tokenizer": tokenizer,
             "counter": ctx.progress.counter if counted and ctx.progress else None,
             "cached": cached,
         },
         batch_format="pyarrow",
         batch_size=e.batch_size,
         compute=ray.data.ActorPoolStrategy(size=e.actors),
-        num_gpus=1 if gpu else 0,
+        num_gpus=e.gpus_per_actor if gpu else 0,
         num_cpus=0 if gpu else e.cpus_per_actor,
     )
 

@@ -52,6 +52,9 @@ class EmbedderSpec(Strict):
     model_batch_size: int = Field(64, gt=0, description="Documents per forward pass inside the model.")
     actors: int = Field(1, gt=0, description="Embedding actors in the pool (each loads the model once).")
     cpus_per_actor: float = Field(1.0, gt=0, description="CPUs reserved per CPU embedding actor.")
+    gpus_per_actor: float = Field(1.0, gt=0, le=1, description="Share of a GPU per CUDA embedding actor: 0.5 runs two actors on each GPU.")
+    precision: Literal["fp16", "bf16", "fp32"] = Field("fp16", description="Weights and activations of a sentence-transformers model on CUDA (CPU runs fp32). Like "
+        "the device, not part of the embed phase's key.")
 
 
 class ClusteringSpec(Strict):

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from thresher.operators.embed import from_fixed_list
+from thresher.operators.embed import Embedder, from_fixed_list, resolve_model
 from thresher.pipeline.runner import keys_for, run
 
 from .helpers import make_spec, selection, write_corpus
@@ -39,9 +39,14 @@ def test_minilm_end_to_end(local_ray, tmp_path):
     assert m["counts"]["input"] == 300 and m["accounting_holds"]
     assert m["timings"]["embed"]["model"] == "minilm"
     emb_dir = Path(spec.output.path).with_suffix(".work") / f"embed-{keys_for(spec)['embed']}" / "data"
-    emb = from_fixed_list(pq.read_table(emb_dir, columns=["emb"]).column("emb"))
+    table = pq.read_table(emb_dir, columns=["text", "emb"])
+    emb = from_fixed_list(table.column("emb"))
     assert emb.shape == (300, 384)
     assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)
+    # the job tokenizes in CPU tasks and hands the actor ids: the vectors are those of the model on the text
+    assert "_tokens" not in table.column_names
+    own = Embedder(resolve_model("minilm"), device="cpu").encode(table.column("text").to_pylist()[:20])
+    assert np.abs(emb[:20] - own).max() < 1e-5
     # topical structure survives: documents of one topic mostly share a cluster
     t = pq.read_table(Path(spec.output.path) / "data", columns=["topic", "d_cluster"]).to_pylist()
     by_topic: dict[str, list[int]] = {}
@@ -66,7 +71,6 @@ def _cuda() -> bool:
 def test_gpu_fp16_embedding_and_faiss_kmeans():
     import torch
 
-    from thresher.operators.embed import Embedder, resolve_model
     from thresher.operators.kmeans import KMeans, gpu_available
 
     gpu = Embedder(resolve_model("minilm"), device="cuda")
@@ -75,10 +79,27 @@ def test_gpu_fp16_embedding_and_faiss_kmeans():
     texts = ["the telescope found a comet", "bake the bread in the oven", "the court heard the appeal"]
     sims = (gpu.encode(texts) * cpu.encode(texts)).sum(axis=1)
     assert sims.min() > 0.99
+    bf16 = Embedder(resolve_model("minilm"), device="cuda", precision="bf16")
+    assert next(bf16._model.parameters()).dtype == torch.bfloat16
+    assert (bf16.encode(texts) * cpu.encode(texts)).sum(axis=1).min() > 0.98
     if gpu_available():
         x = np.random.default_rng(0).standard_normal((5000, 64)).astype(np.float32)
         km = KMeans(8, use_gpu=True).fit(x)
         assert km.centroids_.shape == (8, 64)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda(), reason="needs CUDA")
+def test_gpu_job_two_actors_share_a_gpu(local_ray, tmp_path):
+    corpus = write_corpus(tmp_path / "corpus", 400)
+    spec = make_spec(corpus, tmp_path / "out", embedder={"model": "minilm", "device": "cuda", "actors": 2, "gpus_per_actor": 0.5, "precision": "bf16"},
+                     clustering={"n_clusters": 4}, selection={"budget": {"unit": "docs", "amount": 100}})
+    m = run(spec, log=lambda m: None, progress=False)
+    assert m["accounting_holds"] and m["timings"]["embed"]["device"] == "cuda"
+    emb_dir = Path(spec.output.path).with_suffix(".work") / f"embed-{keys_for(spec)['embed']}" / "data"
+    table = pq.read_table(emb_dir, columns=["text", "emb"])
+    own = Embedder(resolve_model("minilm"), device="cpu").encode(table.column("text").to_pylist()[:50])
+    assert (from_fixed_list(table.column("emb"))[:50] * own).sum(axis=1).min() > 0.98
 
 
 def test_cpu_actors_that_would_starve_reading_are_refused(local_ray, tmp_path):
