@@ -40,8 +40,17 @@ num_cpus is only a scheduling count, so the default here is cpus_per_actor + 2
 has its real cores; the extra tasks share the cores with the actor, and that
 contention is part of the measured pipeline cost.
 
+On a GPU (--device cuda): the bare loop is the same `Embedder.encode` in
+--precision (fp16 by default), the pipeline runs --actors actors of
+--gpus-per-actor each with the tokenizer in CPU tasks ahead of them, and
+the report adds tokens/s (the valid documents' token ids as the model
+truncates them) and model FLOP/s as a share of --peak-tflops (the device's
+dense bf16/fp16 peak; 989 for an H100/H200 SXM): 2 x the matmul parameters
+per token plus attention's 4 x layers x hidden x mean length.
+
 Usage:
     python bench/bench_embed.py                       # both models, defaults
+    python bench/bench_embed.py --model minilm --device cuda --docs 200000 --actors 2 --gpus-per-actor 0.5
     python bench/bench_embed.py --model minilm --docs 2000
     python bench/bench_embed.py --model static --static-docs 50000
 """
@@ -187,7 +196,7 @@ def wait_quiet(max_wait_s: float, threshold: float = 0.20, window_s: float = 3.0
 # --- bare ---------------------------------------------------------------------
 
 
-def load_embedder(model: str, model_batch_size: int, threads: int):
+def load_embedder(model: str, model_batch_size: int, threads: int, device: str = "cpu", precision: str = "fp16"):
     import torch
 
     from thresher.operators.embed import Embedder, resolve_model
@@ -195,11 +204,35 @@ def load_embedder(model: str, model_batch_size: int, threads: int):
     torch.set_num_threads(threads)
     ref = resolve_model(model)
     t = time.perf_counter()
-    emb = Embedder(ref, device="cpu", batch_size=model_batch_size)
+    emb = Embedder(ref, device=device, batch_size=model_batch_size, precision=precision)
     return emb, time.perf_counter() - t
 
 
-def bare_run(corpus: Path, embedder, batch_size: int) -> dict:
+def token_count(model: str, chunks: list[list[str]]) -> int | None:
+    """Token ids the model sees for these texts (as the tokenizer stage truncates them); None for model2vec."""
+    import pyarrow as pa
+
+    from thresher.operators import schema as S
+    from thresher.operators.embed import TOKENS, resolve_model, tokenize_batch, tokenizer_for
+
+    tok = tokenizer_for(resolve_model(model))
+    if tok is None:
+        return None
+    texts = [t for c in chunks for t in c]
+    batch = pa.table({S.TEXT: texts, S.INVALID_REASON: pa.nulls(len(texts), pa.string())})
+    return int(tokenize_batch(batch, tok).column(TOKENS).combine_chunks().value_lengths().to_numpy().sum())
+
+
+def flops_per_token(model: str, mean_len: float) -> float:
+    """Forward FLOPs per token of a BERT-style encoder: 2 x matmul parameters, plus QK^T and AV (4 x hidden x length per layer)."""
+    from thresher.operators.embed import resolve_model
+
+    cfg = json.loads((Path(resolve_model(model).path) / "config.json").read_text())
+    h, layers, ff = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["intermediate_size"]
+    return layers * (2 * (4 * h * h + 2 * h * ff) + 4 * h * mean_len)
+
+
+def bare_run(corpus: Path, embedder, batch_size: int, model: str) -> dict:
     from thresher.operators import schema as S
     from thresher.pipeline.phases import prepare_batch
     from thresher.operators.validate import ValidateConfig
@@ -222,6 +255,7 @@ def bare_run(corpus: Path, embedder, batch_size: int) -> dict:
         texts = b.column(S.TEXT).to_pylist()
         chunks.append([x for x, ok in zip(texts, valid) if ok])
     n_valid = sum(len(c) for c in chunks)
+    tokens = token_count(model, chunks)
     del prepared, batches, table
 
     with CpuWatch() as w_enc:
@@ -231,6 +265,7 @@ def bare_run(corpus: Path, embedder, batch_size: int) -> dict:
     return {
         "docs": n,
         "valid": n_valid,
+        "tokens": tokens,
         "read_s": t_read,
         "prepare_s": t_prepare,
         "encode_s": t_encode,
@@ -261,9 +296,11 @@ def pipeline_run(corpus: Path, run_dir: Path, model: str, args) -> dict:
             "output": {"path": str(run_dir / "result"), "work_dir": str(run_dir / "work"), "overwrite": True},
             "embedder": {
                 "model": model,
-                "device": "cpu",
-                "actors": 1,
+                "device": args.device,
+                "actors": args.actors,
                 "cpus_per_actor": args.cpus_per_actor,
+                "gpus_per_actor": args.gpus_per_actor,
+                "precision": args.precision,
                 "batch_size": args.batch_size,
                 "model_batch_size": args.model_batch_size,
             },
@@ -290,7 +327,7 @@ def fmt_rate(x: float | None) -> str:
     return "-" if x is None else f"{x:,.1f}"
 
 
-def report(model: str, n_docs: int, load_s: float, cold_s: float, bares: list[dict], pipes: list[dict], heads: list[dict]) -> dict:
+def report(model: str, n_docs: int, load_s: float, cold_s: float, bares: list[dict], pipes: list[dict], heads: list[dict], peak_tflops: float | None = None) -> dict:
     best_bare = max(bares, key=lambda b: b["encode_docs_per_s"])
     best_pipe = max(pipes, key=lambda p: p["timings"]["embed"]["docs_per_s"])
     emb = best_pipe["timings"]["embed"]
@@ -329,11 +366,19 @@ def report(model: str, n_docs: int, load_s: float, cold_s: float, bares: list[di
     print(f"overhead ratio  pipeline embed / bare encode       = {ratio:.3f}  (target >= 0.85)")
     print(f"                pipeline marginal / bare encode    = {ratio_marginal:.3f}  (target >= 0.85)")
     print(f"                pipeline embed / bare sequential   = {ratio_seq:.3f}")
+    job = best_pipe["counts"]["input"] / tot / best_bare["sequential_docs_per_s"]
+    print(f"                whole job / bare sequential        = {job:.3f}  (read + prepare + encode, one after the other)")
     print("                per repeat (paired, same order)    = " + ", ".join(f"{r:.3f}" for r in ratios_paired))
     print("                marginal per repeat                = " + ", ".join(f"{m / best_bare['encode_docs_per_s']:.3f} ({fmt_rate(m)} docs/s)" for m in marginals))
     print("bare encode docs/s per repeat:    " + ", ".join(f"{fmt_rate(b['encode_docs_per_s'])} (foreign {b['encode_cpu']['foreign_frac']:.0%})" for b in bares))
     print("pipeline embed docs/s per repeat: " + ", ".join(f"{fmt_rate(p['timings']['embed']['docs_per_s'])} (foreign {p['cpu']['foreign_frac']:.0%})" for p in pipes))
     print("(foreign = CPU used by other processes on the machine during the run, share of all cores)")
+    if best_bare["tokens"]:
+        per_token = flops_per_token(model, best_bare["tokens"] / best_bare["valid"])
+        for name, docs_s in (("bare encode", best_bare["encode_docs_per_s"]), ("pipeline embed phase", emb["docs_per_s"]), ("pipeline marginal", best_marginal)):
+            tok_s = docs_s * best_bare["tokens"] / best_bare["valid"]
+            share = f", {tok_s * per_token / (peak_tflops * 1e12):.1%} of {peak_tflops:g} TFLOP/s" if peak_tflops else ""
+            print(f"{name}: {tok_s:,.0f} tokens/s, {tok_s * per_token / 1e12:.2f} model TFLOP/s{share}")
     return {
         "model": model,
         "docs": n_docs,
@@ -343,6 +388,7 @@ def report(model: str, n_docs: int, load_s: float, cold_s: float, bares: list[di
         "pipeline": pipes,
         "ratio_best": ratio,
         "ratio_vs_sequential": ratio_seq,
+        "job_vs_sequential": job,
         "ratios_paired": ratios_paired,
         "heads": heads,
         "marginal_docs_per_s": marginals,
@@ -380,7 +426,7 @@ def bench_model(model: str, n_docs: int, args) -> dict:
     if gen_s is not None:
         print(f"[{model}] generated {corpus} in {gen_s:.1f} s")
     threads = max(1, int(args.cpus_per_actor))
-    embedder, load_s = load_embedder(model, args.model_batch_size, threads)
+    embedder, load_s = load_embedder(model, args.model_batch_size, threads, args.device, args.precision)
     # warm-up: first calls pay one-off costs (lazy imports, allocator, kernels)
     embedder.encode(["warm up the model with a short text"] * 8)
     wait_quiet(args.quiet_wait)
@@ -391,7 +437,7 @@ def bench_model(model: str, n_docs: int, args) -> dict:
     for rep in range(args.repeats):
         wait_quiet(args.quiet_wait)
         print(f"[{model}] repeat {rep + 1}/{args.repeats}: bare ... (load avg {loadavg()})", flush=True)
-        bares.append(bare_run(corpus, embedder, args.batch_size))
+        bares.append(bare_run(corpus, embedder, args.batch_size, model))
         b = bares[-1]
         print(f"[{model}]   bare encode {b['encode_docs_per_s']:,.1f} docs/s (foreign CPU {b['encode_cpu']['foreign_frac']:.0%})", flush=True)
         wait_quiet(args.quiet_wait)
@@ -404,7 +450,7 @@ def bench_model(model: str, n_docs: int, args) -> dict:
         print(f"[{model}]   pipeline on the first {heads[-1]['counts']['input']:,} docs: embed phase {heads[-1]['timings']['embed']['seconds']:.1f} s; marginal {marginal(pr, heads[-1]):,.1f} "
             f"docs/s", flush=True)
     del embedder
-    return report(model, n_docs, load_s, cold_s, bares, pipes, heads)
+    return report(model, n_docs, load_s, cold_s, bares, pipes, heads, args.peak_tflops)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -415,6 +461,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=256, help="embedder.batch_size: documents per actor batch and per bare encode chunk")
     p.add_argument("--model-batch-size", type=int, default=64, help="embedder.model_batch_size")
     p.add_argument("--cpus-per-actor", type=float, default=2.0, help="embedder.cpus_per_actor (also torch threads, as EmbedStage)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="embedder.device, for the bare loop and the pipeline")
+    p.add_argument("--precision", choices=["fp16", "bf16", "fp32"], default="fp16", help="embedder.precision (CUDA only)")
+    p.add_argument("--actors", type=int, default=1, help="embedder.actors")
+    p.add_argument("--gpus-per-actor", type=float, default=1.0, help="embedder.gpus_per_actor (CUDA only)")
+    p.add_argument("--peak-tflops", type=float, default=None, help="the device's dense fp16/bf16 peak, for the share of peak (e.g. 989 for an H200)")
     p.add_argument("--ray-cpus", type=int, default=None, help="ray.num_cpus for the local Ray (default cpus_per_actor + 2)")
     p.add_argument("--head-frac", type=float, default=0.25, help="share of the corpus for the second pipeline run (marginal rate)")
     p.add_argument("--repeats", type=int, default=2, help="alternating bare/pipeline runs; the best of each is reported")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -319,6 +320,7 @@ def dedup_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
     reads = {"exact": p.exact, "near": {"num_perm": p.num_perm, "ngram": p.ngram} if p.near else None}
     keys = [partitions.derived_key("dedup", reads, name) for name in sources]
     todo = [(src, k) for src, k in zip(sources, keys) if not store.done("dedup", k)]
+    t0 = time.perf_counter()
     if todo:
         items = [{"src": str(store.root / src), "dst": str(store.staging("dedup", k)), "key": k} for src, k in todo]
         near = next((f for n, f in finders if n == "near"), None)
@@ -330,10 +332,13 @@ def dedup_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
     for k in keys:
         ctx.progress.add(store.facts("dedup", k)["rows"])
     (d / partitions.LIST).write_text(json.dumps([f"dedup-{k}" for k in keys]))
-    info = {"rows": ctx.progress.rows(), "partitions": len(keys), "partitions_reused": len(keys) - len(todo), "reduce_tasks": parts}
+    info = {"rows": ctx.progress.rows(), "partitions": len(keys), "partitions_reused": len(keys) - len(todo), "reduce_tasks": parts,
+            "signatures_s": round(time.perf_counter() - t0, 3)}
     for name, f in finders:
         paths = [str(store.path("dedup", k) / f"{name}.parquet") for k in keys]
+        t0 = time.perf_counter()
         (dedup_shuffle.resolve_exact if name == "exact" else dedup_shuffle.resolve_near)(f, paths, order, ranks, parts, d)
+        info[f"{name}_resolve_s"] = round(time.perf_counter() - t0, 3)
         f.save(d / name)
         info[f"{name}_duplicates"] = len(f.duplicate_ids_)
         if name == "near":
