@@ -3,10 +3,11 @@ pipeline/dedup_shuffle.py) against datatrove's four MinHash stages, with 1 and 2
 driver's peak memory as the corpus grows.
 
 Each thresher figure is a fresh process: it starts Ray with the given CPUs (or joins `--address`), computes
-the signature pieces as Ray tasks (`phases.signature_piece`, what the dedup phase runs), builds the keep
+the signature pieces as Ray tasks (`phases.sign_tasks` / `signature_piece`, what the dedup phase runs), builds the keep
 order from the pieces' narrow position columns, and resolves exact and near groups with one reduce task
 per CPU. It reports docs/s and the driver's peak RSS, and that peak over its peak after `ray.init` (VmHWM). The corpus
-(demo documents with planted copies) is written first, in the parent, as embed-like pieces of 5,000 rows.
+(demo documents with planted copies) is written first, in the parent, as embed-like pieces of a partition's
+100,000 rows in row groups of 8,192 (`partitions.PARTITION_ROWS`, `ROW_GROUP_ROWS`).
 
 datatrove: `MinhashDedupSignature`, `MinhashDedupBuckets`, `MinhashDedupCluster`, `MinhashDedupFilter` with
 its local executor, one task (buckets: one task per bucket, run one at a time), 16 buckets x 8 hashes (the
@@ -34,21 +35,24 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-PIECE_ROWS = 5_000
 
 
 def write_pieces(n: int, d: Path) -> list[str]:
     from thresher.operators import schema as S
     from thresher.demo_corpus import generate
+    from thresher.pipeline.partitions import PARTITION_ROWS, ROW_GROUP_ROWS
 
     t = generate(n, seed=0)
     paths = []
-    for i, s in enumerate(range(0, n, PIECE_ROWS)):
-        part = t.slice(s, PIECE_ROWS)
+    for i, s in enumerate(range(0, n, PARTITION_ROWS)):
+        part = t.slice(s, PARTITION_ROWS)
         name = f"part-{i:05d}.parquet"
+        piece = d / f"piece-{i:05d}"  # a directory, as an embed piece is
+        piece.mkdir()
         pq.write_table(pa.table({S.DOC_ID: part.column("id"), S.TEXT: part.column("text"), S.INVALID_REASON: pa.nulls(part.num_rows, pa.string()),
-                                 S.INPUT_FILE: pa.array([name] * part.num_rows), S.INPUT_OFFSET: pa.array(np.arange(part.num_rows), pa.int64())}), d / name)
-        paths.append(str(d / name))
+                                 S.INPUT_FILE: pa.array([name] * part.num_rows), S.INPUT_OFFSET: pa.array(np.arange(part.num_rows), pa.int64())}),
+                       piece / name, row_group_size=ROW_GROUP_ROWS)
+        paths.append(str(piece))
     return paths
 
 
@@ -58,7 +62,7 @@ def _peak_mib() -> float:
     return int(line.split()[1]) / 1024
 
 
-def one_run(pieces: list[str], cpus: int, address: str | None) -> dict:
+def one_run(pieces: list[str], cpus: int, address: str | None, rows_per_task: int | None = None) -> dict:
     """In a fresh process: the dedup phase's work over the pieces, timed, with the driver's peak memory."""
     import polars as pl
     import ray
@@ -66,7 +70,7 @@ def one_run(pieces: list[str], cpus: int, address: str | None) -> dict:
     from thresher.operators import schema as S
     from thresher.operators.dedup import ExactDuplicates, NearDuplicates
     from thresher.pipeline import dedup_shuffle, ids
-    from thresher.pipeline.phases import signature_piece
+    from thresher.pipeline.phases import sign_rows_per_task, sign_tasks, signature_piece
     from thresher.pipeline.seen import Ranks
 
     if address:
@@ -78,18 +82,19 @@ def one_run(pieces: list[str], cpus: int, address: str | None) -> dict:
     work = Path(tempfile.mkdtemp(prefix="dedup-sig-"))
     start = time.perf_counter()
     items = []
+    per_task = rows_per_task or sign_rows_per_task(sum(pq.read_metadata(f).num_rows for p in pieces for f in Path(p).glob("*.parquet")), dedup_shuffle.partition_count())
     for i, p in enumerate(pieces):
         (work / str(i)).mkdir()
-        items.append({"src": p, "dst": str(work / str(i)), "key": str(i)})
+        items += sign_tasks(Path(p), work / str(i), str(i), per_task)
     sign = ray.remote(signature_piece)
     rows = sum(r["rows"] for r in ray.get([sign.remote(it, True, near) for it in items]))
     signed = time.perf_counter() - start
-    files = {Path(p).name: i for i, p in enumerate(pieces)}
+    files = {f"part-{i:05d}.parquet": i for i in range(len(pieces))}
     pos = np.concatenate([ids.positions(pq.read_table(p, columns=[S.INPUT_FILE, S.INPUT_OFFSET]), files) for p in pieces])
     ranks = ray.put(Ranks(pl.DataFrame({"pos": pos, "since": np.zeros(len(pos), np.int64)})))
     parts = dedup_shuffle.partition_count()
-    exact = dedup_shuffle.resolve_exact(ExactDuplicates(), [str(work / str(i) / "exact.parquet") for i in range(len(pieces))], files, ranks, parts, work)
-    near = dedup_shuffle.resolve_near(near, [str(work / str(i) / "near.parquet") for i in range(len(pieces))], files, ranks, parts, work)
+    exact = dedup_shuffle.resolve_exact(ExactDuplicates(), [str(f) for i in range(len(pieces)) for f in sorted((work / str(i)).glob("exact-*.parquet"))], files, ranks, parts, work)
+    near = dedup_shuffle.resolve_near(near, [str(f) for i in range(len(pieces)) for f in sorted((work / str(i)).glob("near-*.parquet"))], files, ranks, parts, work)
     wall = time.perf_counter() - start
     peak = _peak_mib()
     nodes = len([n for n in ray.nodes() if n["Alive"]])
@@ -132,12 +137,13 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="Ray CPUs of each thresher run")
     ap.add_argument("--address", help="join this Ray cluster instead of starting one (--workers is then ignored)")
     ap.add_argument("--datatrove", action="store_true", help="also run datatrove's four stages on the same documents")
+    ap.add_argument("--rows-per-task", type=int, help="signature rows per task instead of the dedup phase's choice (100000: one task per partition)")
     ap.add_argument("--json", help="also write the figures to this file")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
         job = json.loads(args.one)
-        print(json.dumps(one_run(job["pieces"], job["cpus"], job["address"])))
+        print(json.dumps(one_run(job["pieces"], job["cpus"], job["address"], job["rows_per_task"])))
         return
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}")
@@ -148,7 +154,7 @@ def main() -> None:
             (d / "pieces").mkdir()
             pieces = write_pieces(n, d / "pieces")
             for cpus in ([0] if args.address else args.workers):
-                job = json.dumps({"pieces": pieces, "cpus": cpus, "address": args.address})
+                job = json.dumps({"pieces": pieces, "cpus": cpus, "address": args.address, "rows_per_task": args.rows_per_task})
                 out = subprocess.run([sys.executable, __file__, "--one", job], check=True, capture_output=True, text=True).stdout
                 r = json.loads(out.strip().splitlines()[-1])
                 results.append({"thresher": r})

@@ -1,6 +1,6 @@
 """Duplicates resolved on the workers: exact groups and MinHash LSH as hash shuffles over Ray tasks.
 
-The dedup phase's signature pieces (one per input partition, `phases.signature_piece`) are the map side. Every
+The dedup phase's signature pieces (one per input partition, signed in parts by `phases.signature_piece`) are the map side. Every
 later stage is P reduce tasks (P = the cluster's CPUs). A task splits what it emits by a hash into P parts and
 writes each as an Arrow file under the exchange directory (`Exchange`: on the shared filesystem the pieces are
 on, in the phase's own temporary directory); reduce task p of the next stage reads part p of every task before
@@ -84,7 +84,7 @@ class Exchange:
 
 
 def resolve_exact(finder: ExactDuplicates, paths: list[str], file_index: dict[str, int], ranks: Ranks | ray.ObjectRef, parts: int, scratch: Path) -> ExactDuplicates:
-    """Exact groups over the pieces' `exact.parquet` files; sets the finder's decisions. `ranks` may be given
+    """Exact groups over the pieces' `exact-PART.parquet` files (one map task each); sets the finder's decisions. `ranks` may be given
     already put in the object store, to share one copy between calls."""
     with _exchange(scratch, parts) as ex:
         shared = (ray.put(file_index), _put(ranks))
@@ -93,7 +93,7 @@ def resolve_exact(finder: ExactDuplicates, paths: list[str], file_index: dict[st
 
 
 def resolve_near(finder: NearDuplicates, paths: list[str], file_index: dict[str, int], ranks: Ranks | ray.ObjectRef, parts: int, scratch: Path) -> NearDuplicates:
-    """Near-duplicate groups over the pieces' `near.parquet` files; sets the finder's decisions."""
+    """Near-duplicate groups over the pieces' `near-PART.parquet` files (one map task each); sets the finder's decisions."""
     with _exchange(scratch, parts) as ex:
         shared = (ray.put(file_index), _put(ranks))
         ray.get([_near_map.remote(ex, i, p, *shared, finder.bands, finder.rows) for i, p in enumerate(paths)])

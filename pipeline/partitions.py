@@ -34,6 +34,7 @@ from . import io
 from .plan import SUCCESS, TMP_PREFIX
 
 PARTITION_ROWS = 100_000
+ROW_GROUP_ROWS = 8_192  # rows per row group of a piece's files: what a later phase's task can read on its own
 DIR = "pieces"
 LIST = "pieces.json"  # in a phase directory: the pieces it was assembled from
 IDS = "ids"  # in an embed piece: doc_id, position and text digest of its valid rows (pipeline/seen.py)
@@ -156,6 +157,6 @@ def write_rows(batch: pa.Table, owners: dict[str, list[tuple[int, int, str]]], r
             if mask.any():
                 d = Path(root) / staging / subdir
                 d.mkdir(exist_ok=True)
-                pq.write_table(out.filter(pa.array(mask)), d / f"{uuid.uuid4().hex}.parquet", compression="zstd")
+                pq.write_table(out.filter(pa.array(mask)), d / f"{uuid.uuid4().hex}.parquet", compression="zstd", row_group_size=ROW_GROUP_ROWS)
                 written[staging] = written.get(staging, 0) + int(mask.sum())
     return written

@@ -61,6 +61,7 @@ from .spec import CorpusRef, EmbedderSpec, InputSpec, JobSpec
 from .tables import Lift, domain_source, fit_sample, iter_tables, read_dataset, row_count, valid_rows, with_domain
 
 PREPARE_TASK_BYTES = 256 * 2**20
+SIGN_ROWS, SIGN_MIN_ROWS = 20_000, 5_000  # rows per dedup signature task: at most ~20 s of one core's MinHash; at least ~5 s, more than a new worker's start-up
 
 
 @dataclass
@@ -322,10 +323,14 @@ def dedup_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
     todo = [(src, k) for src, k in zip(sources, keys) if not store.done("dedup", k)]
     t0 = time.perf_counter()
     if todo:
-        items = [{"src": str(store.root / src), "dst": str(store.staging("dedup", k)), "key": k} for src, k in todo]
+        per_task = sign_rows_per_task(sum(store.facts("embed", src.removeprefix("embed-"))["rows"] for src, _ in todo), dedup_shuffle.partition_count())
+        tasks = [t for src, k in todo for t in sign_tasks(store.root / src, store.staging("dedup", k), k, per_task)]
         near = next((f for n, f in finders if n == "near"), None)
-        for r in ray.data.from_items(items, override_num_blocks=len(items)).map(signature_piece, fn_kwargs={"exact": p.exact, "near": near}).take_all():
-            store.commit("dedup", r["key"], {"rows": r["rows"]})
+        rows = {k: 0 for _, k in todo}
+        for r in ray.data.from_items(tasks, override_num_blocks=len(tasks)).map(signature_piece, fn_kwargs={"exact": p.exact, "near": near}).take_all():
+            rows[r["key"]] += r["rows"]
+        for k, n in rows.items():
+            store.commit("dedup", k, {"rows": n})
     ranks = ray.put(seen.Ranks(ctx.arrivals[0]))  # one copy in the object store, read by every map task
     order = {f: i for i, f in enumerate(ctx.inputs.files)}
     parts = dedup_shuffle.partition_count()
@@ -335,7 +340,7 @@ def dedup_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
     info = {"rows": ctx.progress.rows(), "partitions": len(keys), "partitions_reused": len(keys) - len(todo), "reduce_tasks": parts,
             "signatures_s": round(time.perf_counter() - t0, 3)}
     for name, f in finders:
-        paths = [str(store.path("dedup", k) / f"{name}.parquet") for k in keys]
+        paths = [str(f) for k in keys for f in sorted(store.path("dedup", k).glob(f"{name}*.parquet"))]  # NAME-PART; NAME.parquet in older pieces
         t0 = time.perf_counter()
         (dedup_shuffle.resolve_exact if name == "exact" else dedup_shuffle.resolve_near)(f, paths, order, ranks, parts, d)
         info[f"{name}_resolve_s"] = round(time.perf_counter() - t0, 3)
@@ -347,21 +352,49 @@ def dedup_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
     return info
 
 
-def signature_piece(row: dict, exact: bool, near: NearDuplicates | None) -> dict:
-    """Ray task: exact.parquet (doc_id, position, 128-bit hash) and near.parquet (doc_id, position, MinHash signature)
-    of an embed piece's valid rows, into a dedup piece's staging directory."""
+def sign_rows_per_task(rows: int, cpus: int) -> int:
+    """Enough signature tasks for every CPU, none so small that its start-up outweighs it, none holding a partition whole."""
+    return min(SIGN_ROWS, max(SIGN_MIN_ROWS, -(-rows // max(cpus, 1))))
+
+
+def sign_tasks(src: Path, dst: Path, key: str, rows_per_task: int) -> list[dict]:
+    """An embed piece's rows cut into signature tasks of `rows_per_task` rows (spans of row groups, footers read here),
+    so one large partition is signed by many workers; every task writes its own part files into the dedup piece `dst`.
+    A span may cut a row group: its task decodes the row group and hashes only its span (decoding is ~1% of hashing)."""
+    tasks: list[list[tuple[str, int, int, int]]] = [[]]
+    room = rows_per_task
+    for f in sorted(src.glob("*.parquet")):  # not its ids/ files
+        meta = pq.ParquetFile(f).metadata
+        for rg in range(meta.num_row_groups):
+            lo, n = 0, meta.row_group(rg).num_rows
+            while lo < n:
+                if room == 0:
+                    tasks.append([])
+                    room = rows_per_task
+                take = min(room, n - lo)
+                tasks[-1].append((str(f), rg, lo, lo + take))
+                lo, room = lo + take, room - take
+    return [{"spans": spans, "dst": str(dst), "key": key, "part": i} for i, spans in enumerate(tasks)]
+
+
+def signature_piece(task: dict, exact: bool, near: NearDuplicates | None) -> dict:
+    """Ray task: exact-PART.parquet (doc_id, position, 128-bit hash) and near-PART.parquet (doc_id, position, MinHash
+    signature) of the valid rows of a `sign_tasks` task's spans, into its dedup piece's staging directory."""
     columns = [S.DOC_ID, S.TEXT, S.INVALID_REASON, S.INPUT_FILE, S.INPUT_OFFSET]
-    t = pa.concat_tables([pq.read_table(f, columns=columns) for f in sorted(Path(row["src"]).glob("*.parquet"))])  # not its ids/ files
+    if not task["spans"]:  # a piece without rows
+        return {"key": task["key"], "rows": 0}
+    t = pa.concat_tables([pq.ParquetFile(f).read_row_group(rg, columns=columns).slice(lo, hi - lo) for f, rg, lo, hi in task["spans"]])
     t = t.filter(t.column(S.INVALID_REASON).is_null())
     where = t.select([S.DOC_ID, S.INPUT_FILE, S.INPUT_OFFSET])
+    dst, part = Path(task["dst"]), f"{task['part']:05d}"
     if exact:
         kept, h = ExactDuplicates.signatures(t)
-        pq.write_table(where.filter(pa.array(kept)).append_column("h0", pa.array(h[:, 0])).append_column("h1", pa.array(h[:, 1])), Path(row["dst"]) / "exact.parquet")
+        pq.write_table(where.filter(pa.array(kept)).append_column("h0", pa.array(h[:, 0])).append_column("h1", pa.array(h[:, 1])), dst / f"exact-{part}.parquet")
     if near is not None:
         kept, sig = near.signatures(t)
         values = pa.array(sig.reshape(-1), pa.uint32())
-        pq.write_table(where.filter(pa.array(kept)).append_column("sig", pa.FixedSizeListArray.from_arrays(values, near.num_perm)), Path(row["dst"]) / "near.parquet")
-    return {"key": row["key"], "rows": t.num_rows}
+        pq.write_table(where.filter(pa.array(kept)).append_column("sig", pa.FixedSizeListArray.from_arrays(values, near.num_perm)), dst / f"near-{part}.parquet")
+    return {"key": task["key"], "rows": t.num_rows}
 
 
 def semdedup_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
