@@ -353,8 +353,11 @@ def dedup_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
 
 
 def sign_rows_per_task(rows: int, cpus: int) -> int:
-    """Enough signature tasks for every CPU, none so small that its start-up outweighs it, none holding a partition whole."""
-    return min(SIGN_ROWS, max(SIGN_MIN_ROWS, -(-rows // max(cpus, 1))))
+    """Signature task size: tasks of at most SIGN_ROWS in whole waves over the CPUs (no last wave with CPUs idle),
+    none so small that a worker's start-up outweighs it."""
+    tasks = max(1, -(-rows // SIGN_ROWS))
+    tasks = -(-tasks // max(cpus, 1)) * max(cpus, 1)
+    return max(SIGN_MIN_ROWS, -(-rows // tasks))
 
 
 def sign_tasks(src: Path, dst: Path, key: str, rows_per_task: int) -> list[dict]:
@@ -593,7 +596,7 @@ class EmbedStage:
 
     def __init__(self, ref: ModelRef, device: str, model_batch_size: int, threads: int, precision: str, tokenizer: TokenizerRef | None, counter=None,
                  cached: pa.Table | None = None):
-        if device == "cpu":
+        if device == "cpu" and ref.kind == "sentence-transformers":  # model2vec runs on NumPy: no torch import (2 s) for it
             import torch
 
             torch.set_num_threads(threads)

@@ -62,6 +62,8 @@ def test_a_piece_without_rows_and_the_task_size(tmp_path):
     tasks = sign_tasks(tmp_path / "empty", tmp_path / "dst", "k", 10)
     assert tasks == [{"spans": [], "dst": str(tmp_path / "dst"), "key": "k", "part": 0}]
     assert signature_piece(tasks[0], True, NearDuplicates(0.8)) == {"key": "k", "rows": 0}
+    assert sign_rows_per_task(4_000, 2) == SIGN_MIN_ROWS  # the demo: one task
     assert sign_rows_per_task(30_000, 2) == 15_000
+    assert sign_rows_per_task(100_000, 2) == 16_667  # 6 tasks: three waves of two, not 5 tasks of 20k
     assert sign_rows_per_task(500, 2) == SIGN_MIN_ROWS
     assert sign_rows_per_task(10_000_000, 2) == SIGN_ROWS
