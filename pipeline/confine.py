@@ -54,6 +54,14 @@ class Roots:
             raise InputError(f"{field}: {shown} is outside the allowed roots ({self.describe()})")
         return real
 
+    def check_tree(self, field: str, path: str | Path) -> str:
+        """`check` for a path and, when it is a directory, everything under it (a link inside that points out is refused)."""
+        real = self.check(field, path)
+        if self and os.path.isdir(real):
+            for p in Path(real).rglob("*"):  # links are checked, not descended into
+                self.check(field, p)
+        return real
+
     def check_output(self, out: str | Path, work: str | Path, work_field: str) -> None:
         """The output, the staging directory beside it and the work directory must all lie under a root."""
         if not self:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import signal
 import sys
@@ -309,6 +310,16 @@ def preflight(spec: JobSpec, out_path: Path, work_path: Path, roots: Roots = Roo
         raise JobError(f"output.path {out_path} holds versions (OUTPUT/versions/); set output.versions to add one")
     elif out_path.exists() and not spec.output.overwrite:
         raise JobError(f"output {out_path} already exists (set output.overwrite: true to replace it)")
+    model = spec.embedder.local_model()
+    if model is not None and roots:  # the model's files are opened by the driver and every actor
+        model = roots.check_tree("embedder.model", model)
+        modules = Path(model) / "modules.json"
+        try:
+            listed = json.loads(modules.read_text()) if modules.is_file() else []
+        except ValueError:
+            listed = []  # not a sentence-transformers layout: loading it fails with the library's own error
+        for m in listed if isinstance(listed, list) else []:
+            roots.check("embedder.model", Path(model) / str(m.get("path", "") if isinstance(m, dict) else ""))
     inputs = io.locate(spec.input.paths, spec.input.format, validate_config(spec.input), roots)
     io.check_not_inside(inputs, str(out_path), str(work_path))
     given, where = io.input_columns(inputs, JSONL_SAMPLE_LINES)

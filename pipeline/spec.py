@@ -56,6 +56,10 @@ class EmbedderSpec(Strict):
     precision: Literal["fp16", "bf16", "fp32"] = Field("fp16", description="Weights and activations of a sentence-transformers model on CUDA (CPU runs fp32). Like "
         "the device, not part of the embed phase's key.")
 
+    def local_model(self) -> str | None:
+        """The model directory the spec names, or None for a bundled model (`minilm`, `static`)."""
+        return None if self.model in ("minilm", "static") else self.model
+
 
 class ClusteringSpec(Strict):
     n_clusters: int = Field(16, gt=0, description="k in k-means (clamped to the sample size).")

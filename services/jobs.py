@@ -88,6 +88,7 @@ class JobService:
         from_search = getattr(spec.selection, "from_search", None)
         named += [("selection.from_search", from_search)] if from_search else []
         named += [("fit.from_run", spec.fit.from_run)] if spec.fit else []
+        named += [("embedder.model", spec.embedder.local_model())] if spec.embedder.local_model() else []
         roots = Roots.of(self.settings.roots())
         out, work = spec.output.path, spec.output.work_path()
         for field, path in [*named, ("output.path", out), ("output.work_dir", work)]:

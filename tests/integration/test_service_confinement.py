@@ -69,6 +69,22 @@ def test_a_directory_input_holding_a_link_outside_fails_the_job(server):
     assert not (root / "out-dir").exists() and _untouched(outside) == OUTSIDE_FILES
 
 
+def test_a_model_directory_reaching_outside_is_refused(server):
+    root, outside = server.root, server.outside
+    at_door = server.http.post("/v1/jobs", json={**spec(root, "out-model", root / "corpus"), "embedder": {"model": str(outside)}})
+    assert at_door.status_code == 403 and "embedder.model" in at_door.json()["detail"]
+    linked = root / "model-link"
+    linked.mkdir()
+    (linked / "config.json").write_text("{}")
+    (linked / "model.safetensors").symlink_to(outside / "secret" / "part-0.parquet")
+    _fails_naming(server, {**spec(root, "out-model", root / "corpus"), "embedder": {"model": str(linked)}}, "embedder.model", str(linked / "model.safetensors"))
+    walked = root / "model-walk"
+    walked.mkdir()
+    (walked / "modules.json").write_text(json.dumps([{"idx": 0, "name": "0", "path": "../../" + outside.name, "type": "sentence_transformers.models.Transformer"}]))
+    _fails_naming(server, {**spec(root, "out-model", root / "corpus"), "embedder": {"model": str(walked)}}, "embedder.model", str(walked))
+    assert not (root / "out-model").exists() and _untouched(outside) == OUTSIDE_FILES
+
+
 def test_an_output_parent_swapped_for_a_link_after_submit_is_never_written(server):
     root, outside = server.root, server.outside
     target = outside / "swapped"
