@@ -70,8 +70,9 @@ def one_run(pieces: list[str], cpus: int, address: str | None, rows_per_task: in
     from thresher.operators import schema as S
     from thresher.operators.dedup import ExactDuplicates, NearDuplicates
     from thresher.pipeline import dedup_shuffle, ids
-    from thresher.pipeline.phases import sign_rows_per_task, sign_tasks, signature_piece
+    from thresher.pipeline.phases import SIGN_MIN_ROWS, SIGN_ROWS, sign_tasks, signature_piece
     from thresher.pipeline.seen import Ranks
+    from thresher.pipeline.tables import rows_per_task as task_rows
 
     if address:
         ray.init(address=address, log_to_driver=False)
@@ -82,7 +83,7 @@ def one_run(pieces: list[str], cpus: int, address: str | None, rows_per_task: in
     work = Path(tempfile.mkdtemp(prefix="dedup-sig-"))
     start = time.perf_counter()
     items = []
-    per_task = rows_per_task or sign_rows_per_task(sum(pq.read_metadata(f).num_rows for p in pieces for f in Path(p).glob("*.parquet")), dedup_shuffle.partition_count())
+    per_task = rows_per_task or task_rows(sum(pq.read_metadata(f).num_rows for p in pieces for f in Path(p).glob("*.parquet")), dedup_shuffle.partition_count(), SIGN_ROWS, SIGN_MIN_ROWS)
     for i, p in enumerate(pieces):
         (work / str(i)).mkdir()
         items += sign_tasks(Path(p), work / str(i), str(i), per_task)

@@ -37,7 +37,7 @@ import ray
 import ray.data
 
 from thresher.operators import schema as S
-from thresher.operators.dedup import DuplicateMap, ExactDuplicates, NearDuplicates, candidate_probability
+from thresher.operators.dedup import MINHASH_FAMILY, DuplicateMap, ExactDuplicates, NearDuplicates, candidate_probability
 from thresher.operators.embed import TOKENS, Embedder, ModelRef, TokenizerRef, embed_batch, encode_rows, from_fixed_list, model_version, to_fixed_list, tokenize_batch, tokenizer_for
 from thresher.operators.histogram import DomainHistograms
 from thresher.operators.kmeans import KMeans
@@ -58,10 +58,11 @@ from .scoring import HIT, Clusters, FittedScorers, Scorers, fit_clusters, fit_sc
 from .search import search_phase
 from .settings import Settings
 from .spec import CorpusRef, EmbedderSpec, InputSpec, JobSpec
-from .tables import Lift, domain_source, fit_sample, iter_tables, read_dataset, row_count, valid_rows, with_domain
+from .tables import Lift, domain_source, fit_sample, iter_tables, read_dataset, read_spans, row_count, row_group_spans, rows_per_task, span_dataset, valid_rows, with_domain
 
 PREPARE_TASK_BYTES = 256 * 2**20
 SIGN_ROWS, SIGN_MIN_ROWS = 20_000, 5_000  # rows per dedup signature task: at most ~20 s of one core's MinHash; at least ~5 s, more than a new worker's start-up
+SCAN_ROWS, SCAN_MIN_ROWS = 20_000, 4_096  # rows per score / cluster-count read task: a few seconds of one core; at least one batch
 
 
 @dataclass
@@ -123,7 +124,8 @@ def _reads_fit(spec: JobSpec, fp: dict) -> Slice:
 
 
 def _reads_dedup(spec: JobSpec, fp: dict) -> Slice:
-    return Slice("dedup", dedup=spec.scorers.dedup, arrivals=fp.get("arrivals"))  # the keep rule's order by run (pipeline/seen.py)
+    # arrivals: the keep rule's order by run (pipeline/seen.py); minhash: the hash family, so an upgrade re-signs
+    return Slice("dedup", dedup=spec.scorers.dedup, arrivals=fp.get("arrivals"), minhash=MINHASH_FAMILY)
 
 
 def _reads_semdedup(spec: JobSpec, fp: dict) -> Slice:
@@ -277,8 +279,8 @@ def clusters_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
 
 def _count_clusters(embed_dir: Path, kmeans: KMeans) -> np.ndarray:
     """Documents per cluster over every valid document: a Ray Data pass over the vectors, one bincount per batch summed on the driver."""
-    files = [str(f) for f in sorted((embed_dir / "data").glob("*.parquet"))]
-    ds = ray.data.read_parquet(files, columns=[S.INVALID_REASON, S.EMB], override_num_blocks=len(files))
+    files = sorted((embed_dir / "data").glob("*.parquet"))
+    ds = span_dataset(files, rows_per_task(row_count(embed_dir / "data"), dedup_shuffle.partition_count(), SCAN_ROWS, SCAN_MIN_ROWS), [S.INVALID_REASON, S.EMB])
     counts = np.zeros(kmeans.centroids_.shape[0], np.int64)
     for row in ds.map_batches(cluster_counts, fn_kwargs={"kmeans": kmeans}, batch_format="pyarrow", batch_size=8192).iter_rows():
         counts += np.asarray(row["counts"], np.int64)
@@ -318,12 +320,13 @@ def dedup_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
     finders = [(n, f) for n, f, on in (("exact", ExactDuplicates(), p.exact), ("near", NearDuplicates(p.threshold, p.num_perm, p.ngram, p.bands, p.rows), p.near)) if on]
     store = partitions.PieceStore(ctx.work.path)
     sources = json.loads((needed["embed"] / partitions.LIST).read_text())
-    reads = {"exact": p.exact, "near": {"num_perm": p.num_perm, "ngram": p.ngram} if p.near else None}
+    reads = {"exact": p.exact, "near": {"num_perm": p.num_perm, "ngram": p.ngram, "hash": s.minhash} if p.near else None}
     keys = [partitions.derived_key("dedup", reads, name) for name in sources]
     todo = [(src, k) for src, k in zip(sources, keys) if not store.done("dedup", k)]
     t0 = time.perf_counter()
     if todo:
-        per_task = sign_rows_per_task(sum(store.facts("embed", src.removeprefix("embed-"))["rows"] for src, _ in todo), dedup_shuffle.partition_count())
+        rows = sum(store.facts("embed", src.removeprefix("embed-"))["rows"] for src, _ in todo)
+        per_task = rows_per_task(rows, dedup_shuffle.partition_count(), SIGN_ROWS, SIGN_MIN_ROWS)
         tasks = [t for src, k in todo for t in sign_tasks(store.root / src, store.staging("dedup", k), k, per_task)]
         near = next((f for n, f in finders if n == "near"), None)
         rows = {k: 0 for _, k in todo}
@@ -352,32 +355,11 @@ def dedup_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
     return info
 
 
-def sign_rows_per_task(rows: int, cpus: int) -> int:
-    """Signature task size: tasks of at most SIGN_ROWS in whole waves over the CPUs (no last wave with CPUs idle),
-    none so small that a worker's start-up outweighs it."""
-    tasks = max(1, -(-rows // SIGN_ROWS))
-    tasks = -(-tasks // max(cpus, 1)) * max(cpus, 1)
-    return max(SIGN_MIN_ROWS, -(-rows // tasks))
-
-
 def sign_tasks(src: Path, dst: Path, key: str, rows_per_task: int) -> list[dict]:
-    """An embed piece's rows cut into signature tasks of `rows_per_task` rows (spans of row groups, footers read here),
-    so one large partition is signed by many workers; every task writes its own part files into the dedup piece `dst`.
-    A span may cut a row group: its task decodes the row group and hashes only its span (decoding is ~1% of hashing)."""
-    tasks: list[list[tuple[str, int, int, int]]] = [[]]
-    room = rows_per_task
-    for f in sorted(src.glob("*.parquet")):  # not its ids/ files
-        meta = pq.ParquetFile(f).metadata
-        for rg in range(meta.num_row_groups):
-            lo, n = 0, meta.row_group(rg).num_rows
-            while lo < n:
-                if room == 0:
-                    tasks.append([])
-                    room = rows_per_task
-                take = min(room, n - lo)
-                tasks[-1].append((str(f), rg, lo, lo + take))
-                lo, room = lo + take, room - take
-    return [{"spans": spans, "dst": str(dst), "key": key, "part": i} for i, spans in enumerate(tasks)]
+    """An embed piece's rows cut into signature tasks of `rows_per_task` rows (`tables.row_group_spans`), so one large
+    partition is signed by many workers; every task writes its own part files into the dedup piece `dst`."""
+    spans = row_group_spans(sorted(src.glob("*.parquet")), rows_per_task)  # not its ids/ files
+    return [{"spans": s, "dst": str(dst), "key": key, "part": i} for i, s in enumerate(spans)]
 
 
 def signature_piece(task: dict, exact: bool, near: NearDuplicates | None) -> dict:
@@ -386,7 +368,7 @@ def signature_piece(task: dict, exact: bool, near: NearDuplicates | None) -> dic
     columns = [S.DOC_ID, S.TEXT, S.INVALID_REASON, S.INPUT_FILE, S.INPUT_OFFSET]
     if not task["spans"]:  # a piece without rows
         return {"key": task["key"], "rows": 0}
-    t = pa.concat_tables([pq.ParquetFile(f).read_row_group(rg, columns=columns).slice(lo, hi - lo) for f, rg, lo, hi in task["spans"]])
+    t = read_spans(task["spans"], columns)
     t = t.filter(t.column(S.INVALID_REASON).is_null())
     where = t.select([S.DOC_ID, S.INPUT_FILE, S.INPUT_OFFSET])
     dst, part = Path(task["dst"]), f"{task['part']:05d}"
@@ -451,7 +433,7 @@ def _score_pieces(ctx: Context, s: Slice, reads: dict, needed: dict, duplicates:
         owners.setdefault(p["path"], []).append((p["range"][0], p["range"][1], f"{partitions.TMP_PREFIX}score-{key}"))
     written: dict[str, int] = {}
     facts = {"scored": 0, "cache_hits": 0}
-    files = [str(f) for _, fs in todo.values() for f in fs]
+    files = [f for _, fs in todo.values() for f in fs]
     if files:
         scorers = Scorers.build(Clusters.load(needed["clusters"]), FittedScorers.load(needed["fit"]), s.scorers, duplicates, ctx.lift.numeric)
         # What a row's scores depend on besides its text and keyed columns: the states, the scorers, how the embed phase
@@ -460,8 +442,10 @@ def _score_pieces(ctx: Context, s: Slice, reads: dict, needed: dict, duplicates:
         cache = content_cache.ContentCache(ctx.content_cache, f"score-{partitions.derived_key('score-cache', namespace, '')}")
         cached = _score_cache_lookup(cache, files, scorers.keyed)
         task = {"scorers": scorers, "cached": cached, "cache_dir": str(cache.dir), "counter": ctx.progress.counter}
-        # a read task per file: Ray's default split (200 blocks at least) costs seconds on a small night
-        ds = ray.data.read_parquet(files, override_num_blocks=len(files)).map_batches(score_batch, fn_kwargs=task, batch_format="pyarrow", batch_size=4096)
+        # read tasks of row-group spans: a large partition is scored by many workers, a small night is not cut into
+        # Ray's default 200 blocks
+        per_task = rows_per_task(sum(pq.ParquetFile(f).metadata.num_rows for f in files), dedup_shuffle.partition_count(), SCAN_ROWS, SCAN_MIN_ROWS)
+        ds = span_dataset(files, per_task).map_batches(score_batch, fn_kwargs=task, batch_format="pyarrow", batch_size=4096)
         for w in ds.map_batches(_store_scores, fn_kwargs={"owners": owners, "root": str(store.root)}, batch_format="pyarrow").take_all():
             for piece, n in json.loads(w["pieces"]).items():
                 written[piece] = written.get(piece, 0) + n

@@ -6,6 +6,7 @@ Shared by the phases (`pipeline/phases.py`) and the search phase
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -45,6 +46,56 @@ def iter_tables(directory: Path, columns: list[str], lift: Lift | None = None) -
         for rb in pf.iter_batches(columns=read, batch_size=65536):
             t = pa.Table.from_batches([rb])
             yield (lift.apply(t, set(missing)) if lift and missing else t)
+
+
+Span = tuple[str, int, int, int]  # (Parquet file, row group, first row, end row) of the rows a task reads
+
+
+def rows_per_task(rows: int, cpus: int, most: int, least: int) -> int:
+    """Task size for `rows` rows: tasks of at most `most` rows in whole waves over the CPUs (no last wave with CPUs
+    idle), none smaller than `least` (below it a worker's start-up outweighs the work)."""
+    cpus = max(cpus, 1)
+    tasks = -(-max(1, -(-rows // most)) // cpus) * cpus
+    return max(least, -(-rows // tasks))
+
+
+def row_group_spans(files: list[Path], rows_per_task: int) -> list[list[Span]]:
+    """The rows of `files` (in order) cut into tasks of `rows_per_task` rows, each a list of row-group spans read from
+    the footers. Ray Data reads a Parquet file in one task whatever its size; spans let many workers share one large
+    file. A span may cut a row group: its task decodes the row group and keeps its span."""
+    tasks: list[list[Span]] = [[]]
+    room = rows_per_task
+    for f in files:
+        meta = pq.ParquetFile(f).metadata
+        for rg in range(meta.num_row_groups):
+            lo, n = 0, meta.row_group(rg).num_rows
+            while lo < n:
+                if room == 0:
+                    tasks.append([])
+                    room = rows_per_task
+                take = min(room, n - lo)
+                tasks[-1].append((str(f), rg, lo, lo + take))
+                lo, room = lo + take, room - take
+    return tasks
+
+
+def read_spans(spans: list[Span], columns: list[str] | None = None) -> pa.Table:
+    """The rows of `row_group_spans` spans as one table (files of one phase share a schema)."""
+    return pa.concat_tables([pq.ParquetFile(f).read_row_group(rg, columns=columns).slice(lo, hi - lo) for f, rg, lo, hi in spans])
+
+
+def span_dataset(files: list[Path], rows_per_task: int, columns: list[str] | None = None) -> ray.data.Dataset:
+    """`files` as a Dataset read by one task per `row_group_spans` task (a row group at a time)."""
+    tasks = [{"spans": json.dumps(t)} for t in row_group_spans(files, rows_per_task)]  # [] when no rows: a task reading nothing
+    return ray.data.from_items(tasks, override_num_blocks=max(1, len(tasks))).map_batches(
+        _read_span_task, fn_kwargs={"columns": columns}, batch_format="pyarrow", batch_size=1)
+
+
+def _read_span_task(items: pa.Table, columns: list[str] | None) -> Iterator[pa.Table]:
+    """Ray task: a `span_dataset` task's rows, a span at a time."""
+    for item in items.column("spans").to_pylist():
+        for span in json.loads(item):
+            yield read_spans([tuple(span)], columns)
 
 
 def read_dataset(directory: Path, columns: list[str] | None = None) -> ray.data.Dataset:

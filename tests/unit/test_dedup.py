@@ -61,13 +61,18 @@ def test_exact_duplicates_save_load_roundtrip(tmp_path):
 # --- MinHash ------------------------------------------------------------------
 
 
-def test_universal_hash_is_exact_modulo_the_mersenne_prime():
+def test_universal_hash_is_multiply_add_shift():
     a, b = permutation_params(8, seed=3)
-    a[0], b[0] = (1 << 61) - 2, (1 << 61) - 2  # the largest parameters
+    a[0], b[0] = 2**64 - 1, 2**64 - 1  # the largest parameters
+    a[1], b[1] = 3, 2**32 - 1  # hand-computed: 3 x + 2^32 - 1, top 32 of 64 bits
     x = np.array([0, 1, 2**31, 2**32 - 1, 123456789], np.uint64)
-    p = (1 << 61) - 1
-    expected = [[(int(ai) * int(xi) + int(bi)) % p for ai, bi in zip(a, b)] for xi in x]
-    assert _universal_hash(x, a, b).tolist() == expected
+    expected = [[((int(ai) * int(xi) + int(bi)) % 2**64) >> 32 for ai, bi in zip(a, b)] for xi in x]
+    got = _universal_hash(x, a, b)
+    assert got.dtype == np.uint32 and got.tolist() == expected
+    # 3 x + 2^32 - 1 over 2^32: x = 1 -> 1; x = 2^31 -> 2 (2.5 * 2^32 - 1); x = 2^32 - 1 -> 3 (4 * 2^32 - 4);
+    # x = 123456789 -> 1 (1.086 * 2^32)
+    assert got[:, 1].tolist() == [0, 1, 2, 3, 1]
+    assert len({int(v) for v in a}) == 8 and int(a.max()) >= 2**62  # 64-bit parameters, not 61
 
 
 def test_shingles_are_word_5grams_of_normalised_words():

@@ -1,4 +1,5 @@
-"""Dedup signatures of one partition cut into tasks: every row signed once, the same signatures as one task."""
+"""One large file read by many tasks (`tables.row_group_spans`): dedup signatures of a partition cut into tasks sign
+every row once and as one task does; the score and cluster-count reads see every row once."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pyarrow.parquet as pq
 
 from thresher.operators import schema as S
 from thresher.operators.dedup import NearDuplicates
-from thresher.pipeline.phases import SIGN_MIN_ROWS, SIGN_ROWS, sign_rows_per_task, sign_tasks, signature_piece
+from thresher.pipeline.phases import SIGN_MIN_ROWS, SIGN_ROWS, sign_tasks, signature_piece
+from thresher.pipeline.tables import rows_per_task, span_dataset
 
 from thresher.demo_corpus import generate
 
@@ -62,8 +64,20 @@ def test_a_piece_without_rows_and_the_task_size(tmp_path):
     tasks = sign_tasks(tmp_path / "empty", tmp_path / "dst", "k", 10)
     assert tasks == [{"spans": [], "dst": str(tmp_path / "dst"), "key": "k", "part": 0}]
     assert signature_piece(tasks[0], True, NearDuplicates(0.8)) == {"key": "k", "rows": 0}
-    assert sign_rows_per_task(4_000, 2) == SIGN_MIN_ROWS  # the demo: one task
-    assert sign_rows_per_task(30_000, 2) == 15_000
-    assert sign_rows_per_task(100_000, 2) == 16_667  # 6 tasks: three waves of two, not 5 tasks of 20k
-    assert sign_rows_per_task(500, 2) == SIGN_MIN_ROWS
-    assert sign_rows_per_task(10_000_000, 2) == SIGN_ROWS
+    assert rows_per_task(4_000, 2, SIGN_ROWS, SIGN_MIN_ROWS) == SIGN_MIN_ROWS  # the demo: one task
+    assert rows_per_task(30_000, 2, SIGN_ROWS, SIGN_MIN_ROWS) == 15_000
+    assert rows_per_task(100_000, 2, SIGN_ROWS, SIGN_MIN_ROWS) == 16_667  # 6 tasks: three waves of two, not 5 tasks of 20k
+    assert rows_per_task(500, 2, SIGN_ROWS, SIGN_MIN_ROWS) == SIGN_MIN_ROWS
+    assert rows_per_task(10_000_000, 2, SIGN_ROWS, SIGN_MIN_ROWS) == SIGN_ROWS
+    assert rows_per_task(100_000, 3, SIGN_ROWS, SIGN_MIN_ROWS) == 16_667  # 6 tasks: two waves of three
+
+
+def test_a_span_dataset_reads_every_row_once_in_many_tasks(tmp_path, local_ray):
+    n = _piece(tmp_path / "embed")
+    files = sorted((tmp_path / "embed").glob("*.parquet"))
+    ds = span_dataset(files, 6, [S.DOC_ID, S.INPUT_OFFSET])
+    got = pa.concat_tables(ds.iter_batches(batch_format="pyarrow", batch_size=None)).sort_by(S.INPUT_OFFSET)
+    assert got.column(S.DOC_ID).to_pylist() == [f"d{i}" for i in range(n)]
+    assert got.column_names == [S.DOC_ID, S.INPUT_OFFSET]
+    assert ds.materialize().num_blocks() >= 7  # not one block per file: a span at a time
+    assert span_dataset([], 6).take_all() == []  # no rows: one task that reads nothing
