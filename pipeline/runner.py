@@ -40,7 +40,7 @@ from .tables import Lift
 READ_TASK_BYTES = 32 * 2**20
 JSONL_SAMPLE_LINES = 1000
 _REAPER: list = []  # the watcher of the local Ray this process started, if any
-STOPPED_BY = {"signal": signal.SIGINT}  # set by `stop_on_signals` when SIGTERM is what stopped the job
+STOPPED_BY: dict[str, int | None] = {"signal": None}  # the signal `stop_on_signals` caught during this run, if any
 
 
 def stop_on_signals() -> None:
@@ -52,6 +52,8 @@ def stop_on_signals() -> None:
     def handler(signum, frame):
         STOPPED_BY["signal"] = signum
         raise KeyboardInterrupt
+
+    STOPPED_BY["signal"] = None
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, handler)
@@ -111,10 +113,13 @@ def run(
             ctx.warn(f"{len(inputs.empty)} input files have no rows and were skipped: {', '.join(inputs.empty[:5])}{' ...' if len(inputs.empty) > 5 else ''}")
         try:
             manifest = _run_plan(ctx, spec, progress, set(force), t0, handle_signals)
-        except KeyboardInterrupt:
-            emit({"event": "job_failed", "error": f"interrupted in phase {ctx.phase or 'start-up'}"})
-            raise Interrupted(ctx.phase or "start-up", STOPPED_BY["signal"]) from None
         except BaseException as e:
+            # A signal's KeyboardInterrupt can surface as another error: Ray Data's clean-up of an interrupted
+            # read or actor pool raises its own, with the interrupt only as context. Either way the job was stopped.
+            stopped = STOPPED_BY["signal"] if handle_signals else None
+            if isinstance(e, KeyboardInterrupt) or stopped is not None:
+                emit({"event": "job_failed", "error": f"interrupted in phase {ctx.phase or 'start-up'}"})
+                raise Interrupted(ctx.phase or "start-up", stopped or signal.SIGINT) from None
             emit({"event": "job_failed", "error": f"{type(e).__name__}: {e}"})
             raise
         emit({"event": "job_end", "output": str(out_path), "counts": manifest["counts"]})

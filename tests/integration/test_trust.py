@@ -307,7 +307,7 @@ def test_a_signal_stops_the_job_in_one_line_and_a_rerun_resumes(tmp_path, signum
     sent = time.time()
     job.send_signal(signum)
     _, err = job.communicate(timeout=60)
-    assert job.returncode == code and time.time() - sent < 30
+    assert job.returncode == code and time.time() - sent < 30, err
     assert err.strip().splitlines()[-1] == "thresher: interrupted: in phase embed; rerun the same command to resume", err
     assert "Traceback" not in err
     assert json.loads((work / "status.json").read_text())["state"] == "failed"
