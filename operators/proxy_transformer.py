@@ -135,7 +135,8 @@ class TransformerProxy:
         self.lr, self.seed, self.device, self.threads = lr, seed, torch.device(device), threads
 
     @contextmanager
-    def _threads(self) -> Iterator[None]:
+    def torch_threads(self) -> Iterator[None]:
+        """Torch on `threads` intra-op threads inside the block, its setting restored after."""
         before = torch.get_num_threads()
         if self.threads is not None:
             torch.set_num_threads(self.threads)
@@ -144,24 +145,25 @@ class TransformerProxy:
         finally:
             torch.set_num_threads(before)
 
-    def _ids(self, text: str) -> np.ndarray:
+    def token_ids(self, text: str) -> np.ndarray:
         """`<s>`, the text's token ids, `</s>`."""
         ids = (doc_hashes(text)[:-1] % np.uint64(self.vocab_size)).astype(np.int64) + 2
         return np.concatenate(([BOS_ID], ids, [EOS_ID]))
 
-    def _model(self) -> _LM:
+    def new_model(self) -> _LM:
+        """A freshly initialised model of these settings (weights drawn from `seed`)."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             return _LM(self.vocab_size + 2, self.context, self.d_model, self.n_layers, self.n_heads)
 
     def n_parameters(self) -> int:
         """Parameters of the model these settings build (the tied embedding counted once)."""
-        return sum(p.numel() for p in self._model().parameters())
+        return sum(p.numel() for p in self.new_model().parameters())
 
     def fit(self, train_texts: Sequence[str], train_weights: np.ndarray | None = None) -> nn.Module:
         """Train a fresh model on the texts, each drawn in proportion to `train_weights` (default 1)."""
         weights, keep = training_weights(self.name, train_texts, train_weights)
-        docs = [self._ids(train_texts[i]) for i in keep]
+        docs = [self.token_ids(train_texts[i]) for i in keep]
         sizes = np.array([len(d) for d in docs], np.int64)  # scored tokens + 1
         offsets = np.concatenate(([0], np.cumsum(sizes)[:-1]))
         stream = np.concatenate(docs)
@@ -171,8 +173,8 @@ class TransformerProxy:
         doc = rng.choice(len(docs), size=(self.steps, B), p=p / p.sum())
         start = (rng.random((self.steps, B)) * np.maximum(sizes[doc] - C, 1)).astype(np.int64)
         span = np.arange(C + 1)
-        with self._threads():
-            model = self._model().to(self.device).train()
+        with self.torch_threads():
+            model = self.new_model().to(self.device).train()
             opt = torch.optim.AdamW(model.parameters(), lr=self.lr, betas=(0.9, 0.95), weight_decay=0.1, fused=True)
             warmup = max(1, self.steps // 10)
             for step in range(self.steps):
@@ -197,12 +199,12 @@ class TransformerProxy:
         C = self.context
         windows, owner = [], []
         for i, text in enumerate(texts):
-            ids = self._ids(text)
+            ids = self.token_ids(text)
             for s in range(0, len(ids) - 1, C):
                 windows.append(ids[s : s + C + 1])
                 owner.append(i)
         nll = []
-        with torch.inference_mode(), self._threads():
+        with torch.inference_mode(), self.torch_threads():
             for b in range(0, len(windows), _EVAL_BATCH):
                 chunk = windows[b : b + _EVAL_BATCH]
                 width = max(len(w) for w in chunk)

@@ -41,6 +41,7 @@ SEL_COPIES = "sel_copies"
 SEL_PERCENTILE = "sel_percentile"
 SEL_STRATEGY = "sel_strategy"
 SEL_REASON = "sel_reason"
+PICK_SCORE = "pick_score"  # in a subset strategy's groups: the score its keys_and_scores gave the document (pipeline/picks.py)
 
 # Heuristic rule families: the reason a document fails the family, null when it passes.
 Q_RULE_GOPHER_QUALITY = "q_rule_gopher_quality"
@@ -74,6 +75,10 @@ Q_CLASSIFIER = "q_classifier"
 U_DSIR = "u_dsir"
 Q_DSIR = "q_dsir"  # u_dsir's percentile in the pool sample: the DSIR weight as a quality score
 U_TARGET_SIM = "u_target_sim"
+U_UDS = "u_uds"  # UDS utility: nuclear norm of a proxy LM's logits per token (operators/uds.py)
+Q_UDS = "q_uds"  # u_uds's percentile in the pool sample
+U_ALLSH = "u_allsh"  # ALLSH local sensitivity: a proxy LM's largest output divergence under perturbations (operators/allsh.py)
+Q_ALLSH = "q_allsh"  # u_allsh's percentile in the pool sample
 
 D_CLUSTER_SIZE = "d_cluster_size"
 D_CLUSTER_RARITY = "d_cluster_rarity"

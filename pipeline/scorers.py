@@ -187,6 +187,61 @@ class DSIRSpec(ScorerSpec):
         return DSIR(self.num_buckets, self.ngrams).fit(sample.column(S.TEXT), target), {"dsir_target_docs": len(target)}
 
 
+class ProxyLMScorerSpec(ScorerSpec):
+    """What the scorers read off a proxy transformer LM trained on the pool sample share (operators/proxy_scorer.py)."""
+
+    steps: int = Field(200, gt=0, description="Training steps of the proxy transformer LM on the fit sample (GPU when present).")
+    train_docs: int = Field(2_000, gt=0, description="Documents of the fit sample the proxy is trained on.")
+    reference_docs: int = Field(1_000, gt=0, description="Further fit-sample documents whose scores give the q_ column, the score's percentile.")
+
+    def sample_columns(self) -> set[str]:
+        return {S.TEXT}
+
+    def build(self, seed: int):
+        raise NotImplementedError
+
+    def fit(self, sample, side, seed):
+        texts = sample.column(S.TEXT).to_pylist()
+        train, held_out = texts[: self.train_docs], texts[self.train_docs : self.train_docs + self.reference_docs]
+        return self.build(seed).fit(train, held_out), {f"{self.name}_train_docs": len(train), f"{self.name}_reference_docs": len(held_out) or len(train)}
+
+
+class UDSSpec(ProxyLMScorerSpec):
+    """UDS utility (operators/uds.py): the nuclear norm of a proxy LM's next-token logits over a document, per token."""
+
+    name: ClassVar[str] = "uds"
+    state: ClassVar[str] = "thresher.operators.uds:UDSUtility"
+    description: ClassVar[str] = "UDS utility, u_uds (nuclear norm of a proxy LM's logits per token) and its percentile q_uds; none = off."
+
+    def writes(self) -> set[str]:
+        return {S.U_UDS, S.Q_UDS}
+
+    def build(self, seed: int):
+        from thresher.operators.uds import UDSUtility
+
+        return UDSUtility(self.steps, seed=seed)
+
+
+class ALLSHSpec(ProxyLMScorerSpec):
+    """ALLSH local sensitivity (operators/allsh.py): how far a proxy LM's predictions move under small perturbations."""
+
+    name: ClassVar[str] = "allsh"
+    state: ClassVar[str] = "thresher.operators.allsh:LocalSensitivity"
+    description: ClassVar[str] = "ALLSH local sensitivity, u_allsh (a proxy LM's largest output divergence under K perturbations) and q_allsh; none = off."
+
+    perturbations: int = Field(3, gt=0, description="Perturbed copies per document (word dropout, span swap, n-gram substitution, in turn); the score is the largest divergence.")
+    drop: float = Field(0.1, gt=0, lt=1, description="Word dropout: each token's probability of being dropped.")
+    span: int = Field(3, gt=0, description="Tokens per swapped span and per substituted n-gram.")
+
+    def writes(self) -> set[str]:
+        return {S.U_ALLSH, S.Q_ALLSH}
+
+    def build(self, seed: int):
+        from thresher.operators.allsh import LocalSensitivity
+
+        return LocalSensitivity(self.steps, seed=seed, perturbations=self.perturbations, drop=self.drop, span=self.span)
+
+
 class TargetSimSpec(ScorerSpec):
     """Mean top-k cosine similarity to an embedded target set (operators/target_sim.py): u_target_sim."""
 
@@ -244,7 +299,7 @@ class RulesSpec(ScorerSpec):
 
 
 # The registry, in the order the score phase applies them (scorers reading the embedding first).
-SCORERS: list[type[ScorerSpec]] = [ClassifierSpec, TargetSimSpec, RulesSpec, HeuristicQualitySpec, ColumnScoreSpec, DSIRSpec]
+SCORERS: list[type[ScorerSpec]] = [ClassifierSpec, TargetSimSpec, RulesSpec, HeuristicQualitySpec, ColumnScoreSpec, DSIRSpec, UDSSpec, ALLSHSpec]
 
 
 def register(cls: type[ScorerSpec]) -> type[ScorerSpec]:

@@ -94,7 +94,7 @@ def test_an_unknown_scorer_is_refused_naming_the_known_ones(tmp_path):
     from thresher.pipeline.errors import SpecError
     from thresher.pipeline.spec import parse_spec
 
-    with pytest.raises(SpecError, match=r"scorers.lenght: unknown scorer 'lenght' \(known: classifier, target_sim, rules, dsir\)"):
+    with pytest.raises(SpecError, match=r"scorers.lenght: unknown scorer 'lenght' \(known: classifier, target_sim, rules, dsir, uds, allsh\)"):
         parse_spec({"input": {"paths": ["x"]}, "output": {"path": "o"}, "scorers": {"lenght": {}}})
     with pytest.raises(SpecError, match=r"scorers.dsir.target: Field required"):
         parse_spec({"input": {"paths": ["x"]}, "output": {"path": "o"}, "scorers": {"dsir": {}}})

@@ -155,3 +155,36 @@ def test_rule_families_flag_planted_low_quality(scored):
         reasons = t.column(col).to_pylist()
         failed |= np.array([r is not None for r in reasons])
     assert failed[low].mean() > 0.9 and failed[planted == "clean"].mean() < failed[low].mean() - 0.3
+
+
+def test_uds_and_allsh_scores_in_a_job_and_uds_selections(local_ray, tmp_path):
+    corpus = write_corpus(tmp_path / "corpus", 400)
+    scorers = {"uds": {"steps": 10, "train_docs": 200}, "allsh": {"steps": 10, "train_docs": 200}}
+    spec = make_spec(corpus, tmp_path / "out", scorers=scorers, output={"work_dir": str(tmp_path / "work")},
+                     selection={"strategy": "topk", "by": {"q_uds": 1.0}, "budget": {"unit": "docs", "amount": 100}, "filters": []})
+    m = run(spec, log=lambda m: None, progress=False)
+    assert m["fit"]["uds_train_docs"] == 200 and m["fit"]["uds_reference_docs"] == 200  # the rest of the 400-document sample
+    t = pq.read_table(tmp_path / "work" / f"score-{keys_for(spec)['score']}" / "data",
+                      columns=["doc_id", "text", "invalid_reason", "u_uds", "q_uds", "u_allsh", "q_allsh", "planted", "dup_of"])
+    valid = t.filter(pc.is_null(t.column("invalid_reason")))
+    u = dict(zip(valid.column("doc_id").to_pylist(), valid.column("u_uds").to_pylist()))
+    assert all(v is not None and np.isfinite(v) and v > 0 for v in u.values())
+    copies = [r for r in valid.to_pylist() if r["planted"] == "exact_dup" and r["dup_of"] in u]
+    assert copies and all(u[r["doc_id"]] == pytest.approx(u[r["dup_of"]], rel=1e-6) for r in copies)  # a function of the text alone
+    sens = dict(zip(valid.column("doc_id").to_pylist(), valid.column("u_allsh").to_pylist()))
+    assert all(0 <= v <= np.log(2) for v in sens.values()) and max(sens.values()) > 0 and m["fit"]["allsh_train_docs"] == 200
+    assert all(sens[r["doc_id"]] == pytest.approx(sens[r["dup_of"]], rel=1e-6, abs=1e-12) for r in copies)  # the same perturbations of the same text
+    q = np.asarray(valid.column("q_uds").to_numpy(zero_copy_only=False))
+    assert q.min() >= 0 and q.max() <= 1 and np.all(np.diff(q[np.argsort(np.asarray(valid.column("u_uds").to_numpy()))]) >= 0)  # q_uds follows u_uds
+    chosen = pq.read_table(Path(spec.output.path) / "data", columns=["u_uds"]).column("u_uds").to_numpy()
+    assert abs(len(chosen) - 100) <= 5 and chosen.min() >= np.sort(np.asarray(list(u.values())))[-110]  # top-k by q_uds: the highest u_uds
+    # the uds strategy on the same scored pool (only select reruns): exactly the budget; more diversity weight, more diverse
+    vendi, chosen = {}, {}
+    for alpha in (0.0, 50.0):
+        run_spec = make_spec(corpus, tmp_path / f"uds-{alpha}", scorers=scorers, output={"work_dir": str(tmp_path / "work")},
+                             selection={"strategy": "uds", "alpha": alpha, "batch": 16, "budget": {"unit": "docs", "amount": 100}, "filters": []})
+        m = run(run_spec, log=lambda m: None, progress=False)
+        assert m["phases"]["score"]["reused"] and m["counts"]["selected_docs"] == 100 and m["selection"]["alpha"] == alpha
+        vendi[alpha] = m["diversity"]["selection"]["vendi"]
+        chosen[alpha] = set(pq.read_table(tmp_path / f"uds-{alpha}" / "data", columns=["doc_id"]).column("doc_id").to_pylist())
+    assert chosen[0.0] != chosen[50.0] and vendi[50.0] > vendi[0.0], vendi
