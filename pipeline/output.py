@@ -30,6 +30,7 @@ from thresher.operators.selection import uniform_from_ids
 
 from . import frozen, seen, shards, versions
 from .confine import Roots
+from .profiles import DomainProfiles
 from .report import job_report
 from .scoring import FAR_QUANTILE
 from .spec import JobSpec
@@ -67,7 +68,7 @@ def publish(spec: JobSpec, dirs: dict[str, Path | None], timings: dict, facts: d
     t = time.perf_counter()
     try:
         shards = _write_shards(spec, score_dir, select_dir, staging / "data")
-        counts, domains, distributions = _account(spec, score_dir, select_dir, staging)
+        counts, domains, distributions, profiles = _account(spec, score_dir, select_dir, staging)
         diversity = _diversity(spec, score_dir, select_dir, embed_dir)
         timings["write"] = {"seconds": round(time.perf_counter() - t, 3), "rows": counts["selected_docs"]}
         timings["total"] = {"seconds": round(time.perf_counter() - started, 3)}
@@ -83,6 +84,7 @@ def publish(spec: JobSpec, dirs: dict[str, Path | None], timings: dict, facts: d
             "accounting_holds": timings["embed"]["rows"] == counts["input"] == counts["selected_docs"] + counts["not_selected"] + counts["invalid"],
             "shards": shards,
             "domains": domains,
+            "domain_profiles": profiles,
             "distributions": distributions,
             "diversity": diversity,
             "reuse": _reuse(timings["embed"]),
@@ -182,8 +184,9 @@ def _decisions(score_dir: Path, select_dir: Path, score_columns: list[str], sele
             yield shards.read_joined(score, sel, rg, score_columns, select_columns)
 
 
-def _account(spec: JobSpec, score_dir: Path, select_dir: Path, staging: Path) -> tuple[dict, dict, dict]:
-    """One streaming pass over the decisions: counts, per-domain before/after, score distributions, rejected/, quarantine/.
+def _account(spec: JobSpec, score_dir: Path, select_dir: Path, staging: Path) -> tuple[dict, dict, dict, dict]:
+    """One streaming pass over the decisions: counts, per-domain before/after, score distributions, domain profiles
+    (terms and examples, `pipeline/profiles.py`), rejected/, quarantine/.
 
     Every input row lands in exactly one place: data/ (selected), rejected/
     (valid, not selected) or quarantine/ (invalid). Distributions: each
@@ -199,9 +202,10 @@ def _account(spec: JobSpec, score_dir: Path, select_dir: Path, staging: Path) ->
     invalid_reasons: Counter = Counter()
     before: dict[str, Counter] = defaultdict(Counter)
     after: dict[str, Counter] = defaultdict(Counter)
+    profiles = DomainProfiles(quality, spec.seed)
     rejected_writer = None
     try:
-        for t in _decisions(score_dir, select_dir, [S.INVALID_REASON, S.N_TOKENS, S.INPUT_FILE, S.INPUT_OFFSET, *quality], [S.DOC_ID, S.SEL_REASON, S.SEL_COPIES, S.DOMAIN]):
+        for t in _decisions(score_dir, select_dir, [S.TEXT, S.INVALID_REASON, S.N_TOKENS, S.INPUT_FILE, S.INPUT_OFFSET, *quality], [S.DOC_ID, S.SEL_REASON, S.SEL_COPIES, S.DOMAIN]):
             copies = np.asarray(t.column(S.SEL_COPIES).to_numpy(zero_copy_only=False))
             tokens = np.asarray(t.column(S.N_TOKENS).to_numpy(zero_copy_only=False))
             invalid = np.asarray(t.column(S.INVALID_REASON).is_valid().to_numpy(zero_copy_only=False))
@@ -226,6 +230,7 @@ def _account(spec: JobSpec, score_dir: Path, select_dir: Path, staging: Path) ->
                 before[key].update(docs=int(m.sum()), tokens=int(tokens[m].sum()))
                 s = m & selected
                 after[key].update(docs=int(s.sum()), copies=int(copies[s].sum()), tokens=int((copies[s] * tokens[s]).sum()))
+            profiles.add(t, domains, ~invalid)
             if spec.output.write_rejected:
                 rejected = t.filter(pa.array(~selected & ~invalid)).select([S.DOC_ID, S.SEL_REASON, S.INPUT_FILE, S.INPUT_OFFSET]).rename_columns([S.DOC_ID, "reason", S.INPUT_FILE, S.INPUT_OFFSET])
                 if rejected_writer is None:
@@ -246,7 +251,7 @@ def _account(spec: JobSpec, score_dir: Path, select_dir: Path, staging: Path) ->
         "columns": {c: {name: h.astype(int).tolist() for name, h in hist[c].items()} for c in quality},
         "means": {c: {name: (sums[c][name] / totals[name] if totals[name] else None) for name in totals} for c in quality},
     }
-    return dict(counts), domains, distributions
+    return dict(counts), domains, distributions, {k: v for k, v in sorted(profiles.result().items(), key=lambda kv: domain_order(kv[0]))}
 
 
 def _quality_columns(score_dir: Path) -> list[str]:

@@ -152,9 +152,28 @@ def _domains(m: dict) -> list[str]:
     tp, ts = max(sum(pool.values()), 1), max(sum(sel.values()), 1)
     labels = list(doms)
     chart = bars(f"{unit} per domain", labels, {"pool": [pool[k] / tp for k in labels], "selected": [sel[k] / ts for k in labels]}, f"share of {unit}")
-    rows = [[k, v["before"].get("docs", 0), v["after"].get("docs", 0), v["before"].get("tokens", 0), v["after"].get("tokens", 0), (v["after"].get("tokens",
-        0) / v["before"]["tokens"]) if v["before"].get("tokens") else 0.0] for k, v in doms.items()]
-    return [chart, _table(["domain", "docs before", "docs after", "tokens before", "tokens after", "tokens kept"], rows)]
+    profiles = m.get("domain_profiles") or {}
+    rows = [[k, ", ".join(t for t, _ in profiles.get(k, {}).get("terms", [])), v["before"].get("docs", 0), v["after"].get("docs", 0), v["before"].get("tokens", 0),
+             v["after"].get("tokens", 0), (v["after"].get("tokens", 0) / v["before"]["tokens"]) if v["before"].get("tokens") else 0.0] for k, v in doms.items()]
+    return [chart, _table(["domain", "most distinctive terms (c-TF-IDF)", "docs before", "docs after", "tokens before", "tokens after", "tokens kept"], rows)]
+
+
+def _examples(m: dict) -> list[str]:
+    """A few documents kept and dropped per domain, with their scores and reason (`pipeline/profiles.py`)."""
+    profiles = m.get("domain_profiles") or {}
+    if not profiles:
+        return []
+    quality = sorted({c for p in profiles.values() for r in p["kept"] + p["dropped"] for c in r["scores"]})
+    parts = ['<p class="muted">Per domain, the first documents kept and dropped in a fixed hash order of their doc_id '
+             '(a uniform sample, the same on every run of the same pool).</p>']
+    for k in sorted(profiles, key=domain_order):
+        p = profiles[k]
+        terms = ", ".join(t for t, _ in p["terms"])
+        parts.append(f"<h3>domain {_e(k)}{f': {_e(terms)}' if terms else ''}</h3>")
+        rows = [["kept" if r["copies"] else "dropped", r["doc_id"], r["copies"], r["reason"] or "", *[r["scores"].get(c, "") for c in quality], r["snippet"]]
+                for r in p["kept"] + p["dropped"]]
+        parts.append(_table(["", "doc_id", "copies", "reason", *quality, "text"], rows) if rows else '<p class="muted">No valid document.</p>')
+    return parts
 
 
 def _kmq(search_dir: Path) -> list[str]:
@@ -165,15 +184,31 @@ def _kmq(search_dir: Path) -> list[str]:
     return ["<h2>Iterative kMQ</h2>", bars("cluster weights after each round, and the final budget shares", names, series, "weight")]
 
 
+def _skills(search_dir: Path) -> list[str]:
+    k = json.loads((search_dir / "skills.json").read_text())
+    names, targets = list(k["shares"]), list(k["targets"])
+    series = {f"round {t['round']} mixture": [t["mixture"].get(n, 0.0) for n in names] for t in k["trajectory"]}
+    series["final shares"] = [k["shares"][n] for n in names]
+    graph = [[n, *(k["graph"][n].get(t, 0.0) for t in targets)] for n in names]
+    return ["<h2>Skill-It</h2>", bars("the mixture at each round, and the final budget shares", names, series, "weight"),
+            "<p>Skills graph A: how much training on a skill (row) lowers the loss of a target skill (column; its target texts in brackets), largest 1.</p>",
+            _table(["skill", *(f"{t} ({k['targets'][t]})" for t in targets)], graph)]
+
+
 def _search(search_dir: Path | None) -> list[str]:
     if search_dir and (search_dir / "kmq_shares.json").exists():
         return _kmq(search_dir)
+    if search_dir and (search_dir / "skills.json").exists():
+        return _skills(search_dir)
     if not search_dir or not (search_dir / "search.json").exists():
         return []
     s = json.loads((search_dir / "search.json").read_text())
-    parts = ["<h2>QuaDMix parameter "
-        "search</h2>", _table(["runs", "held-out Spearman", "chosen from", "predicted loss", "measured loss"], [[s["runs"], s["heldout_spearman"], s.get("source", ""), s["predicted_loss"],
-            s["measured_loss"]]])]
+    parts = ["<h2>QuaDMix parameter search</h2>", _table(["runs", "held-out Spearman", "regressor's predicted loss", "chosen", "its held-out loss"],
+                                                          [[s["runs"], s["heldout_spearman"], s["predicted_loss"], s.get("source", ""), s["measured_loss"]]])]
+    if s.get("finalists"):
+        parts.append("<p>The finalists, each run again with fresh seeds and scored on validation text the runs never saw; the lowest mean is chosen"
+                     f"{' (a top-k finalist won: the job selects top-k instead of QuaDMix)' if s.get('fallback') else ''}.</p>")
+        parts.append(_table(["finalist", "held-out losses", "mean"], [[f["finalist"], ", ".join(f"{v:.4f}" for v in f["losses"]), f["mean"]] for f in s["finalists"]]))
     runs_file = search_dir / "runs.parquet"
     if runs_file.exists():
         runs = pq.read_table(runs_file)
@@ -182,9 +217,8 @@ def _search(search_dir: Path | None) -> list[str]:
             held = runs.column("heldout").to_numpy(zero_copy_only=False) if "heldout" in runs.column_names else np.zeros(len(pred), bool)
             pts = [(float(p), float(y), f"run {i}{' (held out)' if h else ''}") for i, (p, y, h) in enumerate(zip(pred, loss, held))]
             colors = [PALETTE[1] if h else POOL for h in held]
-            pts.append((float(s["predicted_loss"]), float(s["measured_loss"]), "chosen"))
-            colors.append(SELECTION)
-            parts.append(scatter("proxy loss: predicted vs measured (orange: held out, blue: chosen)", pts, "predicted by the regressor", "measured", diagonal=True, colors=colors))
+            parts.append(scatter("proxy runs: loss predicted by the regressor vs measured (orange: held out of its fit)", pts, "predicted by the regressor", "measured", diagonal=True,
+                                 colors=colors))
     return parts
 
 
@@ -246,6 +280,8 @@ def job_report(m: dict, search_dir: Path | None = None) -> str:
         *_distributions(m),
         "<h2>Domains: before and after</h2>",
         *_domains(m),
+        "<h2>Documents kept and dropped, per domain</h2>",
+        *_examples(m),
         "<h2>Quality and diversity</h2>",
         _table(
             ["", "cluster entropy (normalised)", "Vendi score", *[f"mean {k}" for k in (m.get("distributions") or {}).get("means", {})]],
@@ -264,29 +300,34 @@ def job_report(m: dict, search_dir: Path | None = None) -> str:
     return _page("thresher report", parts)
 
 
-def compare_report(rows: list[dict], domains: dict[str, dict]) -> str:
-    """The HTML report of a comparison: one row per strategy, the quality-diversity trade-off, token shares per domain.
+def compare_report(rows: list[dict], domains: dict[str, dict], verdict: dict | None = None) -> str:
+    """The HTML report of a comparison: one row per strategy with each judge's loss, where the judges disagree, the
+    quality-diversity trade-off, token shares per domain.
 
     `domains`: each strategy's manifest `domains`; its own report is at NAME/report.html.
     """
     quality = sorted({k for r in rows for k in r["mean_quality"]})
     colors = [PALETTE[i % len(PALETTE)] for i in range(len(rows))]
-    has_loss = any(r["proxy_loss"] is not None for r in rows)
+    judges = sorted({j for r in rows for j in (r["judges"] or {})}, key=lambda j: (j != "ngram", j))
     parts = [
         "<h1>thresher comparison</h1>",
         _table(
-            ["strategy", "docs", "tokens", *[f"mean {q}" for q in quality], "duplicate rate", "cluster entropy", "Vendi", "proxy loss", "report"],
+            ["strategy", "docs", "tokens", *[f"mean {q}" for q in quality], "duplicate rate", "cluster entropy", "Vendi", *[f"{j} loss (mean ± sd)" for j in judges], "report"],
             [[r["strategy"], r["docs"], r["tokens"], *[r["mean_quality"].get(q, "") for q in quality], "" if r["duplicate_rate"] is None else r["duplicate_rate"], r["cluster_entropy"], r["vendi"],
-                "" if r["proxy_loss"] is None else r["proxy_loss"], Raw(f'<a href="{_e(r["strategy"])}/report.html">report</a>')] for r in rows],
+                *[f"{r['judges'][j]['mean']:.4f} ± {r['judges'][j]['sd']:.4f}" if r["judges"] else "" for j in judges],
+                Raw(f'<a href="{_e(r["strategy"])}/report.html">report</a>')] for r in rows],
         ),
+    ]
+    if verdict:
+        parts.append(f'<p class="{"" if verdict["agree"] else "warn"}">Over {verdict["seeds"]} seeds, {_e(verdict["summary"])}.</p>')
+    parts += [
         "<h2>Quality-diversity trade-off</h2>",
         '<div class="grid">',
         scatter("Vendi vs cluster entropy", [(r["cluster_entropy"], r["vendi"], r["strategy"]) for r in rows], "cluster entropy (normalised)", "Vendi score", colors=colors),
     ]
-    if has_loss:
-        parts.append(scatter("proxy loss (lower is better) vs "
-            "diversity", [(r["cluster_entropy"], r["proxy_loss"] if r["proxy_loss"] is not None else float("nan"), r["strategy"]) for r in rows], "cluster entropy (normalised)",
-                "proxy loss on the validation set", colors=colors))
+    for j in judges:
+        parts.append(scatter(f"{j} judge's loss (lower is better) vs diversity", [(r["cluster_entropy"], r["judges"][j]["mean"] if r["judges"] else float("nan"), r["strategy"]) for r in rows],
+                             "cluster entropy (normalised)", f"{j} loss on the validation set", colors=colors))
     for q in quality:
         parts.append(scatter(f"mean {q} vs diversity", [(r["cluster_entropy"], r["mean_quality"].get(q, float("nan")), r["strategy"]) for r in rows], "cluster entropy (normalised)", f"mean {q}",
             colors=colors))

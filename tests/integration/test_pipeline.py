@@ -178,6 +178,33 @@ def test_report_shows_the_distributions_and_domains_the_output_holds(job):
     assert "<script" not in page and "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "") and "https://" not in page  # offline
 
 
+def test_report_names_domains_and_shows_documents_kept_and_dropped(job):
+    import html
+
+    from thresher.pipeline.profiles import EXAMPLES, SAMPLE
+
+    spec, m, _ = job
+    out = Path(spec.output.path)
+    page = (out / "report.html").read_text()
+    profiles = m["domain_profiles"]
+    assert sorted(profiles) == sorted(m["domains"])
+    # checked against the output itself: a kept example is in data/ with its copies, a dropped one in rejected/ with its reason
+    data = {r["doc_id"]: r["sel_copies"] for r in pq.read_table(out / "data", columns=["doc_id", "sel_copies"]).to_pylist()}
+    rejected = {r["doc_id"]: r["reason"] for r in pq.read_table(out / "rejected", columns=["doc_id", "reason"]).to_pylist()}
+    for k, p in profiles.items():
+        assert p["sampled"] == min(SAMPLE, m["domains"][k]["before"]["docs"])
+        assert len(p["terms"]) == 8 and all(w > 0 for _, w in p["terms"]) and [w for _, w in p["terms"]] == sorted((w for _, w in p["terms"]), reverse=True)
+        assert len(p["kept"]) == min(EXAMPLES, m["domains"][k]["after"].get("docs", 0)) or p["sampled"] < m["domains"][k]["before"]["docs"]
+        for r in p["kept"]:
+            assert data[r["doc_id"]] == r["copies"] > 0 and r["reason"] is None
+        for r in p["dropped"]:
+            assert r["copies"] == 0 and rejected[r["doc_id"]] == r["reason"]
+        assert all("q_heuristic" in r["scores"] and len(r["snippet"]) <= 280 for r in p["kept"] + p["dropped"])
+        assert html.escape(", ".join(t for t, _ in p["terms"])) in page
+        assert all(f"<td>{html.escape(r['doc_id'])}</td>" in page for r in p["kept"] + p["dropped"])
+    assert sum(len(p["kept"]) for p in profiles.values()) > 0 and sum(len(p["dropped"]) for p in profiles.values()) > 0
+
+
 def test_report_renders_in_headless_chromium(job, tmp_path):
     from .helpers import screenshot
 
