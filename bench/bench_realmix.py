@@ -2,9 +2,13 @@
 
 Every strategy selects from `pool.parquet` with `target.parquet` as the only
 hint of what is wanted (classifier positives, DSIR target, the search's
-validation set). Each selection then trains the n-gram proxy
-(`operators/proxy_lm.py`, copies counted) and is scored on `eval.parquet`,
-which thresher never sees: lower is better. Diversity figures are the
+and Skill-It's validation set). Each selection is then judged by two model
+families, each trained on it (copies counted) and scored on `eval.parquet`,
+which thresher never sees, lower is better: the n-gram proxy
+(`operators/proxy_lm.py`, the family QuaDMix's search optimises) and a
+tiny transformer LM trained for a fixed `--judge-steps`
+(`pipeline/compare.py`'s judges; the job's seed seeds the judge too).
+The UDS and ALLSH scorers are on in every job (one score phase per seed). Diversity figures are the
 manifest's (cluster-coverage entropy over the job's k-means clusters, Vendi
 score on a hash sample of embeddings). All strategies of one seed share one
 work directory, so embedding and scoring run once per seed.
@@ -26,13 +30,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from thresher.operators.proxy_lm import NGramProxy
+from thresher.pipeline.compare import JUDGES, judge
 from thresher.pipeline.runner import run
 from thresher.pipeline.spec import parse_spec
 
 REALMIX = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "realmix"
 QUALITY = ["q_heuristic", "q_classifier"]
 QUALITY3 = [*QUALITY, "q_dsir"]
+QUALITY4 = [*QUALITY3, "q_allsh"]
 
 
 def strategies(target: str) -> dict[str, dict]:
@@ -53,6 +58,12 @@ def strategies(target: str) -> dict[str, dict]:
         "facility-location": {"strategy": "facility_location"},
         "max-min": {"strategy": "max_min"},
         "odis": {"strategy": "odis", "scores": QUALITY3},
+        "uds": {"strategy": "uds"},
+        "skillit": {"strategy": "skillit", "refine": {"validation": {"paths": [target]}}},
+        "skillit-eta2": {"strategy": "skillit", "refine": {"validation": {"paths": [target]}, "eta": 2.0}},
+        "topk-allsh": {"strategy": "topk", "by": {"q_allsh": 1.0}},
+        "quadmix-search3-64": {"strategy": "quadmix", "search": {"validation": {"paths": [target]}, "columns": QUALITY3}},
+        "quadmix-search4-64": {"strategy": "quadmix", "search": {"validation": {"paths": [target]}, "columns": QUALITY4}},
     }
 
 
@@ -63,16 +74,18 @@ def job(name: str, selection: dict, seed: int, out: Path, budget: float, cluster
         "output": {"path": str(out / f"seed{seed}" / name), "overwrite": True, "work_dir": str(out / f"seed{seed}" / "work")},
         "embedder": {"model": "static"},
         "clustering": {"n_clusters": clusters},
-        "scorers": {"classifier": {"reference": {"paths": [target]}}, "dsir": {"target": {"paths": [target]}}, "dedup": {}},
+        "scorers": {"classifier": {"reference": {"paths": [target]}}, "dsir": {"target": {"paths": [target]}}, "dedup": {}, "uds": {}, "allsh": {}},
         "selection": {**selection, "budget": {"unit": "tokens", "amount": budget}, "exclude": ["d_exact_dup", "d_near_dup"]},
         "seed": seed,
     }
     return run(parse_spec(raw), log=lambda m: None, progress=False)
 
 
-def proxy_loss(out_dir: Path, eval_texts: list[str]) -> float:
+def judged(out_dir: Path, eval_texts: list[str], seed: int, steps: int) -> dict[str, float]:
+    """Each judge's loss on the eval set after training on the selection (copies counted)."""
     t = pq.read_table(out_dir / "data", columns=["text", "sel_copies"])
-    return NGramProxy().loss(t.column("text").to_pylist(), eval_texts, train_weights=np.asarray(t.column("sel_copies").to_numpy(), np.float64))
+    texts, copies = t.column("text").to_pylist(), np.asarray(t.column("sel_copies").to_numpy(), np.float64)
+    return {j: judge(j, seed, steps).loss(texts, eval_texts, train_weights=copies) for j in JUDGES}
 
 
 def main() -> None:
@@ -81,6 +94,7 @@ def main() -> None:
     ap.add_argument("--strategies", nargs="+", default=None)
     ap.add_argument("--share", type=float, default=0.2, help="token budget as a share of the pool")
     ap.add_argument("--clusters", type=int, default=16)
+    ap.add_argument("--judge-steps", type=int, default=300, help="training steps of the transformer judge")
     ap.add_argument("--out", default="/tmp/thresher-realmix")
     args = ap.parse_args()
     out = Path(args.out)
@@ -94,10 +108,10 @@ def main() -> None:
             t = time.perf_counter()
             m = job(name, strategies(str(REALMIX / "target.parquet"))[name], seed, out, args.share * pool_tokens, args.clusters)
             seconds = time.perf_counter() - t
-            loss = proxy_loss(out / f"seed{seed}" / name, eval_texts)
+            losses = judged(out / f"seed{seed}" / name, eval_texts, seed, args.judge_steps)
             sel = m["diversity"]["selection"]
             row = {
-                "seed": seed, "strategy": name, "eval_loss": loss, "tokens": m["counts"]["selected_tokens"], "docs": m["counts"]["selected_docs"],
+                "seed": seed, "strategy": name, **{f"{j}_loss": v for j, v in losses.items()}, "tokens": m["counts"]["selected_tokens"], "docs": m["counts"]["selected_docs"],
                 "entropy": sel["cluster_entropy_normalised"], "vendi": sel["vendi"], "seconds": round(seconds, 1),
             }
             if "search" in m["timings"]:
@@ -107,16 +121,17 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
     print()
-    print("| strategy | eval loss (mean of seeds) | vs uniform | cluster entropy | Vendi | docs | seeds |")
-    print("|---|---|---|---|---|---|---|")
-    base = np.mean([r["eval_loss"] for r in rows if r["strategy"] == "uniform"]) if "uniform" in names else None
+    print("| strategy | n-gram judge | vs uniform | transformer judge | vs uniform | cluster entropy | Vendi | docs | seeds |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    base = {j: np.mean([r[f"{j}_loss"] for r in rows if r["strategy"] == "uniform"]) if "uniform" in names else None for j in JUDGES}
     for name in names:
         rs = [r for r in rows if r["strategy"] == name]
-        loss = np.mean([r["eval_loss"] for r in rs])
-        vs = f"{(loss - base) / base:+.2%}" if base else "-"
-        print(f"| {name} | {loss:.4f} ± {np.std([r['eval_loss'] for r in rs]):.4f} | {vs} | {np.mean([r['entropy'] for r in rs]):.3f} | {np.mean([r['vendi'] for r in rs]):.2f} | "
-            f"{np.mean([r['docs'] for r in rs]):.0f} | {len(rs)} |")
-
+        cells = []
+        for j in JUDGES:
+            values = [r[f"{j}_loss"] for r in rs]
+            loss = np.mean(values)
+            cells += [f"{loss:.4f} ± {np.std(values, ddof=1) if len(values) > 1 else 0.0:.4f}", f"{(loss - base[j]) / base[j]:+.2%}" if base[j] else "-"]
+        print(f"| {name} | {' | '.join(cells)} | {np.mean([r['entropy'] for r in rs]):.3f} | {np.mean([r['vendi'] for r in rs]):.2f} | {np.mean([r['docs'] for r in rs]):.0f} | {len(rs)} |")
 
 if __name__ == "__main__":
     main()

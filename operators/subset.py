@@ -341,6 +341,40 @@ def odis(
     return np.asarray(picks, np.int64), facts
 
 
+def uds_stream(emb: np.ndarray, utility: np.ndarray, order: np.ndarray, k: int, batch: int, queue: int, alpha: float,
+               memory: np.ndarray | None = None) -> np.ndarray:
+    """UDS's online selection rule (gfyddha/UDS, `UDSamplingTrainer.compute_top_index`) over a stream: `k` positions.
+
+    The stream (`order`) is cut into batches of `batch`; of each, the documents
+    of highest utility + alpha x diversity are taken, where diversity is the
+    mean L2 distance of a document's vector to a FIFO memory of the last
+    `queue` vectors taken (0 while it is empty), and the taken vectors then
+    join the memory. UDS takes a fixed K of every batch; here batch b takes
+    floor(k end_b / n) - floor(k start_b / n) (start_b, end_b: its rows in the
+    stream), so the picks sum to exactly k and follow the stream evenly.
+    `memory`, when given, is the queue's starting content (vectors taken before).
+    """
+    n = len(order)
+    k = min(int(k), n)
+    taken: list[np.ndarray] = []
+    mem = np.zeros((0, emb.shape[1]), emb.dtype) if memory is None else np.asarray(memory, emb.dtype)[-queue:]
+    for start in range(0, n, batch):
+        end = min(start + batch, n)
+        take = k * end // n - k * start // n
+        if take == 0:
+            continue
+        rows = order[start:end]
+        if len(mem):
+            d2 = (emb[rows] ** 2).sum(1)[:, None] + (mem ** 2).sum(1)[None, :] - 2 * emb[rows] @ mem.T
+            diversity = np.sqrt(np.maximum(d2, 0)).mean(axis=1)
+        else:
+            diversity = np.zeros(len(rows))
+        best = rows[np.argsort(-(utility[rows] + alpha * diversity), kind="stable")[:take]]
+        taken.append(best)
+        mem = np.concatenate([mem, emb[best]])[-queue:]
+    return np.concatenate(taken) if taken else np.zeros(0, np.int64)
+
+
 def _unit(x: np.ndarray) -> np.ndarray:
     """Rows L2-normalised, float32 and contiguous for faiss (a zero row stays zero)."""
     x = np.ascontiguousarray(x, dtype=np.float32)

@@ -54,8 +54,9 @@ from . import schema as S
 from .embed import from_fixed_list
 from .histogram import DomainHistograms
 from .budget import shortfall, without_replacement
-from .selection import ALL
-from .subset import MODES, facility_location, kmq_budgets, max_min_diversity, odis
+from .merged_quality import merged_quality
+from .selection import ALL, uniform_from_ids
+from .subset import MODES, facility_location, kmq_budgets, max_min_diversity, odis, uds_stream
 
 
 def digests(doc_ids: list[str]) -> np.ndarray:
@@ -271,3 +272,50 @@ class ODiS(GroupPick):
 
     def own_facts(self) -> dict:
         return {"columns": list(self.pick_columns), "components": self.components, "per_domain": self.per_domain, "odis": dict(sorted(self.group_facts_.items()))}
+
+
+class UDS(GroupPick):
+    """UDS (utility-diversity sampling; gfyddha/UDS) over the eligible pool streamed in a seeded order (`subset.uds_stream`).
+
+    Utility is the strategy's `by` quality (default q_uds, the percentile of the nuclear-norm utility, operators/uds.py),
+    given to each document in the histogram pass; diversity is in the document embedding. Deviations from the
+    reference, which selects online from the fine-tuning batches of one model: the stream is the pool in the order
+    of a seeded hash of the doc_id; diversity is measured between document embeddings, not between JL projections
+    of the model's logits; utility is a percentile in [0, 1] rather than the raw nuclear norm, so `alpha` is on
+    another scale than the reference's 2.5e-3 (the default 5 weighs the spread of mean embedding distances, about
+    0.1 for unit vectors, like the utility's 0..1); a token budget keeps the stream's first picks reaching it.
+    With `remembers`, the memory starts with (up to `queue` of) the previous version's selection, found in this
+    pool (the reference's memory is always empty at the start of training).
+    """
+
+    name = "uds"
+    pick_columns = (S.EMB,)
+
+    def __init__(self, by: dict[str, float], alpha: float = 5.0, batch: int = 64, queue: int = 1024, seed: int = 0, remembers: bool = False):
+        super().__init__("equal")
+        if alpha < 0 or batch < 1 or queue < 1:
+            raise ValueError(f"uds needs alpha >= 0, batch >= 1 and queue >= 1, got {alpha}, {batch}, {queue}")
+        self.by, self.alpha, self.batch, self.queue, self.seed = dict(by), float(alpha), int(batch), int(queue), int(seed)
+        self.columns = (S.DOC_ID, *self.by)
+        self.remembers = remembers  # seed the memory with the previous version's selection (`remember`)
+        self.memory_, self.memory_facts_ = None, None
+
+    def remember(self, emb: np.ndarray, facts: dict) -> "UDS":
+        """Start the stream's memory with these embeddings (what an earlier run took), so tonight prefers what it lacks."""
+        self.memory_, self.memory_facts_ = (emb if len(emb) else None), facts
+        return self
+
+    def group_keys(self, batch: pa.Table) -> np.ndarray:
+        return np.full(batch.num_rows, ALL)
+
+    def keys_and_scores(self, batch: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+        return self.group_keys(batch), merged_quality(batch, self.by)
+
+    def order(self, group: pa.Table, k: int) -> tuple[np.ndarray, dict]:
+        stream = np.argsort(uniform_from_ids(self.seed, group.column(S.DOC_ID).to_pylist()), kind="stable")
+        utility = np.asarray(group.column(S.PICK_SCORE).to_numpy(zero_copy_only=False), np.float64)
+        return uds_stream(from_fixed_list(group.column(S.EMB)), utility, stream, k, self.batch, self.queue, self.alpha, self.memory_), {}
+
+    def own_facts(self) -> dict:
+        memory = {"memory": self.memory_facts_} if self.remembers else {}
+        return {"by": self.by, "alpha": self.alpha, "batch": self.batch, "queue": self.queue, **memory}

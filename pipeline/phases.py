@@ -150,7 +150,9 @@ def _search_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
 def _reads_selection(spec: JobSpec, fp: dict) -> Slice:
     from_search = getattr(spec.selection, "from_search", None)
     content = _file_sha256(from_search) if from_search else None  # the file's content, not its name, decides
-    return Slice("select", selection=spec.selection, from_search_sha256=content, seed=spec.seed)
+    # previous: the version a remembering strategy (UDS's memory) starts from; a new version is a new selection
+    previous = {"previous": fp["previous_selection"]} if "previous_selection" in fp else {}
+    return Slice("select", selection=spec.selection, from_search_sha256=content, seed=spec.seed, **previous)
 
 
 def _file_sha256(path: str) -> str:
@@ -507,6 +509,8 @@ def select_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
     sel = s.selection
     filters = sel.build_filters()
     strategy = sel.build(needed, s.seed)
+    if getattr(strategy, "remembers", False):
+        strategy.remember(*picks.previous_embeddings(s.previous, needed["embed"], strategy.queue, s.seed))
     cols = sorted({S.DOC_ID, S.INVALID_REASON, S.N_TOKENS, domain_source(sel.domain), *(f.column for f in filters), *strategy.columns})
     hist = DomainHistograms(sel.percentile_bins)
     eligible = picks.Eligible() if getattr(strategy, "needs_picks", False) else None
@@ -518,7 +522,7 @@ def select_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
             keys, scores = strategy.keys_and_scores(t)
             hist.add(keys, scores, np.asarray(t.column(S.N_TOKENS).to_numpy(zero_copy_only=False)))
             if eligible is not None:
-                eligible.add(t.column(S.DOC_ID), keys)
+                eligible.add(t.column(S.DOC_ID), keys, scores)
     budget = sel.budget
     strategy.fit(hist, budget.unit if budget else None, budget.amount if budget else None)
     if eligible is not None:  # a strategy that chooses its subset group by group: the pick pass, before any transform

@@ -153,6 +153,9 @@ def _fingerprints(inputs: io.InputFiles, side: dict[str, io.InputFiles], spec: J
     command = proxy_fingerprint(spec, settings)
     if command is not None:
         found["selection.search.proxy"] = command
+    if getattr(spec.selection, "memory", None) == "previous":  # the version UDS's memory starts from (None: no version yet)
+        out = Path(spec.output.path)
+        found["previous_selection"] = str(versions.resolve(out)) if versions.is_versioned(out) and versions.current(out) else None
     if spec.fit is not None:  # the frozen states, by content
         state = frozen.state_dir(spec.fit.from_run, Roots.of(settings.allowed_roots))
         found["frozen"] = {name: frozen.digest(state / name) for name in frozen.PHASES if (state / name).is_dir()}

@@ -27,8 +27,8 @@ from thresher.operators.histogram import DomainHistograms, domain_order
 from thresher.operators.proxy_command import CommandProxy, ProxyCommandError
 from thresher.operators.proxy_lm import NGramProxy, ProxyEvaluator
 from thresher.operators.quadmix import QuaDMix, QuaDMixParams
-from thresher.operators.quadmix_search import ParamSpace, SearchResult, best_predicted, choose, fit_regressor, predict
-from thresher.operators.selection import filter_reasons, select, uniform_from_ids
+from thresher.operators.quadmix_search import ParamSpace, SearchResult, best_predicted, choose, fit_regressor, predict, split_validation
+from thresher.operators.selection import TopK, filter_reasons, select, uniform_from_ids
 
 from .errors import JobError
 from .plan import Slice
@@ -94,10 +94,17 @@ def eligible_sample(ctx, sel, seed: int, score_dir: Path, columns: list[str], si
     return pa.concat_tables(parts).take(pa.array(order)), pool
 
 
-def proxy_run(vector: np.ndarray, sample: pa.Table, valid: list[str], space: ParamSpace, unit: str, budget: float, max_copies: int, bins: int, seed: int, proxy: ProxyEvaluator) -> dict:
-    """One parameter set: select from the sample as the select phase would, train the proxy on the selection, score the validation set."""
-    per_domain = space.params(vector)
-    strategy = QuaDMix(QuaDMixParams(alpha={c: 1.0 for c in space.columns}), per_domain, max_copies=max_copies)
+def candidate_strategy(candidate: np.ndarray | str, space: ParamSpace, max_copies: int):
+    """What a proxy run selects with: QuaDMix with a parameter vector, or top-k by one quality column (a fallback finalist)."""
+    if isinstance(candidate, str):
+        return TopK({candidate: 1.0})
+    return QuaDMix(QuaDMixParams(alpha={c: 1.0 for c in space.columns}), space.params(candidate), max_copies=max_copies)
+
+
+def proxy_run(candidate: np.ndarray | str, sample: pa.Table, valid: list[str], space: ParamSpace, unit: str, budget: float, max_copies: int, bins: int, seed: int,
+              proxy: ProxyEvaluator) -> dict:
+    """One candidate: select from the sample as the select phase would, train the proxy on the selection, score the validation set."""
+    strategy = candidate_strategy(candidate, space, max_copies)
     hist = DomainHistograms(bins)
     keys, scores = strategy.keys_and_scores(sample)
     hist.add(keys, scores, np.asarray(sample.column(S.N_TOKENS).to_numpy(zero_copy_only=False)))
@@ -113,9 +120,11 @@ def proxy_run(vector: np.ndarray, sample: pa.Table, valid: list[str], space: Par
 
 
 def search_phase(ctx, sl: Slice, d: Path, needed: dict) -> dict:
-    """QuaDMix's parameter search, or iterative kMQ's cluster shares: whichever the selection asks for."""
+    """QuaDMix's parameter search, iterative kMQ's cluster shares or Skill-It's: whichever the selection asks for."""
     if sl.selection.strategy == "kmq":
         return refine_kmq(ctx, sl, d, needed)
+    if sl.selection.strategy == "skillit":
+        return refine_skillit(ctx, sl, d, needed)
     return search_quadmix(ctx, sl, d, needed)
 
 
@@ -130,32 +139,45 @@ def search_quadmix(ctx, sl: Slice, d: Path, needed: dict) -> dict:
     budget = sel.budget.amount * sample_weight / pool  # the same share of the sample as of the pool
     domains = tuple(sorted(set(sample.column(S.DOMAIN).to_pylist()), key=domain_order))
     space = ParamSpace(domains, tuple(columns), s.ranges.build())
-    valid = ctx.side_texts(s.validation)
+    valid, held = split_validation(ctx.side_texts(s.validation), s.holdout, seed)
     rng = np.random.default_rng(seed)
     t = time.perf_counter()
     proxy = make_proxy(s.proxy, ctx.settings)
+    args = (sample, valid, space, unit, budget, proxy, sel.max_copies, sel.percentile_bins)
     sizes = [s.runs // s.rounds + (i < s.runs % s.rounds) for i in range(s.rounds)]
     x = space.draw(sizes[0], rng)
-    losses = _run_all(seed, x, sample, valid, space, unit, budget, proxy, sel.max_copies, sel.percentile_bins)
+    losses = _run_all([seed] * len(x), list(x), *args)
     round_of = np.zeros(len(x), np.int64)
     for r, size in enumerate(sizes[1:], start=1):  # later rounds run the draws the regressor so far predicts best
         ok = np.isfinite(losses)
         nxt = best_predicted(space, fit_regressor(x[ok], losses[ok], seed=seed), rng, s.candidates, size)
         x = np.concatenate([x, nxt])
-        losses = np.concatenate([losses, _run_all(seed, nxt, sample, valid, space, unit, budget, proxy, sel.max_copies, sel.percentile_bins)])
+        losses = np.concatenate([losses, _run_all([seed] * len(nxt), list(nxt), *args)])
         round_of = np.concatenate([round_of, np.full(size, r)])
         ctx.log(f"[search] round {r + 1}: {size} runs on the regressor's best draws; best so far {np.nanmin(losses):.4f}")
     run_seconds = time.perf_counter() - t
     ok = np.isfinite(losses)
     fit = fit_regressor(x[ok], losses[ok], seed=seed)
     chosen, predicted = choose(space, fit, rng, s.candidates, s.top_k)
-    measured = float(_run_all(seed, chosen[None, :], sample, valid, space, unit, budget, proxy, sel.max_copies, sel.percentile_bins)[0])
-    best = int(np.nanargmin(losses))
-    source = "regressor"
-    if not measured <= losses[best]:  # a measured run beat the regressor's choice (or the choice selected nothing): keep what was measured
-        chosen, measured, source = x[best], float(losses[best]), f"run {best}"
-        ctx.log(f"[search] the best proxy run ({measured:.4f}) beat the regressor's choice; using run {best}")
-    result = SearchResult(domains, tuple(columns), tuple(chosen.tolist()), predicted, measured, fit.heldout_spearman, int(ok.sum()), s.ranges.model_dump(), source)
+    finalists = [("regressor", chosen), *((f"run {i}", x[i]) for i in np.argsort(np.where(ok, losses, np.inf), kind="stable")[: min(s.finalists, int(ok.sum()))])]
+    finalists += [(f"topk {c}", c) for c in columns] if s.fallback else []
+    fresh = [seed + 1 + r for r in range(s.remeasure)]  # every run above selected with `seed`
+    final = _run_all(fresh * len(finalists), [c for _, c in finalists for _ in fresh], sample, held or valid, *args[2:]).reshape(len(finalists), len(fresh))
+    means = np.where(np.isfinite(final).all(axis=1), final.mean(axis=1), np.inf)  # a finalist that selected nothing on any seed is out
+    win = int(np.argmin(means))
+    source, measured = finalists[win][0], float(means[win])
+    quadmix = [i for i, (name, _) in enumerate(finalists) if not name.startswith("topk")]
+    best_quadmix = min(quadmix, key=lambda i: means[i])
+    chosen = finalists[best_quadmix][1]
+    fallback = {"by": {finalists[win][1]: 1.0}} if source.startswith("topk") else None
+    where = "held-out validation text" if held else "the validation text (no hold-out)"
+    if fallback:
+        ctx.warn(f"selection.search: top-k by {finalists[win][1]} ({measured:.4f}) beat every QuaDMix finalist (best {finalists[best_quadmix][0]}, {means[best_quadmix]:.4f}) "
+                 f"on {where} over {len(fresh)} fresh seeds; the job selects top-k by {finalists[win][1]}")
+    report = [{"finalist": name, "losses": [round(float(v), 6) for v in row], "mean": float(means[i]) if np.isfinite(means[i]) else None} for i, ((name, _), row) in
+              enumerate(zip(finalists, final))]
+    result = SearchResult(domains, tuple(columns), tuple(np.asarray(chosen).tolist()), predicted, measured, fit.heldout_spearman, int(ok.sum()), s.ranges.model_dump(), source, fallback,
+                          tuple(report))
     result.save(d / "search.json")
     (d / "regressor.txt").write_text(fit.booster_text)
     predicted_runs = np.full(len(x), np.nan)
@@ -164,8 +186,8 @@ def search_quadmix(ctx, sl: Slice, d: Path, needed: dict) -> dict:
     heldout[np.flatnonzero(ok)[list(fit.heldout)]] = True
     runs = pa.table({**{n: x[:, i] for i, n in enumerate(space.feature_names())}, "loss": losses, "predicted": predicted_runs, "heldout": heldout, "round": round_of})
     pq.write_table(runs, d / "runs.parquet")
-    ctx.log(f"[search] {int(ok.sum())} proxy runs in {run_seconds:.1f}s; held-out Spearman {fit.heldout_spearman:.2f}; chosen ({source}): measured {measured:.4f}, regressor's prediction "
-        f"{predicted:.4f} (runs: best {np.nanmin(losses):.4f}, median {np.nanmedian(losses):.4f})")
+    ctx.log(f"[search] {int(ok.sum())} proxy runs in {run_seconds:.1f}s; held-out Spearman {fit.heldout_spearman:.2f}; regressor's prediction {predicted:.4f} (runs: best "
+            f"{np.nanmin(losses):.4f}, median {np.nanmedian(losses):.4f}); chosen of {len(finalists)} finalists on {where}: {source}, {measured:.4f}")
     return {
         "rows": sample.num_rows,
         "runs": int(ok.sum()),
@@ -176,6 +198,9 @@ def search_quadmix(ctx, sl: Slice, d: Path, needed: dict) -> dict:
         "predicted_loss": predicted,
         "measured_loss": measured,
         "chosen_from": source,
+        "fallback": fallback,
+        "finalists": report,
+        "validation_texts": {"search": len(valid), "held_out": len(held)},
         "best_run_loss": float(np.nanmin(losses)),
         "median_run_loss": float(np.nanmedian(losses)),
         "domains": len(domains),
@@ -248,6 +273,83 @@ def refine_kmq(ctx, sl: Slice, d: Path, needed: dict) -> dict:
     return {"rows": sample.num_rows, "rounds": r.rounds, "clusters": len(names), "shares": shares}
 
 
+def refine_skillit(ctx, sl: Slice, d: Path, needed: dict) -> dict:
+    """Skill-It on the eligible sample (operators/skillit.py): the skills graph from short proxy runs, then R rounds of budget / R.
+
+    Skills are the domains. The sample is in its hash order and each skill is
+    taken in that order, so a round adds the next documents of each skill.
+    The graph's proxies train on each skill's first `graph_docs` (the base:
+    those of every skill) and next `graph_docs` (skill i's addition); the
+    same first documents, alone, sort the target texts into target skills.
+    After each round but the last a proxy trained on everything taken so far
+    scores the target texts; their mean loss per target skill, over the
+    base's, is the round's evaluation. skills.json keeps the graph, the
+    mixture and what was taken at every round, and the final shares.
+    """
+    from thresher.operators.skillit import mixture, skills_graph, target_skills
+    from thresher.operators.subset import kmq_budgets
+
+    sel, r, seed = sl.selection, sl.selection.refine, sl.seed
+    sample, pool = eligible_sample(ctx, sel, seed, needed["score"], [], r.sample_size)
+    tokens = sel.budget.unit == "tokens"
+    weight = np.asarray(sample.column(S.N_TOKENS).to_numpy(zero_copy_only=False), np.float64) if tokens else np.ones(sample.num_rows)
+    budget = sel.budget.amount * weight.sum() / pool
+    names = sorted(set(sample.column(S.DOMAIN).to_pylist()), key=domain_order)
+    index = {n: i for i, n in enumerate(names)}
+    code = np.array([index[v] for v in sample.column(S.DOMAIN).to_pylist()], np.int64)
+    members = [np.flatnonzero(code == c) for c in range(len(names))]  # the sample's hash order
+    texts = sample.column(S.TEXT).to_pylist()
+    valid = ctx.side_texts(r.validation)
+    if not valid:
+        raise JobError("selection.refine.validation has no text: Skill-It needs a target to steer toward")
+    proxy = make_proxy(r.proxy, ctx.settings)
+    g = r.graph_docs
+
+    def texts_of(rows) -> list[str]:
+        return [texts[i] for i in rows]
+
+    which = target_skills(np.stack([proxy.per_doc_loss(texts_of(m[:g]), valid) for m in members]))
+    targets = np.unique(which)
+    owner = np.searchsorted(targets, which)
+
+    def per_target(losses: np.ndarray) -> np.ndarray:
+        return _per_cluster(losses, owner, len(targets))
+
+    base = [i for m in members for i in m[:g]]
+    before = per_target(proxy.per_doc_loss(texts_of(base), valid))
+    after = np.stack([per_target(proxy.per_doc_loss(texts_of(base + list(m[g : 2 * g])), valid)) if len(m) > g else before for m in members])
+    graph = skills_graph(before, after)
+    cum = [np.cumsum(weight[m]) for m in members]
+    sizes = np.array([int(round(c[-1])) for c in cum], np.int64)
+    taken = np.zeros(len(names), np.int64)
+    evaluations = [np.ones(len(targets))]  # the base's own losses, over themselves: before any round
+    trajectory = []
+    for rnd in range(r.rounds):
+        p = mixture(graph, evaluations, r.eta, r.window)
+        goal = int(round(budget * (rnd + 1) / r.rounds))
+        taken += kmq_budgets(sizes - taken, max(goal - int(taken.sum()), 0), "proportional", p)
+        step = {"round": rnd + 1, "mixture": dict(zip(names, np.round(p, 4).tolist())), "taken": dict(zip(names, taken.tolist()))}
+        trajectory.append(step)
+        if rnd == r.rounds - 1:
+            break
+        chosen = [i for m, c, t in zip(members, cum, taken) for i in m[: np.searchsorted(c, t, side="right")]]
+        if not chosen:
+            break
+        evaluations.append(per_target(proxy.per_doc_loss(texts_of(chosen), valid)) / before)
+        step["loss_vs_base"] = dict(zip([names[j] for j in targets], np.round(evaluations[-1], 4).tolist()))
+    shares = {n: float(v) for n, v in zip(names, taken / max(int(taken.sum()), 1))}
+    found = {
+        "shares": shares,
+        "targets": {names[j]: int(np.count_nonzero(which == j)) for j in targets},  # target skill: its target texts
+        "graph": {names[i]: dict(zip([names[j] for j in targets], np.round(graph[i], 4).tolist())) for i in range(len(names))},
+        "trajectory": trajectory,
+        "sample_budget": budget,
+    }
+    (d / "skills.json").write_text(json.dumps(found, indent=1))
+    ctx.log(f"[search] Skill-It: {len(names)} skills, {len(targets)} target skills, {len(trajectory)} rounds; shares {', '.join(f'{n} {v:.3f}' for n, v in shares.items())}")
+    return {"rows": sample.num_rows, "rounds": r.rounds, "skills": len(names), "target_skills": len(targets), "shares": shares}
+
+
 def _per_cluster(values: np.ndarray, owner: np.ndarray, n: int) -> np.ndarray:
     total = np.bincount(owner, weights=values, minlength=n)
     count = np.bincount(owner, minlength=n)
@@ -259,16 +361,17 @@ def _z(x: np.ndarray) -> np.ndarray:
     return np.zeros_like(x) if not sd > 0 else (x - np.nanmean(x)) / sd
 
 
-def _run_all(seed: int, x: np.ndarray, sample: pa.Table, valid: list[str], space: ParamSpace, unit: str, budget: float, proxy: ProxyEvaluator, max_copies: int, bins: int) -> np.ndarray:
-    """Every parameter vector's proxy loss, one Ray task each (NaN where a run selected nothing).
+def _run_all(seeds: list[int], candidates: list, sample: pa.Table, valid: list[str], space: ParamSpace, unit: str, budget: float, proxy: ProxyEvaluator, max_copies: int,
+             bins: int) -> np.ndarray:
+    """Every candidate's proxy loss (candidate i selecting with seeds[i]), one Ray task each (NaN where a run selected nothing).
 
     A transformer proxy's task takes a GPU when the cluster has one.
     """
     gpu = proxy.name == "transformer" and ray.cluster_resources().get("GPU", 0) >= 1
     task = ray.remote(num_cpus=1, num_gpus=1 if gpu else 0)(proxy_run)
     sample_ref, valid_ref = ray.put(sample), ray.put(valid)
-    pending = {task.remote(v, sample_ref, valid_ref, space, unit, budget, max_copies, bins, seed, proxy): i for i, v in enumerate(x)}
-    losses = np.full(len(x), np.nan)
+    pending = {task.remote(c, sample_ref, valid_ref, space, unit, budget, max_copies, bins, seed, proxy): i for i, (c, seed) in enumerate(zip(candidates, seeds))}
+    losses = np.full(len(candidates), np.nan)
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
         for ref in done:

@@ -141,8 +141,34 @@ class SearchSpec(Strict):
     sample_size: int = Field(20_000, gt=0, description="Proxy runs select from this many eligible documents (hash-uniform sample), at the job's budget share.")
     columns: list[str] = Field(default_factory=list, description="Quality columns α is searched over; empty = the keys of selection.quadmix.alpha.")
     candidates: int = Field(100_000, gt=0, description="Fresh draws the regressor predicts on.")
-    top_k: int = Field(128, gt=0, description="The chosen parameters are the average of this many best-predicted draws.")
+    top_k: int = Field(128, gt=0, description="The regressor's choice is the average of this many best-predicted draws.")
+    holdout: float = Field(0.3, ge=0, lt=1, description="Share of the validation texts (by a hash of each) the runs never see: the finalists are judged on it (0 = on the same texts).")
+    finalists: int = Field(4, ge=0, description="Best measured runs that join the regressor's choice as finalists.")
+    remeasure: int = Field(3, ge=1, description="Fresh selection seeds each finalist is run with on the held-out texts; the lowest mean loss wins.")
+    fallback: bool = Field(True, description="Top-k by each searched column alone is a finalist too; when one wins, the job selects it instead of QuaDMix and says so.")
     ranges: SearchRangesSpec = Field(default_factory=SearchRangesSpec, description="Ranges the parameters are drawn from.")
+
+
+def check_quality_columns(field: str, columns) -> None:
+    """Weights merge quality columns into one score in [0, 1] (its histogram's range): only q_* columns, each in [0, 1],
+    may be weighed; a u_* utility has its own scale (its percentile is its q_* column, as q_dsir is u_dsir's)."""
+    wrong = sorted(c for c in columns if not c.startswith("q_") or c.startswith("q_rule_"))
+    if wrong:
+        raise ValueError(f"{field}{': ' if field else ''}{', '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} not a quality column (q_*, in [0, 1]); "
+                         "weigh q_* columns (a u_* score's percentile is its q_* column: q_dsir, q_uds)")
+
+
+class WeighedSelection(SelectionBase):
+    """A strategy ranking by `by`, quality columns and their weights (each subclass sets its default): q_* columns only."""
+
+    @field_validator("by", check_fields=False)
+    @classmethod
+    def _quality_by(cls, v: dict[str, float]) -> dict[str, float]:
+        check_quality_columns("", v)
+        return v
+
+    def columns(self) -> set[str]:
+        return set(self.by)
 
 
 class QuaDMixSelection(SelectionBase):
@@ -150,7 +176,8 @@ class QuaDMixSelection(SelectionBase):
 
     strategy: Literal["quadmix"] = Field("quadmix", description="quadmix (quality-diversity sampling), topk (best by merged quality), kmq (per-cluster budgets, quality sampling inside), uniform "
         "(random baseline), dsir (Gumbel top-k on DSIR weights; needs scorers.dsir), facility_location (per-domain budgets, the documents that best represent each domain), max_min (per-domain "
-            "budgets, the most spread-out documents of each domain) or odis (the top documents along decorrelated quality axes).")
+            "budgets, the most spread-out documents of each domain), odis (the top documents along decorrelated quality axes), uds (utility-diversity sampling over a seeded stream) or skillit "
+            "(per-domain shares from a skills graph and rounds toward a target).")
     quadmix: QuaDMixParamsSpec = Field(default_factory=QuaDMixParamsSpec, description="QuaDMix parameters for every domain.")
     domains: dict[str, QuaDMixParamsSpec] = Field(default_factory=dict, description="Per-domain QuaDMix overrides, keyed by domain value.")
     search: SearchSpec | None = Field(None, description="Search the parameters per domain with proxy runs (the search phase); the result replaces quadmix and domains.")
@@ -164,6 +191,7 @@ class QuaDMixSelection(SelectionBase):
             raise ValueError("selection.search.runs / rounds must be at least 10: every round fits a regressor on the runs before it")
         if self.search is not None and self.from_search is not None:
             raise ValueError("give selection.search or selection.from_search, not both")
+        check_quality_columns("selection.quadmix.alpha / domains / search.columns", self.columns())
         return self
 
     def columns(self) -> set[str]:
@@ -175,19 +203,22 @@ class QuaDMixSelection(SelectionBase):
 
         found = dirs.get("search") and dirs["search"] / "search.json" or self.from_search
         if found:
-            return QuaDMix(self.quadmix.build(), SearchResult.load(Path(found)).params(), max_copies=self.max_copies)
+            result = SearchResult.load(Path(found))
+            if result.fallback:  # top-k by one column beat every QuaDMix finalist on held-out text
+                from thresher.operators.selection import TopK
+
+                return TopK(result.fallback["by"])
+            return QuaDMix(self.quadmix.build(), result.params(), max_copies=self.max_copies)
         return QuaDMix(self.quadmix.build(), {k: v.build() for k, v in self.domains.items()}, max_copies=self.max_copies)
 
 
-class TopKSelection(SelectionBase):
+class TopKSelection(WeighedSelection):
     """The best documents by a weighted mean of quality columns, one copy each."""
 
     strategy: Literal["topk"]
     budget: BudgetSpec = Field(description="Selection size.")
     by: dict[str, float] = Field(default_factory=lambda: {S.Q_HEURISTIC: 1.0}, description="Quality columns and their weights, merged into the ranking score.")
 
-    def columns(self) -> set[str]:
-        return set(self.by)
 
     def build(self, dirs: dict[str, Path | None], seed: int):
         from thresher.operators.selection import TopK
@@ -209,7 +240,7 @@ class RefineSpec(Strict):
     sample_size: int = Field(20_000, gt=0, description="The rounds run on this many eligible documents (hash-uniform sample), at the job's budget share.")
 
 
-class KMQSelection(SelectionBase):
+class KMQSelection(WeighedSelection):
     """kMQ (arXiv 2409.11378): a budget per domain (cluster), Gumbel top-k on quality / T inside it (operators/kmq.py)."""
 
     strategy: Literal["kmq"]
@@ -219,8 +250,6 @@ class KMQSelection(SelectionBase):
     split: Literal["equal", "proportional"] = Field("equal", description="Budget per domain: equal (the paper; a small domain's unused share goes to the rest) or proportional to its size.")
     refine: RefineSpec | None = Field(None, description="Iterative kMQ: cluster shares refined over rounds with a proxy (the search phase); none = static kMQ.")
 
-    def columns(self) -> set[str]:
-        return set(self.by)
 
     def build(self, dirs: dict[str, Path | None], seed: int):
         import json
@@ -229,6 +258,35 @@ class KMQSelection(SelectionBase):
 
         weights = json.loads((dirs["search"] / "kmq_shares.json").read_text())["shares"] if dirs.get("search") else None
         return KMQ(dict(self.by), self.temperature, self.split, seed, weights=weights)
+
+
+class SkillsSpec(Strict):
+    """Skill-It's search (operators/skillit.py): the skills graph from short proxy runs, then online rounds of multiplicative weights."""
+
+    validation: CorpusRef = Field(description="The target: text the selection should serve; split into target skills by the skill whose proxy explains each text best.")
+    rounds: int = Field(4, ge=2, description="Rounds T; each takes budget / T by the mixture of the moment.")
+    eta: float = Field(0.5, gt=0, description="Learning rate of the multiplicative weights: p ∝ exp(eta · A · summed normalised losses).")
+    window: int = Field(3, ge=1, description="Evaluations summed in the update (the reference's mw_window).")
+    graph_docs: int = Field(64, gt=0, description="Documents per skill in the graph's proxies: the base trains on this many of every skill, each skill's proxy on the base plus this "
+        "many more of it.")
+    proxy: Literal["ngram", "transformer"] = Field("ngram", description="Proxy evaluator (see selection.search.proxy); it scores target texts one by one, which a command proxy cannot.")
+    sample_size: int = Field(20_000, gt=0, description="The graph and the rounds run on this many eligible documents (hash-uniform sample), at the job's budget share.")
+
+
+class SkillItSelection(SelectionBase):
+    """Skill-It (arXiv 2307.14430): budget shares per domain (skill) from the skills graph and online rounds toward a target, uniform inside a skill."""
+
+    strategy: Literal["skillit"]
+    budget: BudgetSpec = Field(description="Selection size.")
+    refine: SkillsSpec = Field(description="The skills graph and the rounds (the search phase).")
+
+    def build(self, dirs: dict[str, Path | None], seed: int):
+        import json
+
+        from thresher.operators.skillit import SkillIt
+
+        found = json.loads((dirs["search"] / "skills.json").read_text())
+        return SkillIt(found["shares"], seed, rounds={k: v for k, v in found.items() if k != "shares"})
 
 
 class UniformSelection(SelectionBase):
@@ -310,6 +368,26 @@ class ODiSSelection(SelectionBase):
         return ODiS(odis_columns(list(self.scores), dirs.get("score")), self.components, self.split, self.per_domain)
 
 
+class UDSSelection(WeighedSelection):
+    """UDS (utility-diversity sampling, gfyddha/UDS): the pool streamed in a seeded order, each batch's documents of highest utility
+    + alpha x mean embedding distance to the last documents taken (operators/subset_select.py)."""
+
+    strategy: Literal["uds"]
+    budget: BudgetSpec = Field(description="Selection size, spread evenly over the stream's batches; a tokens budget keeps the stream's first picks reaching it.")
+    by: dict[str, float] = Field(default_factory=lambda: {S.Q_UDS: 1.0}, description="Utility: quality columns and their weights (default q_uds, which needs scorers.uds).")
+    alpha: float = Field(5.0, ge=0, description="Weight of diversity (mean L2 distance of the document's embedding to the memory) against the utility in [0, 1].")
+    batch: int = Field(64, gt=0, description="Documents per stream batch; each takes its share of the budget.")
+    queue: int = Field(1024, gt=0, description="Memory: the embeddings of the last this many documents taken.")
+    memory: Literal["empty", "previous"] = Field("empty", description="What the memory starts with: empty, or up to `queue` documents the output's current version selected (a "
+        "versioned output: tonight then prefers what last night's selection lacks).")
+
+
+    def build(self, dirs: dict[str, Path | None], seed: int):
+        from thresher.operators.subset_select import UDS
+
+        return UDS(dict(self.by), self.alpha, self.batch, self.queue, seed, remembers=self.memory == "previous")
+
+
 def odis_columns(asked: list[str], score_dir: Path | None) -> list[str]:
     """The columns ODiS reads, checked against the score files' schema (the default when none are asked)."""
     import pyarrow as pa
@@ -335,7 +413,7 @@ def odis_columns(asked: list[str], score_dir: Path | None) -> list[str]:
 
 
 # The strategy registry: one spec variant per strategy, told apart by `strategy`.
-STRATEGIES = (QuaDMixSelection, TopKSelection, KMQSelection, UniformSelection, DSIRSelection, FacilityLocationSelection, MaxMinSelection, ODiSSelection)
+STRATEGIES = (QuaDMixSelection, TopKSelection, KMQSelection, UniformSelection, DSIRSelection, FacilityLocationSelection, MaxMinSelection, ODiSSelection, UDSSelection, SkillItSelection)
 SelectionSpec = Annotated[Union[STRATEGIES], Field(discriminator="strategy")]
 _VARIANTS = {v.model_fields["strategy"].annotation.__args__[0]: v for v in STRATEGIES}
 

@@ -20,6 +20,13 @@ def _version() -> str:
     return metadata.version("thresher")
 
 
+def _positive(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return n
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="thresher", description="Curate LLM pretraining corpora on Ray Data.")
     parser.add_argument("--version", action="version", version=f"thresher {_version()}")
@@ -41,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     cmp_p.add_argument("spec", help="the job spec (its selection's budget, filters and domain are kept)")
     cmp_p.add_argument("--strategies", nargs="+", default=["uniform", "topk", "kmq", "quadmix"], help="strategy names, each at its default parameters")
     cmp_p.add_argument("--out", required=True, help="directory for one output per strategy, compare.json and compare.md")
-    cmp_p.add_argument("--validation", nargs="+", help="files of text to score each selection on with the n-gram proxy")
+    cmp_p.add_argument("--validation", nargs="+", help="files of text to judge each selection on: an n-gram and a transformer proxy LM trained on it")
+    cmp_p.add_argument("--judge-seeds", type=_positive, default=3, help="seeds per judge (default 3): each judge's loss is a mean over them")
+    cmp_p.add_argument("--judge-steps", type=_positive, default=200, help="training steps of the transformer judge (default 200; about 40 s a seed on one CPU core at realmix's size)")
     explain_p = sub.add_parser("explain", help="a document's scores, domain, copies and why it was or was not selected")
     explain_p.add_argument("output", help="a job's output directory")
     explain_p.add_argument("doc_id")
@@ -99,8 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "compare":
             from thresher.pipeline.compare import compare, table
 
-            rows = compare(load_spec(args.spec), args.strategies, Path(args.out), args.validation, settings=settings)
-            print(table(rows), end="")
+            rows, verdict = compare(load_spec(args.spec), args.strategies, Path(args.out), args.validation, settings=settings,
+                                    judge_seeds=args.judge_seeds, judge_steps=args.judge_steps)
+            print(table(rows, verdict), end="")
             return 0
         if args.command == "explain":
             import json
@@ -256,7 +266,7 @@ def spec_reference() -> str:
     from thresher.pipeline.spec import STRATEGIES, JobSpec, SelectionBase
 
     out: list[str] = []
-    done: set[str] = set()
+    done: set[tuple[str, type]] = set()
 
     def models_in(ann) -> list[type[BaseModel]]:
         if isinstance(ann, type) and issubclass(ann, BaseModel):
@@ -273,13 +283,14 @@ def spec_reference() -> str:
     def heading(title: str) -> None:
         out.append(f"\n**{title}**\n\n| field | default | meaning |\n|---|---|---|")
 
-    def table(model: type[BaseModel], prefix: str, fields: list[str] | None = None, title: str | None = None) -> None:
-        if prefix in done and fields is None:
+    def table(model: type[BaseModel], prefix: str, fields: list[str] | None = None, title: str | None = None, strategy: str | None = None) -> None:
+        # a strategy's own sections name it: two strategies may put different models at one path (kmq's and skillit's refine)
+        if (prefix, model) in done and fields is None:
             return
-        done.add(prefix)
+        done.add((prefix, model))
         nested: list = []
         start = len(out)
-        heading(title or prefix.rstrip(".") or "top level")
+        heading(title or (prefix.rstrip(".") + (f" (strategy: {strategy})" if strategy else "")) or "top level")
         for name in fields if fields is not None else model.model_fields:
             f = model.model_fields[name]
             nested += [(m, f"{prefix}{name}{suffix(f.annotation)}.") for m in models_in(f.annotation)]
@@ -303,7 +314,7 @@ def spec_reference() -> str:
                 if m is STRATEGIES[0]:
                     strategies(p)
             else:
-                table(m, p)
+                table(m, p, strategy=strategy)
 
     def strategies(prefix: str) -> None:
         common = ["strategy", *SelectionBase.model_fields]
@@ -313,7 +324,7 @@ def spec_reference() -> str:
             own += [n for n in SelectionBase.model_fields if variant.model_fields[n].is_required()]
             if own:
                 name = variant.model_fields["strategy"].annotation.__args__[0]
-                table(variant, prefix, own, title=f"selection (strategy: {name})")
+                table(variant, prefix, own, title=f"selection (strategy: {name})", strategy=name)
 
     table(JobSpec, "")
     return "\n".join(out).strip()

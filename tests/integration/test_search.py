@@ -20,18 +20,26 @@ def test_a_search_chooses_parameters_that_the_selection_uses_and_a_later_job_reu
     spec = make_spec(corpus, tmp_path / "out", clustering={"n_clusters": 3}, selection={"search": search, "budget": {"unit": "tokens", "amount": 40_000}})
     m = run(spec, log=lambda m: None, progress=False)
     facts = m["timings"]["search"]
-    assert facts["runs"] == 20 and facts["rounds"] == 2 and -1 <= facts["heldout_spearman"] <= 1 and facts["measured_loss"] <= facts["best_run_loss"] + 1e-12
+    assert facts["runs"] == 20 and facts["rounds"] == 2 and -1 <= facts["heldout_spearman"] <= 1
+    held = facts["validation_texts"]["held_out"]
+    assert facts["validation_texts"]["search"] + held == 60 and 8 <= held <= 30  # about 30% held out by hash
+    # the finalists: the regressor's choice, the 4 best runs, top-k by the searched column; 3 fresh seeds each, on the held-out texts
+    names = [f["finalist"] for f in facts["finalists"]]
+    assert names[0] == "regressor" and len(names) == 6 and names[-1] == "topk q_heuristic" and all(len(f["losses"]) == 3 for f in facts["finalists"])
+    best = min(facts["finalists"], key=lambda f: f["mean"] if f["mean"] is not None else float("inf"))
+    assert facts["chosen_from"] == best["finalist"] and facts["measured_loss"] == best["mean"]
     work = tmp_path / "out.work" / f"search-{keys_for(spec)['search']}"
     runs = pq.read_table(work / "runs.parquet")
     result = SearchResult.load(work / "search.json")
     assert runs.column("round").to_pylist() == [0] * 10 + [1] * 10  # the second round: the first round's regressor's best draws
     assert runs.num_rows == 20 and "loss" in runs.column_names and f"{result.domains[0]}:omega" in runs.column_names
     assert set(result.domains) <= {"0", "1", "2"} and result.measured_loss == facts["measured_loss"]
-    assert result.source == facts["chosen_from"] and (result.source == "regressor" or min(runs.column("loss").to_pylist()) == result.measured_loss)
+    assert result.source == facts["chosen_from"] and (result.fallback is not None) == result.source.startswith("topk")
     assert m["selection"]["strategy"] == "quadmix" and m["counts"]["selected_tokens"] > 0
+    assert ("threshold" in m["selection"]) == (result.fallback is not None)  # top-k's facts when it won
     assert sum(runs.column("heldout").to_pylist()) == 4 and all(abs(p) < 50 for p in runs.column("predicted").to_pylist())  # 20% of 20 held out
     page = (tmp_path / "out" / "report.html").read_text()
-    assert "QuaDMix parameter search" in page and page.count("<title>run ") == 20 and "<title>chosen:" in page  # every run, predicted vs measured
+    assert "QuaDMix parameter search" in page and page.count("<title>run ") == 20 and "topk q_heuristic" in page  # every run, predicted vs measured; the finalists
     events = [json.loads(line) for line in (tmp_path / "out.work" / "events.jsonl").read_text().splitlines()]
     assert any(e["event"] == "phase_end" and e["phase"] == "search" for e in events)
     # a later job takes the parameters from the file, without searching, and selects the same documents
@@ -62,7 +70,7 @@ def test_a_configured_command_is_the_proxy_and_its_content_is_part_of_the_key(lo
         "print(loss)\n"
     )
     settings = Settings(proxy_commands={"mine": [sys.executable, str(script)]})
-    search = {"validation": {"paths": [str(validation)]}, "runs": 10, "candidates": 500, "top_k": 8, "proxy": "command:mine"}
+    search = {"validation": {"paths": [str(validation)]}, "runs": 10, "candidates": 500, "top_k": 8, "proxy": "command:mine", "finalists": 1, "remeasure": 1, "fallback": False}
     spec = make_spec(corpus, tmp_path / "out", clustering={"n_clusters": 2}, selection={"search": search, "budget": {"unit": "docs", "amount": 60}})
     with pytest.raises(SpecError, match="no proxy command .mine. in the settings"):
         run(spec, log=lambda m: None, progress=False, settings=Settings())
@@ -71,8 +79,30 @@ def test_a_configured_command_is_the_proxy_and_its_content_is_part_of_the_key(lo
     assert m["timings"]["search"]["proxy"] == "command:mine" and m["timings"]["search"]["runs"] == 10
     logged = [float(x) for x in calls.read_text().split()]
     runs = pq.read_table(tmp_path / "out.work" / f"search-{keys_for(spec, settings)['search']}" / "runs.parquet")
-    assert len(logged) == 11 and sorted(runs.column("loss").to_pylist()) == sorted(logged[:10])  # 10 runs, then the chosen one
+    assert len(logged) == 12 and sorted(runs.column("loss").to_pylist()) == sorted(logged[:10])  # 10 runs, then the 2 finalists
     before = keys_for(spec, settings)
     script.write_text(script.read_text().replace("/ 100", "/ 50"))
     after = keys_for(spec, settings)
     assert after["search"] != before["search"] and after["score"] == before["score"]  # a new proxy program redoes the search only
+
+
+def test_top_k_that_beats_every_quadmix_finalist_on_held_out_text_is_selected_and_the_job_says_so(local_ray, tmp_path):
+    import pyarrow as pa
+
+    from thresher.demo_corpus import generate
+
+    table = generate(600, 0).select(["id", "text"])
+    wanted = [1.0 if i % 10 == 0 else 0.0 for i in range(table.num_rows)]  # 60 documents the target is made of
+    (tmp_path / "corpus").mkdir()
+    pq.write_table(table.append_column("wanted", pa.array(wanted)), tmp_path / "corpus" / "part-0.parquet")
+    validation = tmp_path / "validation.parquet"
+    pq.write_table(table.filter(pa.array([w == 1.0 for w in wanted])), validation)
+    search = {"validation": {"paths": [str(validation)]}, "runs": 10, "candidates": 500, "top_k": 8, "columns": ["q_heuristic", "q_wanted"], "finalists": 2, "remeasure": 2}
+    spec = make_spec(tmp_path / "corpus", tmp_path / "out", clustering={"n_clusters": 2}, scorers={"columns": [{"column": "wanted"}]},
+                     selection={"search": search, "budget": {"unit": "docs", "amount": 60}, "filters": []})
+    m = run(spec, log=lambda m: None, progress=False)
+    facts = m["timings"]["search"]
+    assert facts["chosen_from"] == "topk q_wanted" and facts["fallback"] == {"by": {"q_wanted": 1.0}}, facts["finalists"]
+    assert any("top-k by q_wanted" in w and "beat every QuaDMix finalist" in w for w in m["warnings"])
+    picked = pq.read_table(tmp_path / "out" / "data", columns=["doc_id"]).column("doc_id").to_pylist()
+    assert sorted(picked) == sorted(pq.read_table(validation, columns=["id"]).column("id").to_pylist())  # top-k by the column: exactly the wanted documents

@@ -74,3 +74,26 @@ def test_a_rerun_reuses_the_select_phase(jobs):
     _, again = job("facility_location", "facility_location-again")
     assert all(p["reused"] for p in again["phases"].values())
     assert selection(done["facility_location"][2]) == selection(done["facility_location"][2].parent / "facility_location-again")
+
+
+def test_uds_remembers_the_previous_versions_selection_and_prefers_what_it_lacks(local_ray, tmp_path):
+    from thresher.pipeline import versions
+
+    corpus = write_corpus(tmp_path / "corpus", 600)
+    out = tmp_path / "out"
+    uds = {"strategy": "uds", "by": {"q_heuristic": 1.0}, "alpha": 50.0, "batch": 32, "budget": {"unit": "docs", "amount": 100}, "filters": []}
+    spec = make_spec(corpus, out, output={"versions": {"keep": 3}}, selection={**uds, "memory": "previous"})
+    first = run(spec, log=lambda m: None, progress=False)
+    assert first["selection"]["memory"] == {"version": None, "documents": 0, "in_pool": 0}  # no version yet: an empty memory
+    night1 = set(versions.selected_ids(versions.resolve(out)))
+    second = run(spec, log=lambda m: None, progress=False)  # the same pool: only the memory differs
+    v1 = versions.listed(out)[0]
+    assert second["selection"]["memory"] == {"version": v1, "documents": 100, "in_pool": 100}
+    assert second["phases"]["score"]["reused"] and not second["phases"]["select"].get("reused")
+    night2 = set(versions.selected_ids(versions.resolve(out)))
+    # the memory moves the picks away from last night's (22 of 100 change here; a mean distance to 100 vectors moves slowly)
+    assert len(night1) == len(night2) == 100 and len(night1 & night2) < 90, len(night1 & night2)
+    # without the memory the same pool and seed select last night's documents again
+    again = make_spec(corpus, tmp_path / "plain", output={"work_dir": str(tmp_path / "out.work")}, selection=uds)
+    run(again, log=lambda m: None, progress=False)
+    assert set(pq.read_table(tmp_path / "plain" / "data", columns=["doc_id"]).column("doc_id").to_pylist()) == night1

@@ -70,3 +70,17 @@ def test_too_few_runs_is_refused():
     x = space.draw(5, np.random.default_rng(0))
     with pytest.raises(ValueError, match="at least 10 proxy runs"):
         fit_regressor(x, np.zeros(5), seed=0)
+
+
+def test_the_validation_split_is_by_text_disjoint_and_near_its_share():
+    from thresher.operators.quadmix_search import split_validation
+
+    texts = [f"document number {i}" for i in range(1000)]
+    search, held = split_validation(texts, 0.3, seed=0)
+    assert sorted(search + held) == sorted(texts) and not set(search) & set(held)
+    assert 250 <= len(held) <= 350
+    assert split_validation(list(reversed(texts)), 0.3, seed=0)[1] == list(reversed(held))  # by text, not position
+    assert split_validation(texts, 0.3, seed=1)[1] != held
+    assert split_validation(texts, 0.0, seed=0) == (texts, [])
+    assert [len(p) for p in split_validation(["a", "b"], 0.01, seed=0)] == [1, 1]  # two texts: one each side
+    assert split_validation(["a"], 0.3, seed=0) == (["a"], [])

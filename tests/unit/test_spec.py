@@ -41,3 +41,17 @@ def test_missing_required_and_bad_yaml(tmp_path):
 def test_hash_is_stable_and_sensitive():
     assert parse_spec(BASE).hash() == parse_spec(dict(BASE)).hash()
     assert parse_spec(BASE).hash() != parse_spec({**BASE, "seed": 1}).hash()
+
+
+@pytest.mark.parametrize("selection, named", [
+    ({"strategy": "topk", "by": {"u_uds": 1.0}}, "selection.by: u_uds is not a quality column"),
+    ({"strategy": "kmq", "by": {"q_heuristic": 1.0, "q_rule_c4": 1.0}}, "selection.by: q_rule_c4 is not a quality column"),
+    ({"strategy": "quadmix", "quadmix": {"alpha": {"sig_n_words": 1.0}}}, "sig_n_words is not a quality column"),
+])
+def test_only_quality_columns_in_0_1_are_weighed(selection, named):
+    # a u_* score (u_uds ~ 8-14) would be clipped into the [0, 1] histogram: top-k then took the whole pool
+    budget = {"budget": {"unit": "docs", "amount": 10}} if selection["strategy"] != "quadmix" else {}
+    with pytest.raises(SpecError, match=named):
+        parse_spec({"input": {"paths": ["x"]}, "output": {"path": "o"}, "selection": {**selection, **budget}})
+    ok = {**selection, "by": {"q_uds": 1.0}} if "by" in selection else {**selection, "quadmix": {"alpha": {"q_dsir": 1.0}}}
+    parse_spec({"input": {"paths": ["x"]}, "output": {"path": "o"}, "selection": {**ok, **budget}})

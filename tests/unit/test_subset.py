@@ -217,3 +217,32 @@ def test_odis_budget_accounting():
         assert sum(facts["shares"]) == budget and len(facts["shares"]) == 4
     picks, _ = odis(scores, 5000)
     assert sorted(picks.tolist()) == list(range(1000))
+
+
+def test_uds_stream_by_hand():
+    from thresher.operators.subset import uds_stream
+
+    # Stream 0, 1 | 2, 3 (batches of 2), k = 2: each batch takes 1. Batch 0: memory empty, utility alone -> 0.
+    # Batch 1: distances to the memory [(1, 0)]: doc 2 (0, 1) -> sqrt 2, doc 3 (-1, 0) -> 2.
+    # alpha 0: 0.6 > 0.1 -> 2; alpha 1: 0.6 + 1.414 = 2.014 < 0.1 + 2 = 2.1 -> 3.
+    emb = np.array([[1, 0], [1, 0], [0, 1], [-1, 0]], float)
+    utility = np.array([0.9, 0.8, 0.6, 0.1])
+    assert uds_stream(emb, utility, np.arange(4), 2, batch=2, queue=1, alpha=0.0).tolist() == [0, 2]
+    assert uds_stream(emb, utility, np.arange(4), 2, batch=2, queue=1, alpha=1.0).tolist() == [0, 3]
+    # queue 2, memory seeded with (-1, 0) (taken before): batch 0 takes 0 and the memory is [(-1, 0), (1, 0)]; in batch 1
+    # doc 2 is sqrt 2 from both (0.6 + 1.414), doc 3 is 0 and 2 away (0.1 + 1) -> 2. Unseeded, the memory is [(1, 0)] -> 3.
+    seeded = np.array([[-1.0, 0.0]])
+    assert uds_stream(emb, utility, np.arange(4), 2, batch=2, queue=2, alpha=1.0, memory=seeded).tolist() == [0, 2]
+    assert uds_stream(emb, utility, np.arange(4), 2, batch=2, queue=2, alpha=1.0).tolist() == [0, 3]
+    # the order is the stream's: reversed, batch 0 = (3, 2) takes 2 (0.6 > 0.1)
+    assert uds_stream(emb, utility, np.arange(4)[::-1], 2, batch=2, queue=1, alpha=0.0).tolist() == [2, 0]
+
+
+def test_uds_stream_takes_exactly_k_spread_over_uneven_batches():
+    from thresher.operators.subset import uds_stream
+
+    rng = np.random.default_rng(0)
+    emb, utility = rng.normal(size=(65, 4)), rng.random(65)
+    for k in (0, 1, 7, 64, 65, 80):
+        picks = uds_stream(emb, utility, rng.permutation(65), k, batch=64, queue=8, alpha=0.5)
+        assert len(picks) == min(k, 65) and len(set(picks.tolist())) == len(picks)

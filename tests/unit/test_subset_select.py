@@ -190,16 +190,16 @@ def test_membership_by_digest():
 
 def test_the_join_keeps_valid_eligible_rows_and_tags_their_group():
     e = Eligible()
-    e.add(pa.chunked_array([["d1", "d2"]]), np.array(["7", "3"]))
-    e.add(pa.chunked_array([["d4"]]), np.array(["7"]))
-    digest, code = e.arrays(["3", "7"])
+    e.add(pa.chunked_array([["d1", "d2"]]), np.array(["7", "3"]), np.array([0.25, 0.5]))
+    e.add(pa.chunked_array([["d4"]]), np.array(["7"]), np.array([0.75]))
+    digest, code, score = e.arrays(["3", "7"])
     batch = pa.table({
         S.DOC_ID: ["d1", "d2", "d3", "d4", "d1"],
         S.INVALID_REASON: [None, None, None, None, "duplicate id"],  # a repeated id's later row shares d1's digest
         S.N_TOKENS: [1, 2, 3, 4, 5],
     })
-    out = tag_eligible(batch, digest, code, ["3", "7"])
-    assert out.to_pydict() == {S.DOC_ID: ["d1", "d2", "d4"], S.N_TOKENS: [1, 2, 4], S.DOMAIN: ["7", "3", "7"]}
+    out = tag_eligible(batch, digest, code, score, ["3", "7"])
+    assert out.to_pydict() == {S.DOC_ID: ["d1", "d2", "d4"], S.N_TOKENS: [1, 2, 4], S.DOMAIN: ["7", "3", "7"], S.PICK_SCORE: [0.25, 0.5, 0.75]}
 
 
 def test_pick_group_sorts_its_rows_so_shuffle_order_does_not_matter():
