@@ -44,15 +44,21 @@ Deviations, all deliberate:
   set is split by a hash of each text (`split_validation`); the runs and the
   regressor see one part. The finalists (the regressor's top-k average, the
   `finalists` best measured runs and, with `fallback`, top-k by each
-  searched column alone) are then each run again with `remeasure` fresh
-  selection seeds and scored on the held-out part, and the lowest mean wins
-  (`SearchResult.source`; `finalists` keeps every figure). RegMix trusts the
+  searched column alone and DSIR resampling) are then each run again with
+  `remeasure` fresh selection seeds and scored on the held-out part, text by
+  text, and the lowest mean wins; with `diverse`, of the finalists within one
+  standard error of it (of the paired difference over the held-out texts),
+  the one spreading widest over the domains (`pick_finalist`;
+  `SearchResult.source`; `finalists` keeps every figure). RegMix trusts the
   regressor; with tens of runs in a space of (columns + 4) x domains
   dimensions its held-out Spearman can be modest, and picking the best of N
   noisy runs on the text they were scored on is a winner's curse (issue 22:
   the searched mixture tied DSIR on the proxy and lost to it on another
-  judge). A top-k finalist that wins is selected instead of QuaDMix
+  judge). A top-k or DSIR finalist that wins is selected instead of QuaDMix
   (`SearchResult.fallback`), and the job says so.
+- With `anchored` > 0 part of the draws lie on lines from top-k by each
+  column, written as QuaDMix parameters, toward every domain's top share in
+  proportion (`Proposal`), and the anchors are runs of the first round.
 - The top-k average takes α arithmetically (a mean of simplex points stays on
   the simplex), λ geometrically (it was drawn log-uniform), the rest
   arithmetically; RegMix averages mixture weights the same way.
@@ -126,6 +132,69 @@ class ParamSpace:
         """The mean of parameter vectors (log λ is averaged, so λ is their geometric mean)."""
         return np.asarray(vectors, np.float64).mean(axis=0)
 
+    def anchor(self, column: str, omega: np.ndarray) -> np.ndarray:
+        """The vector that makes QuaDMix take about what top-k by `column` takes: α = `column` alone, ω_m the share of
+        domain m that top-k takes (`topk_omega`), the steepest λ and the smallest η (so about one copy under ω), ε 0."""
+        r, k = self.ranges, len(self.columns)
+        per = np.zeros((len(self.domains), k + len(SCALARS)))
+        per[:, self.columns.index(column)] = 1.0
+        per[:, k:] = np.stack([np.full(len(self.domains), np.log(r.lam_max)), np.clip(omega, r.omega_min, r.omega_max),
+                               np.full(len(self.domains), r.eta_min), np.zeros(len(self.domains))], axis=1)
+        return per.reshape(self.width)
+
+
+def topk_omega(domain: np.ndarray, score: np.ndarray, weight: np.ndarray, budget: float, n_domains: int) -> np.ndarray:
+    """Per domain (codes 0..n_domains-1), the share of its weight that top-k by `score` takes when it fills `budget`:
+    the ω under which QuaDMix's per-domain ranks take the same documents as one global ranking."""
+    order = np.argsort(-np.asarray(score, np.float64), kind="stable")
+    taken = order[: int(np.searchsorted(np.cumsum(weight[order]), budget, side="left")) + 1]
+    inside = np.bincount(domain[taken], weights=weight[taken], minlength=n_domains)
+    total = np.bincount(domain, weights=weight, minlength=n_domains)
+    return np.where(total > 0, inside / np.where(total > 0, total, 1.0), 0.0)
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """Where a search draws its parameter sets: the space at random and, with anchors, a share `anchored` of the draws
+    on lines from a top-k anchor (`ParamSpace.anchor`) toward the tied allocation.
+
+    An anchored draw picks an anchor and β, γ uniform in [0, 1]; every domain gets
+    ω_m = (1 - β) ω*_m + β ω̄ (ω̄ = the budget's share of the sample: each domain's top ω̄, the allocation
+    in proportion to domain size), α_m = (1 - γ) e_c + γ a (a one Dirichlet(1) draw), and λ, η, ε drawn from their
+    ranges, tied across domains. Deviation from QuaDMix, which draws every domain's parameters independently: with
+    16 domains x 7 parameters and tens of runs, independent draws never came near a top-k selection on realmix,
+    and top-k beat every one of them (bench/RESULTS.md); the lines span the trade QuaDMix is about, from the
+    sharpest quality selection (β = 0) to quality within every domain in proportion (β = 1).
+    """
+
+    space: ParamSpace
+    anchors: tuple[tuple[str, tuple[float, ...]], ...] = ()  # (column, ω* per domain)
+    tied_omega: float = 0.0
+    anchored: float = 0.0
+
+    def draw(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """n parameter vectors: `anchored` of them (rounded) on the anchors' lines, the rest at random in the space."""
+        m = int(round(n * self.anchored)) if self.anchors else 0
+        return np.concatenate([self._on_lines(m, rng), self.space.draw(n - m, rng)]) if m else self.space.draw(n, rng)
+
+    def anchor_points(self) -> np.ndarray:
+        """The anchors themselves (β = γ = 0), one vector per searched column: run as they are in a search's first round."""
+        return np.stack([self.space.anchor(c, np.asarray(w)) for c, w in self.anchors]) if self.anchors else np.zeros((0, self.space.width))
+
+    def _on_lines(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        sp, r = self.space, self.space.ranges
+        k, d = len(sp.columns), len(sp.domains)
+        which = rng.integers(0, len(self.anchors), n)
+        beta, gamma = rng.uniform(0, 1, (n, 1)), rng.uniform(0, 1, (n, 1))
+        star = np.array([w for _, w in self.anchors])[which]  # (n, d)
+        e = np.eye(k)[[sp.columns.index(c) for c, _ in self.anchors]][which]  # (n, k)
+        alpha = (1 - gamma) * e + gamma * rng.dirichlet(np.ones(k), n)
+        omega = np.clip((1 - beta) * star + beta * self.tied_omega, r.omega_min, r.omega_max)
+        scal = np.stack([rng.uniform(np.log(r.lam_min), np.log(r.lam_max), n), rng.uniform(r.eta_min, r.eta_max, n), rng.uniform(0, r.epsilon_max, n)], axis=1)
+        per = np.concatenate([np.repeat(alpha[:, None, :], d, axis=1), np.stack([np.repeat(scal[:, :1], d, 1), omega, np.repeat(scal[:, 1:2], d, 1),
+                              np.repeat(scal[:, 2:], d, 1)], axis=2)], axis=2)
+        return per.reshape(n, sp.width)
+
 
 @dataclass(frozen=True)
 class RegressorFit:
@@ -173,18 +242,18 @@ def predict(fit: RegressorFit, x: np.ndarray) -> np.ndarray:
     return booster.predict(x, num_iteration=fit.rounds)
 
 
-def best_predicted(space: ParamSpace, fit: RegressorFit, rng: np.random.Generator, candidates: int, n: int) -> np.ndarray:
+def best_predicted(proposal: Proposal, fit: RegressorFit, rng: np.random.Generator, candidates: int, n: int) -> np.ndarray:
     """The `n` of `candidates` fresh draws with the lowest predicted loss: the next round's runs."""
-    draws = space.draw(candidates, rng)
+    draws = proposal.draw(candidates, rng)
     return draws[np.argsort(predict(fit, draws), kind="stable")[:n]]
 
 
-def choose(space: ParamSpace, fit: RegressorFit, rng: np.random.Generator, candidates: int = 100_000, top_k: int = 128) -> tuple[np.ndarray, float]:
+def choose(proposal: Proposal, fit: RegressorFit, rng: np.random.Generator, candidates: int = 100_000, top_k: int = 128) -> tuple[np.ndarray, float]:
     """The average of the `top_k` fresh draws with the lowest predicted loss, and that average's predicted loss."""
-    draws = space.draw(candidates, rng)
+    draws = proposal.draw(candidates, rng)
     pred = predict(fit, draws)
     best = np.argsort(pred, kind="stable")[: max(1, min(top_k, candidates))]
-    chosen = space.average(draws[best])
+    chosen = proposal.space.average(draws[best])
     return chosen, float(predict(fit, chosen[None, :])[0])
 
 
@@ -200,6 +269,30 @@ def split_validation(texts: list[str], share: float, seed: int) -> tuple[list[st
     return [t for t, h in zip(texts, held) if not h], [t for t, h in zip(texts, held) if h]
 
 
+def pick_finalist(losses: np.ndarray, entropy: np.ndarray, diverse: bool, per_doc: np.ndarray | None = None) -> int:
+    """The winner among finalists, from `losses` (finalists x fresh seeds, held-out proxy losses) and each selection's
+    cluster `entropy`: the lowest mean loss; with `diverse`, of the finalists within one standard error of that lowest
+    mean, the one spreading widest over the domains (Breiman's one-standard-error rule: the proxy cannot tell them
+    apart, and diversity is QuaDMix's other aim). With `per_doc` (finalists x held-out texts, each text's loss averaged
+    over the seeds), a finalist's standard error is that of its mean difference from the lowest, text by text (a
+    paired comparison: it counts the noise of the held-out sample, which seeds alone do not); without it, the standard
+    error of the lowest finalist's mean over the seeds. A finalist with a NaN loss (it selected nothing) is out."""
+    losses = np.asarray(losses, np.float64)
+    means = np.where(np.isfinite(losses).all(axis=1), losses.mean(axis=1), np.inf)
+    best = int(np.argmin(means))
+    if per_doc is not None and per_doc.shape[1] >= 2:
+        diff = np.asarray(per_doc, np.float64) - np.asarray(per_doc, np.float64)[best]
+        se = np.nan_to_num(diff.std(axis=1, ddof=1) / np.sqrt(diff.shape[1]), nan=0.0)
+    elif losses.shape[1] >= 2:
+        se = np.full(len(losses), losses[best].std(ddof=1) / np.sqrt(losses.shape[1]))
+    else:
+        return best
+    if not diverse:
+        return best
+    near = np.flatnonzero(means - means[best] <= se)
+    return int(near[np.lexsort((means[near], -np.asarray(entropy, np.float64)[near]))[0]])
+
+
 @dataclass(frozen=True)
 class SearchResult:
     """What a search decided, saved as JSON in its phase directory and reusable by later jobs."""
@@ -213,7 +306,7 @@ class SearchResult:
     runs: int
     ranges: dict
     source: str = "regressor"  # the finalist that won on held-out text: "regressor", "run N" or "topk COLUMN"
-    fallback: dict | None = None  # {"by": {column: 1.0}} when top-k by one column beat every QuaDMix finalist
+    fallback: dict | None = None  # {"strategy": "topk", "by": {column: 1.0}} or {"strategy": "dsir"}: the finalist that beat every QuaDMix one
     finalists: tuple = ()  # each finalist's name and its held-out losses over the fresh seeds
 
     def space(self) -> ParamSpace:

@@ -206,9 +206,11 @@ def _search(search_dir: Path | None) -> list[str]:
     parts = ["<h2>QuaDMix parameter search</h2>", _table(["runs", "held-out Spearman", "regressor's predicted loss", "chosen", "its held-out loss"],
                                                           [[s["runs"], s["heldout_spearman"], s["predicted_loss"], s.get("source", ""), s["measured_loss"]]])]
     if s.get("finalists"):
-        parts.append("<p>The finalists, each run again with fresh seeds and scored on validation text the runs never saw; the lowest mean is chosen"
-                     f"{' (a top-k finalist won: the job selects top-k instead of QuaDMix)' if s.get('fallback') else ''}.</p>")
-        parts.append(_table(["finalist", "held-out losses", "mean"], [[f["finalist"], ", ".join(f"{v:.4f}" for v in f["losses"]), f["mean"]] for f in s["finalists"]]))
+        parts.append("<p>The finalists, each run again with fresh seeds and scored on validation text the runs never saw; the lowest mean wins or, of those within one "
+                     "standard error of it, the one spreading widest over the domains (cluster entropy)"
+                     f"{' (a fallback finalist won: the job selects it instead of QuaDMix)' if s.get('fallback') else ''}.</p>")
+        parts.append(_table(["finalist", "held-out losses", "mean", "cluster entropy"],
+                            [[f["finalist"], ", ".join(f"{v:.4f}" for v in f["losses"]), f["mean"], f.get("entropy")] for f in s["finalists"]]))
     runs_file = search_dir / "runs.parquet"
     if runs_file.exists():
         runs = pq.read_table(runs_file)

@@ -23,11 +23,13 @@ import pyarrow.parquet as pq
 import ray
 
 from thresher.operators import schema as S
+from thresher.operators.diversity import cluster_entropy
+from thresher.operators.dsir import DSIR, DSIRResample
 from thresher.operators.histogram import DomainHistograms, domain_order
 from thresher.operators.proxy_command import CommandProxy, ProxyCommandError
 from thresher.operators.proxy_lm import NGramProxy, ProxyEvaluator
 from thresher.operators.quadmix import QuaDMix, QuaDMixParams
-from thresher.operators.quadmix_search import ParamSpace, SearchResult, best_predicted, choose, fit_regressor, predict, split_validation
+from thresher.operators.quadmix_search import ParamSpace, Proposal, SearchResult, best_predicted, choose, fit_regressor, pick_finalist, predict, split_validation, topk_omega
 from thresher.operators.selection import TopK, filter_reasons, select, uniform_from_ids
 
 from .errors import JobError
@@ -94,17 +96,22 @@ def eligible_sample(ctx, sel, seed: int, score_dir: Path, columns: list[str], si
     return pa.concat_tables(parts).take(pa.array(order)), pool
 
 
-def candidate_strategy(candidate: np.ndarray | str, space: ParamSpace, max_copies: int):
-    """What a proxy run selects with: QuaDMix with a parameter vector, or top-k by one quality column (a fallback finalist)."""
+def candidate_strategy(candidate: np.ndarray | str | DSIRResample, space: ParamSpace, max_copies: int, seed: int):
+    """What a proxy run selects with: QuaDMix with a parameter vector, or a fallback finalist: top-k by one quality column,
+    or DSIR resampling (its Gumbel keys drawn with the run's seed)."""
+    if isinstance(candidate, DSIRResample):
+        return DSIRResample(seed, candidate.center, candidate.scale)
     if isinstance(candidate, str):
         return TopK({candidate: 1.0})
     return QuaDMix(QuaDMixParams(alpha={c: 1.0 for c in space.columns}), space.params(candidate), max_copies=max_copies)
 
 
-def proxy_run(candidate: np.ndarray | str, sample: pa.Table, valid: list[str], space: ParamSpace, unit: str, budget: float, max_copies: int, bins: int, seed: int,
-              proxy: ProxyEvaluator) -> dict:
-    """One candidate: select from the sample as the select phase would, train the proxy on the selection, score the validation set."""
-    strategy = candidate_strategy(candidate, space, max_copies)
+def proxy_run(candidate: np.ndarray | str | DSIRResample, sample: pa.Table, valid: list[str], space: ParamSpace, unit: str, budget: float, max_copies: int, bins: int, seed: int,
+              proxy: ProxyEvaluator, per_doc: bool = False) -> dict:
+    """One candidate: select from the sample as the select phase would, train the proxy on the selection, score the validation set.
+    Also the selection's spread over the domains (cluster entropy of its copies, normalised by log of the domains). With
+    `per_doc`, each validation text's loss too, and the loss is their mean (each text weighs the same)."""
+    strategy = candidate_strategy(candidate, space, max_copies, seed)
     hist = DomainHistograms(bins)
     keys, scores = strategy.keys_and_scores(sample)
     hist.add(keys, scores, np.asarray(sample.column(S.N_TOKENS).to_numpy(zero_copy_only=False)))
@@ -114,9 +121,14 @@ def proxy_run(candidate: np.ndarray | str, sample: pa.Table, valid: list[str], s
     picked = np.flatnonzero(copies > 0)
     texts = sample.column(S.TEXT).take(pa.array(picked)).to_pylist()
     if not texts:
-        return {"loss": float("nan"), "docs": 0, "copies": 0}
-    loss = proxy.loss(texts, valid, train_weights=copies[picked].astype(np.float64))
-    return {"loss": float(loss), "docs": int(picked.size), "copies": int(copies.sum())}
+        return {"loss": float("nan"), "docs": 0, "copies": 0, "entropy": 0.0, **({"per_doc": [float("nan")] * len(valid)} if per_doc else {})}
+    weights = copies[picked].astype(np.float64)
+    docs = proxy.per_doc_loss(texts, valid, train_weights=weights) if per_doc else None
+    loss = float(np.mean(docs)) if per_doc else proxy.loss(texts, valid, train_weights=weights)
+    index = {d: i for i, d in enumerate(space.domains)}
+    code = np.array([index[v] for v in chosen.column(S.DOMAIN).to_pylist()], np.int64)
+    entropy = cluster_entropy(code, copies, normalise=True, n_clusters=len(space.domains))
+    return {"loss": float(loss), "docs": int(picked.size), "copies": int(copies.sum()), "entropy": entropy, **({"per_doc": docs.tolist()} if per_doc else {})}
 
 
 def search_phase(ctx, sl: Slice, d: Path, needed: dict) -> dict:
@@ -131,7 +143,9 @@ def search_phase(ctx, sl: Slice, d: Path, needed: dict) -> dict:
 def search_quadmix(ctx, sl: Slice, d: Path, needed: dict) -> dict:
     sel, s, seed = sl.selection, sl.selection.search, sl.seed
     columns = list(s.columns or sorted(sel.quadmix.alpha))
-    sample, pool = eligible_sample(ctx, sel, seed, needed["score"], columns, s.sample_size)
+    dsir_dir = needed["fit"] / "dsir" if needed.get("fit") else None
+    dsir = DSIRResample.from_dsir(DSIR.load(dsir_dir)) if s.fallback and dsir_dir and dsir_dir.is_dir() else None  # DSIR resampling toward scorers.dsir's target
+    sample, pool = eligible_sample(ctx, sel, seed, needed["score"], columns + ([S.U_DSIR] if dsir else []), s.sample_size)
     unit = sel.budget.unit if sel.budget else "docs"
     if sel.budget is None:
         raise JobError("selection.search needs selection.budget: proxy runs compare selections of one size")
@@ -141,41 +155,54 @@ def search_quadmix(ctx, sl: Slice, d: Path, needed: dict) -> dict:
     space = ParamSpace(domains, tuple(columns), s.ranges.build())
     valid, held = split_validation(ctx.side_texts(s.validation), s.holdout, seed)
     rng = np.random.default_rng(seed)
+    proposal = _proposal(space, sample, unit, budget, s.anchored)
     t = time.perf_counter()
     proxy = make_proxy(s.proxy, ctx.settings)
     args = (sample, valid, space, unit, budget, proxy, sel.max_copies, sel.percentile_bins)
     sizes = [s.runs // s.rounds + (i < s.runs % s.rounds) for i in range(s.rounds)]
-    x = space.draw(sizes[0], rng)
-    losses = _run_all([seed] * len(x), list(x), *args)
+    anchors = proposal.anchor_points()[: sizes[0]]  # each top-k anchor is run as it is
+    x = np.concatenate([anchors, proposal.draw(sizes[0] - len(anchors), rng)])
+    losses = _losses(_run_all([seed] * len(x), list(x), *args))
     round_of = np.zeros(len(x), np.int64)
     for r, size in enumerate(sizes[1:], start=1):  # later rounds run the draws the regressor so far predicts best
         ok = np.isfinite(losses)
-        nxt = best_predicted(space, fit_regressor(x[ok], losses[ok], seed=seed), rng, s.candidates, size)
+        nxt = best_predicted(proposal, fit_regressor(x[ok], losses[ok], seed=seed), rng, s.candidates, size)
         x = np.concatenate([x, nxt])
-        losses = np.concatenate([losses, _run_all([seed] * len(nxt), list(nxt), *args)])
+        losses = np.concatenate([losses, _losses(_run_all([seed] * len(nxt), list(nxt), *args))])
         round_of = np.concatenate([round_of, np.full(size, r)])
         ctx.log(f"[search] round {r + 1}: {size} runs on the regressor's best draws; best so far {np.nanmin(losses):.4f}")
     run_seconds = time.perf_counter() - t
     ok = np.isfinite(losses)
     fit = fit_regressor(x[ok], losses[ok], seed=seed)
-    chosen, predicted = choose(space, fit, rng, s.candidates, s.top_k)
+    chosen, predicted = choose(proposal, fit, rng, s.candidates, s.top_k)
     finalists = [("regressor", chosen), *((f"run {i}", x[i]) for i in np.argsort(np.where(ok, losses, np.inf), kind="stable")[: min(s.finalists, int(ok.sum()))])]
     finalists += [(f"topk {c}", c) for c in columns] if s.fallback else []
+    finalists += [("dsir", dsir)] if dsir else []
     fresh = [seed + 1 + r for r in range(s.remeasure)]  # every run above selected with `seed`
-    final = _run_all(fresh * len(finalists), [c for _, c in finalists for _ in fresh], sample, held or valid, *args[2:]).reshape(len(finalists), len(fresh))
+    # a built-in proxy scores each held-out text: the finalists are compared text by text (a command gives one loss per run)
+    docwise = not s.proxy.startswith("command:")
+    got = _run_all(fresh * len(finalists), [c for _, c in finalists for _ in fresh], sample, held or valid, *args[2:], per_doc=docwise)
+    final = _losses(got).reshape(len(finalists), len(fresh))
+    spread = np.array([r["entropy"] for r in got]).reshape(len(finalists), len(fresh)).mean(axis=1)
+    per_doc = np.array([r["per_doc"] for r in got]).reshape(len(finalists), len(fresh), -1).mean(axis=1) if docwise else None
     means = np.where(np.isfinite(final).all(axis=1), final.mean(axis=1), np.inf)  # a finalist that selected nothing on any seed is out
-    win = int(np.argmin(means))
+    win = pick_finalist(final, spread, s.diverse, per_doc)
     source, measured = finalists[win][0], float(means[win])
-    quadmix = [i for i, (name, _) in enumerate(finalists) if not name.startswith("topk")]
-    best_quadmix = min(quadmix, key=lambda i: means[i])
+    quadmix = [i for i, (name, _) in enumerate(finalists) if name == "regressor" or name.startswith("run ")]
+    # the parameters kept: the winner's, or under a top-k winner the best QuaDMix finalist
+    best_quadmix = win if win in quadmix else quadmix[pick_finalist(final[quadmix], spread[quadmix], s.diverse, None if per_doc is None else per_doc[quadmix])]
     chosen = finalists[best_quadmix][1]
-    fallback = {"by": {finalists[win][1]: 1.0}} if source.startswith("topk") else None
+    fallback = {"strategy": "dsir"} if source == "dsir" else {"strategy": "topk", "by": {finalists[win][1]: 1.0}} if source.startswith("topk") else None
     where = "held-out validation text" if held else "the validation text (no hold-out)"
     if fallback:
-        ctx.warn(f"selection.search: top-k by {finalists[win][1]} ({measured:.4f}) beat every QuaDMix finalist (best {finalists[best_quadmix][0]}, {means[best_quadmix]:.4f}) "
-                 f"on {where} over {len(fresh)} fresh seeds; the job selects top-k by {finalists[win][1]}")
-    report = [{"finalist": name, "losses": [round(float(v), 6) for v in row], "mean": float(means[i]) if np.isfinite(means[i]) else None} for i, ((name, _), row) in
-              enumerate(zip(finalists, final))]
+        label = "DSIR resampling" if source == "dsir" else f"top-k by {finalists[win][1]}"
+        ctx.warn(f"selection.search: {label} ({measured:.4f}) beat every QuaDMix finalist (best {finalists[best_quadmix][0]}, {means[best_quadmix]:.4f}) "
+                 f"on {where} over {len(fresh)} fresh seeds; the job selects {label}")
+    elif means[win] > means.min():
+        ctx.log(f"[search] {source} ({measured:.4f}, cluster entropy {spread[win]:.3f}) is within one standard error of the lowest mean, "
+                f"{finalists[int(np.argmin(means))][0]} ({means.min():.4f}, {spread[int(np.argmin(means))]:.3f}), and spreads wider: it wins")
+    report = [{"finalist": name, "losses": [round(float(v), 6) for v in row], "mean": float(means[i]) if np.isfinite(means[i]) else None, "entropy": round(float(spread[i]), 4)}
+              for i, ((name, _), row) in enumerate(zip(finalists, final))]
     result = SearchResult(domains, tuple(columns), tuple(np.asarray(chosen).tolist()), predicted, measured, fit.heldout_spearman, int(ok.sum()), s.ranges.model_dump(), source, fallback,
                           tuple(report))
     result.save(d / "search.json")
@@ -206,6 +233,17 @@ def search_quadmix(ctx, sl: Slice, d: Path, needed: dict) -> dict:
         "domains": len(domains),
         "sample_budget": budget,
     }
+
+
+def _proposal(space: ParamSpace, sample: pa.Table, unit: str, budget: float, anchored: float) -> Proposal:
+    """Where the search draws: with `anchored` > 0, a share of the draws on lines from each column's top-k anchor (ω* read off
+    the sample at its budget) toward every domain's top ω̄, ω̄ the budget's share of the sample."""
+    weight = np.asarray(sample.column(S.N_TOKENS).to_numpy(zero_copy_only=False), np.float64) if unit == "tokens" else np.ones(sample.num_rows)
+    index = {d: i for i, d in enumerate(space.domains)}
+    code = np.array([index[v] for v in sample.column(S.DOMAIN).to_pylist()], np.int64)
+    anchors = tuple((c, tuple(topk_omega(code, np.asarray(sample.column(c).to_numpy(zero_copy_only=False), np.float64), weight, budget, len(space.domains)).tolist()))
+                    for c in space.columns) if anchored > 0 else ()
+    return Proposal(space, anchors, min(1.0, budget / max(float(weight.sum()), 1e-12)), anchored)
 
 
 def refine_kmq(ctx, sl: Slice, d: Path, needed: dict) -> dict:
@@ -362,23 +400,28 @@ def _z(x: np.ndarray) -> np.ndarray:
 
 
 def _run_all(seeds: list[int], candidates: list, sample: pa.Table, valid: list[str], space: ParamSpace, unit: str, budget: float, proxy: ProxyEvaluator, max_copies: int,
-             bins: int) -> np.ndarray:
-    """Every candidate's proxy loss (candidate i selecting with seeds[i]), one Ray task each (NaN where a run selected nothing).
+             bins: int, per_doc: bool = False) -> list[dict]:
+    """Every candidate's `proxy_run` (candidate i selecting with seeds[i]; loss NaN where a run selected nothing), one Ray task each.
 
     A transformer proxy's task takes a GPU when the cluster has one.
     """
     gpu = proxy.name == "transformer" and ray.cluster_resources().get("GPU", 0) >= 1
     task = ray.remote(num_cpus=1, num_gpus=1 if gpu else 0)(proxy_run)
     sample_ref, valid_ref = ray.put(sample), ray.put(valid)
-    pending = {task.remote(c, sample_ref, valid_ref, space, unit, budget, max_copies, bins, seed, proxy): i for i, (c, seed) in enumerate(zip(candidates, seeds))}
-    losses = np.full(len(candidates), np.nan)
+    pending = {task.remote(c, sample_ref, valid_ref, space, unit, budget, max_copies, bins, seed, proxy, per_doc): i for i, (c, seed) in enumerate(zip(candidates, seeds))}
+    results: list[dict] = [{}] * len(candidates)
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
         for ref in done:
             try:
-                losses[pending.pop(ref)] = ray.get(ref)["loss"]
+                i = pending.pop(ref)
+                results[i] = ray.get(ref)
             except ray.exceptions.RayTaskError as e:
                 if isinstance(e.cause, ProxyCommandError):
                     raise JobError(str(e.cause)) from None
                 raise
-    return losses
+    return results
+
+
+def _losses(results: list[dict]) -> np.ndarray:
+    return np.array([r["loss"] for r in results], np.float64)

@@ -144,8 +144,13 @@ class SearchSpec(Strict):
     top_k: int = Field(128, gt=0, description="The regressor's choice is the average of this many best-predicted draws.")
     holdout: float = Field(0.3, ge=0, lt=1, description="Share of the validation texts (by a hash of each) the runs never see: the finalists are judged on it (0 = on the same texts).")
     finalists: int = Field(4, ge=0, description="Best measured runs that join the regressor's choice as finalists.")
-    remeasure: int = Field(3, ge=1, description="Fresh selection seeds each finalist is run with on the held-out texts; the lowest mean loss wins.")
-    fallback: bool = Field(True, description="Top-k by each searched column alone is a finalist too; when one wins, the job selects it instead of QuaDMix and says so.")
+    remeasure: int = Field(3, ge=1, description="Fresh selection seeds each finalist is run with on the held-out texts; the lowest mean loss wins (see diverse).")
+    fallback: bool = Field(True, description="Top-k by each searched column alone is a finalist too, and DSIR resampling with scorers.dsir; when one wins, the job selects it "
+        "instead of QuaDMix and says so.")
+    anchored: float = Field(0.5, ge=0, le=1, description="Share of the draws on lines from each column's top-k (as QuaDMix parameters) toward every domain's top share in "
+        "proportion, parameters tied across domains; the anchors themselves are runs of the first round (0 = every draw independent per domain, as QuaDMix draws).")
+    diverse: bool = Field(True, description="Of the finalists within one standard error of the lowest mean held-out loss (the error of the difference, text by text, with "
+        "a built-in proxy), the one spreading widest over the domains wins (cluster entropy); false = the lowest mean wins.")
     ranges: SearchRangesSpec = Field(default_factory=SearchRangesSpec, description="Ranges the parameters are drawn from.")
 
 
@@ -204,7 +209,13 @@ class QuaDMixSelection(SelectionBase):
         found = dirs.get("search") and dirs["search"] / "search.json" or self.from_search
         if found:
             result = SearchResult.load(Path(found))
-            if result.fallback:  # top-k by one column beat every QuaDMix finalist on held-out text
+            if result.fallback and result.fallback.get("strategy") == "dsir":  # DSIR resampling beat every QuaDMix finalist on held-out text
+                from thresher.operators.dsir import DSIR, DSIRResample
+
+                if not (dirs.get("fit") and (dirs["fit"] / "dsir").is_dir()):
+                    raise SpecError(f"selection: the search in {found} chose DSIR resampling, which needs scorers.dsir in this job")
+                return DSIRResample.from_dsir(DSIR.load(dirs["fit"] / "dsir"), seed=seed)
+            if result.fallback:  # top-k by one column did (a search of an earlier version says only "by")
                 from thresher.operators.selection import TopK
 
                 return TopK(result.fallback["by"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from thresher.operators.quadmix_search import ParamSpace, SearchResult, best_predicted, choose, fit_regressor
+from thresher.operators.quadmix_search import ParamSpace, Proposal, SearchResult, best_predicted, choose, fit_regressor, pick_finalist, topk_omega
 
 
 def known_loss(space: ParamSpace, x: np.ndarray) -> np.ndarray:
@@ -37,7 +37,7 @@ def test_the_search_finds_a_known_optimum():
     x = space.draw(160, rng)
     fit = fit_regressor(x, known_loss(space, x), seed=1)
     assert fit.heldout_spearman >= 0.8, fit.heldout_spearman
-    chosen, predicted = choose(space, fit, rng, candidates=20_000, top_k=64)
+    chosen, predicted = choose(Proposal(space), fit, rng, candidates=20_000, top_k=64)
     params = space.params(chosen)["0"]
     assert abs(params.omega - 0.3) < 0.1 and abs(params.alpha["q_a"] - 0.8) < 0.1, params
     assert known_loss(space, chosen[None, :])[0] < np.quantile(known_loss(space, x), 0.05)  # better than 95% of the runs
@@ -49,10 +49,10 @@ def test_a_later_round_runs_draws_near_the_optimum():
     rng = np.random.default_rng(3)
     first = space.draw(40, rng)
     fit = fit_regressor(first, known_loss(space, first), seed=3)
-    nxt = best_predicted(space, fit, rng, candidates=5000, n=40)
+    nxt = best_predicted(Proposal(space), fit, rng, candidates=5000, n=40)
     assert nxt.shape == first.shape
     assert np.median(known_loss(space, nxt)) < 0.5 * np.median(known_loss(space, first))  # the second round samples where the loss is low
-    again = best_predicted(space, fit, np.random.default_rng(7), candidates=5000, n=40)
+    again = best_predicted(Proposal(space), fit, np.random.default_rng(7), candidates=5000, n=40)
     assert np.median(known_loss(space, again)) < 0.5 * np.median(known_loss(space, first))
 
 
@@ -84,3 +84,92 @@ def test_the_validation_split_is_by_text_disjoint_and_near_its_share():
     assert split_validation(texts, 0.0, seed=0) == (texts, [])
     assert [len(p) for p in split_validation(["a", "b"], 0.01, seed=0)] == [1, 1]  # two texts: one each side
     assert split_validation(["a"], 0.3, seed=0) == (["a"], [])
+
+
+def test_topk_omega_by_hand():
+    # Domains 0 and 1; scores 0.9 (d0, 2 tokens), 0.8 (d1, 3), 0.7 (d0, 4), 0.1 (d1, 1). A budget of 5 tokens is filled by
+    # the first two (2 + 3): domain 0 gives 2 of its 6 tokens, domain 1 all 3 of its 4 -> ω* = (1/3, 3/4).
+    # A budget of 6 reaches into the third document (the one crossing the budget is taken): (6/6, 3/4).
+    domain, score, weight = np.array([0, 1, 0, 1]), np.array([0.9, 0.8, 0.7, 0.1]), np.array([2.0, 3.0, 4.0, 1.0])
+    assert topk_omega(domain, score, weight, 5.0, 2).tolist() == pytest.approx([1 / 3, 3 / 4])
+    assert topk_omega(domain, score, weight, 6.0, 2).tolist() == pytest.approx([1.0, 3 / 4])
+    assert topk_omega(domain, score, weight, 5.0, 3).tolist() == pytest.approx([1 / 3, 3 / 4, 0.0])  # an empty domain
+
+
+def test_an_anchor_makes_quadmix_select_what_top_k_selects():
+    import pyarrow as pa
+
+    from thresher.operators import schema as S
+    from thresher.operators.histogram import DomainHistograms
+    from thresher.operators.quadmix import QuaDMix, QuaDMixParams
+    from thresher.operators.selection import TopK, select
+
+    rng = np.random.default_rng(0)
+    n = 4000
+    domain = rng.integers(0, 4, n)
+    q = np.clip(rng.beta(2, 5, n) + 0.15 * domain, 0, 1)  # domains differ in quality: top-k takes unevenly
+    tokens = rng.integers(50, 500, n)
+    table = pa.table({S.DOC_ID: [f"d{i}" for i in range(n)], S.DOMAIN: [str(d) for d in domain], "q_a": q, "q_b": rng.uniform(0, 1, n),
+                      S.N_TOKENS: tokens, S.INVALID_REASON: pa.nulls(n, pa.string())})
+    budget = 0.2 * tokens.sum()
+    space = ParamSpace(("0", "1", "2", "3"), ("q_a", "q_b"))
+    vector = space.anchor("q_a", topk_omega(domain, q, tokens.astype(float), budget, 4))
+
+    def picked(strategy) -> set[int]:
+        hist = DomainHistograms(1000)
+        hist.add(*strategy.keys_and_scores(table), tokens)
+        strategy.fit(hist, "tokens", budget)
+        return set(np.flatnonzero(select(table, strategy, 0, []).column(S.SEL_COPIES).to_numpy() > 0).tolist())
+
+    quadmix = picked(QuaDMix(QuaDMixParams(alpha={"q_a": 1.0, "q_b": 1.0}), space.params(vector), max_copies=4))
+    topk = picked(TopK({"q_a": 1.0}))
+    assert len(quadmix & topk) / len(quadmix | topk) >= 0.9, (len(quadmix), len(topk), len(quadmix & topk))
+
+
+def test_anchored_draws_lie_on_lines_from_the_anchors_and_in_the_ranges():
+    space = ParamSpace(("0", "1", "2"), ("q_a", "q_b"))
+    star = (0.9, 0.1, 0.0)
+    proposal = Proposal(space, (("q_a", star),), tied_omega=0.2, anchored=0.5)
+    x = proposal.draw(1000, np.random.default_rng(0))
+    assert x.shape == (1000, space.width)
+    names = space.feature_names()
+    col = {n: x[:, names.index(n)] for n in names}
+    on = slice(0, 500)  # the anchored half comes first
+    beta = (col["0:omega"][on] - 0.9) / (0.2 - 0.9)
+    for d, w in zip(("1", "2"), star[1:]):
+        assert np.allclose(col[f"{d}:omega"][on], (1 - beta) * w + beta * 0.2)  # one β moves every domain toward ω̄
+        for p in ("log_lam", "eta", "epsilon", "alpha.q_a"):
+            assert np.allclose(col[f"{d}:{p}"][on], col[f"0:{p}"][on])  # tied across domains
+    assert 0 <= beta.min() and beta.max() <= 1 and beta.std() > 0.2
+    assert not np.allclose(col["1:omega"][500:], col["0:omega"][500:])  # the rest: independent per domain
+    for v in x:
+        for p in space.params(v).values():
+            assert 1.0 - 1e-9 <= p.lam <= 100.0 + 1e-9 and 0 <= p.omega <= 1 and 0.25 <= p.eta <= 3.0 and 0 <= p.epsilon <= 0.05
+            assert sum(p.alpha.values()) == pytest.approx(1.0)
+    point = proposal.anchor_points()[0]
+    params = space.params(point)
+    assert [params[d].omega for d in ("0", "1", "2")] == pytest.approx(list(star)) and params["0"].alpha == {"q_a": 1.0, "q_b": 0.0}
+    assert params["0"].lam == pytest.approx(100.0) and params["0"].eta == 0.25 and params["0"].epsilon == 0.0
+    assert Proposal(space).draw(10, np.random.default_rng(0)).tolist() == space.draw(10, np.random.default_rng(0)).tolist()
+
+
+def test_the_winner_is_the_widest_finalist_within_one_standard_error():
+    # Means 5.0, 5.05, 5.5; the best's standard error sd([4.9, 5.0, 5.1]) / sqrt(3) = 0.1 / 1.732 = 0.0577.
+    losses = np.array([[4.9, 5.0, 5.1], [5.05, 5.05, 5.05], [5.5, 5.5, 5.5]])
+    entropy = np.array([0.6, 0.8, 0.9])
+    assert pick_finalist(losses, entropy, diverse=True) == 1  # 5.05 <= 5.0577 and wider; 5.5 is beyond
+    assert pick_finalist(losses, entropy, diverse=False) == 0
+    assert pick_finalist(losses, np.array([0.9, 0.8, 0.95]), diverse=True) == 0  # the lowest is also the widest
+    assert pick_finalist(np.array([[np.nan, 1.0], [3.0, 3.0]]), np.array([1.0, 0.0]), diverse=True) == 1  # selected nothing once: out
+    assert pick_finalist(losses[:, :1], entropy, diverse=True) == 0  # one seed: no standard error, the lowest wins
+
+
+def test_with_per_text_losses_the_standard_error_is_of_the_paired_difference():
+    # Three finalists on 4 held-out texts. A = [1, 2, 3, 4] (mean 2.5) is lowest.
+    # B - A = [.1, .1, 0, .2]: mean .1, sd sqrt(.02 / 3) = .0816, se .0408 -> beyond.
+    # C - A = [0, .1, -.1, .1]: mean .025, sd sqrt(.0275 / 3) = .0957, se .0479 -> within, and wider than A: C wins.
+    per_doc = np.array([[1, 2, 3, 4], [1.1, 2.1, 3.0, 4.2], [1.0, 2.1, 2.9, 4.1]])
+    losses = per_doc.mean(axis=1, keepdims=True)  # one seed
+    assert pick_finalist(losses, np.array([0.5, 0.9, 0.7]), True, per_doc) == 2
+    assert pick_finalist(losses, np.array([0.5, 0.9, 0.4]), True, per_doc) == 0  # C within but narrower
+    assert pick_finalist(losses, np.array([0.5, 0.9, 0.7]), False, per_doc) == 0
