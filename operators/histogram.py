@@ -33,6 +33,11 @@ def index_of(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
     return np.where(keys[at] == values, at, -1)
 
 
+def bin_of(scores: np.ndarray, bins: int) -> np.ndarray:
+    """The bin of each score in [0, 1] among `bins` equal bins (scores outside fall in the end bins)."""
+    return np.clip((np.asarray(scores, np.float64) * bins).astype(np.int64), 0, bins - 1)
+
+
 class DomainHistograms:
     """Documents and tokens per (domain, score bin); `docs[code]` is the row of domain `keys[code]`."""
 
@@ -85,7 +90,7 @@ class DomainHistograms:
         return index_of(self._cache["keys"], domain_values)
 
     def bin_of(self, scores: np.ndarray) -> np.ndarray:
-        return np.clip((np.asarray(scores, np.float64) * self.bins).astype(np.int64), 0, self.bins - 1)
+        return bin_of(scores, self.bins)
 
     def weights(self, by_tokens: bool) -> np.ndarray:
         """(domains x bins) tokens or documents."""

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from . import schema as S
 from .budget import without_replacement
-from .histogram import DomainHistograms
+from .histogram import DomainHistograms, bin_of
 from .merged_quality import merged_quality
 
 ALL = "*"
@@ -145,9 +145,13 @@ class TopK:
     """The best documents by merged quality until the budget is filled (one copy each).
 
     `by` weighs the quality columns into one score, as QuaDMix's alpha does.
-    The quality threshold is read from a histogram and interpolated inside its
-    bin, so the selected size matches the budget up to ties within one bin.
-    A budget above the pool takes the whole pool.
+    The cut is read from a histogram: every document in a bin above the
+    boundary bin is taken, and each document in the boundary bin with the
+    probability that fills the rest of the budget (drawn from (seed, doc_id)
+    as every copy is). So the budget is met in expectation even when many
+    documents share one score (a binary column: a cut inside the tie used to
+    take all of it); inside one of the histogram's bins the order is not
+    kept. A budget above the pool takes the whole pool.
     """
 
     name = "topk"
@@ -165,13 +169,19 @@ class TopK:
         if budget is None:
             raise ValueError(f"{self.name} needs a budget")
         w = _pool(hist, budget_unit)
-        self.threshold_ = top_threshold(w, budget, hist.bins)
+        self.threshold_ = top_threshold(w, budget, hist.bins)  # where the cut falls, for the facts
+        above = w[::-1].cumsum()[::-1] - w
+        reach = np.nonzero(above + w >= budget)[0]
+        self.cut_bin_ = int(reach[-1]) if len(reach) else -1  # -1: the whole pool
+        self.cut_rate_ = float(min(1.0, (budget - above[self.cut_bin_]) / w[self.cut_bin_])) if len(reach) and w[self.cut_bin_] > 0 else 1.0
+        self.bins_ = hist.bins
         self.budget_, self.unit_, self.pool_ = budget, budget_unit or "docs", float(w.sum())
         return self
 
     def transform(self, batch: pa.Table) -> tuple[np.ndarray, np.ndarray | None]:
         _, q = self.keys_and_scores(batch)
-        return (q > self.threshold_).astype(np.float64), None
+        b = bin_of(q, self.bins_)
+        return np.where(b > self.cut_bin_, 1.0, np.where(b == self.cut_bin_, self.cut_rate_, 0.0)), None
 
     def facts(self) -> dict:
         threshold = None if np.isneginf(self.threshold_) else float(self.threshold_)  # None: the whole pool

@@ -138,3 +138,18 @@ def test_a_value_filter_keeps_listed_values_only():
     f = ValueFilter("lang", ("en", "fr"))
     why = "filter: lang not in ['en', 'fr']"
     assert filter_reasons(batch, [f]).tolist() == [None, why, why, None, None]  # a null language is not in any list
+
+
+def test_topk_cut_inside_a_tie_meets_the_budget_in_expectation():
+    # 540 documents share the top score, 60 the bottom: a budget of 60 cuts inside the tie. Every tied document lies in
+    # the boundary bin and is taken with probability 60 / 540 (a cut inside the tie used to take all 540).
+    n = 600
+    batch = _scored([0.0 if i % 10 == 0 else 1.0 for i in range(n)])
+    topk = _fitted(TopK({S.Q_HEURISTIC: 1.0}), batch, "docs", 60, bins=100)
+    assert topk.cut_bin_ == 99 and topk.cut_rate_ == pytest.approx(60 / 540)
+    copies = np.asarray(select(batch, topk, 0, []).column(S.SEL_COPIES))
+    assert abs(copies.sum() - 60) < 4 * np.sqrt(540 * (1 / 9) * (8 / 9)) and copies[::10].sum() == 0
+    # the tie held in full: 540 + half of the 60 at the bottom
+    topk = _fitted(TopK({S.Q_HEURISTIC: 1.0}), batch, "docs", 570, bins=100)
+    copies = np.asarray(select(batch, topk, 0, []).column(S.SEL_COPIES))
+    assert copies[np.arange(n) % 10 != 0].sum() == 540 and topk.cut_rate_ == pytest.approx(0.5)
