@@ -165,15 +165,14 @@ def search_quadmix(ctx, sl: Slice, d: Path, needed: dict) -> dict:
     losses = _losses(_run_all([seed] * len(x), list(x), *args))
     round_of = np.zeros(len(x), np.int64)
     for r, size in enumerate(sizes[1:], start=1):  # later rounds run the draws the regressor so far predicts best
-        ok = np.isfinite(losses)
-        nxt = best_predicted(proposal, fit_regressor(x[ok], losses[ok], seed=seed), rng, s.candidates, size)
+        nxt = best_predicted(proposal, _fit(x, losses, seed), rng, s.candidates, size)
         x = np.concatenate([x, nxt])
         losses = np.concatenate([losses, _losses(_run_all([seed] * len(nxt), list(nxt), *args))])
         round_of = np.concatenate([round_of, np.full(size, r)])
         ctx.log(f"[search] round {r + 1}: {size} runs on the regressor's best draws; best so far {np.nanmin(losses):.4f}")
     run_seconds = time.perf_counter() - t
     ok = np.isfinite(losses)
-    fit = fit_regressor(x[ok], losses[ok], seed=seed)
+    fit = _fit(x, losses, seed)
     chosen, predicted = choose(proposal, fit, rng, s.candidates, s.top_k)
     finalists = [("regressor", chosen), *((f"run {i}", x[i]) for i in np.argsort(np.where(ok, losses, np.inf), kind="stable")[: min(s.finalists, int(ok.sum()))])]
     finalists += [(f"topk {c}", c) for c in columns] if s.fallback else []
@@ -233,6 +232,15 @@ def search_quadmix(ctx, sl: Slice, d: Path, needed: dict) -> dict:
         "domains": len(domains),
         "sample_budget": budget,
     }
+
+
+def _fit(x: np.ndarray, losses: np.ndarray, seed: int):
+    """The regressor on the runs that selected something; too few of them stop the job in one line."""
+    ok = np.isfinite(losses)
+    if ok.sum() < 10:
+        raise JobError(f"selection.search: {int(ok.sum())} of {len(losses)} proxy runs selected any document, and the regressor needs 10; "
+                       "raise selection.search.runs or the budget")
+    return fit_regressor(x[ok], losses[ok], seed=seed)
 
 
 def _proposal(space: ParamSpace, sample: pa.Table, unit: str, budget: float, anchored: float) -> Proposal:

@@ -142,3 +142,21 @@ def test_dsir_resampling_is_a_finalist_and_a_search_that_chose_it_selects_what_a
     with pytest.raises(SpecError, match="chose DSIR resampling, which needs scorers.dsir"):
         run(make_spec(tmp_path / "corpus", tmp_path / "bare", clustering={"n_clusters": 2}, output={"work_dir": str(tmp_path / "work")},
                       selection={"from_search": str(chose), "budget": budget}), log=lambda m: None, progress=False)
+
+
+def test_a_search_whose_runs_mostly_select_nothing_stops_in_one_line(local_ray, tmp_path):
+    import pyarrow as pa
+
+    from thresher.demo_corpus import generate
+    from thresher.pipeline.errors import JobError
+
+    table = generate(600, 1).select(["id", "text"])
+    (tmp_path / "corpus").mkdir()
+    pq.write_table(table.append_column("unwanted", pa.array([0.0 if i % 10 == 0 else 1.0 for i in range(600)])), tmp_path / "corpus" / "part-0.parquet")
+    validation = tmp_path / "validation.parquet"
+    pq.write_table(table.slice(0, 60), validation)
+    search = {"validation": {"paths": [str(validation)]}, "runs": 10, "candidates": 500, "top_k": 8, "columns": ["q_unwanted"]}
+    spec = make_spec(tmp_path / "corpus", tmp_path / "out", clustering={"n_clusters": 2}, scorers={"columns": [{"column": "unwanted"}]},
+                     selection={"search": search, "budget": {"unit": "docs", "amount": 60}, "filters": []})
+    with pytest.raises(JobError, match=r"selection.search: [0-9] of 10 proxy runs selected any document, and the regressor needs 10; raise selection.search.runs"):
+        run(spec, log=lambda m: None, progress=False)
