@@ -76,6 +76,7 @@ import numpy as np
 from .quadmix import QuaDMixParams
 
 SCALARS = ("lam", "omega", "eta", "epsilon")
+SEARCH_RULE = "anchored-paired-diverse-dsir"  # in the search phase's key: a search chosen by an older rule is not reused
 
 
 @dataclass(frozen=True)

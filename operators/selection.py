@@ -141,6 +141,9 @@ def top_threshold(w: np.ndarray, budget: float, bins: int) -> float:
     return (b + 1.0 - need / w[b]) / bins if w[b] > 0 else (b + 1.0) / bins
 
 
+TOPK_CUT = "boundary-bin-sampled"  # in the select phase's key: a selection cut the older way (a tie taken whole) is not reused
+
+
 class TopK:
     """The best documents by merged quality until the budget is filled (one copy each).
 

@@ -42,7 +42,8 @@ from thresher.operators.embed import TOKENS, Embedder, ModelRef, TokenizerRef, e
 from thresher.operators.histogram import DomainHistograms
 from thresher.operators.kmeans import KMeans
 from thresher.operators.langid import lang_batch
-from thresher.operators.selection import filter_reasons, select
+from thresher.operators.quadmix_search import SEARCH_RULE
+from thresher.operators.selection import TOPK_CUT, filter_reasons, select
 from thresher.operators.semdedup import SemanticDuplicates, SemDeDup, semdedup_group
 from thresher.operators.signals import add_signals
 from thresher.operators.validate import ValidateConfig, validate
@@ -140,7 +141,7 @@ def _reads_search(spec: JobSpec, fp: dict) -> Slice:
     if spec.fit:
         return Slice("search", selection=spec.selection, frozen=_frozen_digest(spec, fp, "search"))
     validation = fp.get("selection.search.validation") or fp.get("selection.refine.validation")
-    return Slice("search", selection=spec.selection, validation=validation, proxy_command=fp.get("selection.search.proxy"), seed=spec.seed, frozen=None)
+    return Slice("search", selection=spec.selection, validation=validation, proxy_command=fp.get("selection.search.proxy"), seed=spec.seed, frozen=None, rule=SEARCH_RULE)
 
 
 def _search_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
@@ -152,7 +153,7 @@ def _reads_selection(spec: JobSpec, fp: dict) -> Slice:
     content = _file_sha256(from_search) if from_search else None  # the file's content, not its name, decides
     # previous: the version a remembering strategy (UDS's memory) starts from; a new version is a new selection
     previous = {"previous": fp["previous_selection"]} if "previous_selection" in fp else {}
-    return Slice("select", selection=spec.selection, from_search_sha256=content, seed=spec.seed, **previous)
+    return Slice("select", selection=spec.selection, from_search_sha256=content, seed=spec.seed, cut=TOPK_CUT, **previous)
 
 
 def _file_sha256(path: str) -> str:
