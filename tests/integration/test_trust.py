@@ -348,6 +348,7 @@ def _kill_driver_in(phase: str, spec: Path, work: Path) -> None:
         except (FileNotFoundError, json.JSONDecodeError):
             pass
         time.sleep(0.01)
+    os.kill(job.pid, signal.SIGSTOP)  # held in PHASE while its processes are listed (a short phase would end meanwhile)
     family = psutil.Process(job.pid).children(recursive=True)
     commands = []
     for p in family:
