@@ -25,7 +25,7 @@ import ray.data
 from thresher.operators.embed import resolve_model
 from thresher.operators.validate import ValidateConfig
 
-from . import frozen, io, output, reaper, seen, versions
+from . import frozen, io, local_ray, output, reaper, seen, versions
 from .confine import Roots
 from .errors import InputError, Interrupted, JobError, SpecError
 from .events import OnEvent, RunStatus
@@ -385,7 +385,7 @@ def _init_ray(spec: JobSpec, progress: bool) -> dict:
     # whole output until the write (bench/RESULTS.md, memory): a smaller unit
     # bounds each worker.  Read on the driver when a read is planned.
     os.environ.setdefault("RAY_DATA_PARQUET_BIN_PACKING_BYTES", str(READ_TASK_BYTES))
-    address = None
+    address, started = None, {}
     if not ray.is_initialized():
         # RAY_ADDRESS: Ray's own convention, set for the entrypoint of `ray job submit -- thresher run ...`
         address = spec.ray.address or os.environ.get("RAY_ADDRESS")
@@ -399,13 +399,9 @@ def _init_ray(spec: JobSpec, progress: bool) -> dict:
             cpus = spec.ray.num_cpus or os.cpu_count() or 1
             os.environ.setdefault("RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", str(min(32, cpus)))
             _REAPER.append(reaper.watch())  # this Ray is the job's: it must not outlive the driver (before init: it watches Ray start)
-            ray.init(
-                address="local",  # a new Ray for this job: without it ray.init() joins any cluster `ray start` left on this machine
-                num_cpus=spec.ray.num_cpus,
-                object_store_memory=spec.ray.object_store_mb * 2**20 if spec.ray.object_store_mb else None,
-                include_dashboard=False,
-                log_to_driver=False,
-            )
+            full = local_ray.start(spec.ray.num_cpus, spec.ray.object_store_mb * 2**20 if spec.ray.object_store_mb else None)
+            if full:
+                started["full_head"] = f"{full}: started with its {', '.join(local_ray.LEFT_OUT)}"
     dctx = ray.data.DataContext.get_current()
     # Without a limit Ray Data lets a fast reader run ahead of a slow embedder
     # until half the object store is full: memory then follows the corpus up
@@ -413,4 +409,4 @@ def _init_ray(spec: JobSpec, progress: bool) -> dict:
     dctx.execution_options.resource_limits = ray.data.ExecutionResources(object_store_memory=spec.ray.buffer_mb * 2**20)
     dctx.enable_progress_bars = progress
     dctx.print_on_execution_start = False
-    return {"address": address, "nodes": sum(1 for n in ray.nodes() if n["Alive"]), "cpus": ray.cluster_resources().get("CPU", 0.0)}
+    return {"address": address, "nodes": sum(1 for n in ray.nodes() if n["Alive"]), "cpus": ray.cluster_resources().get("CPU", 0.0), **started}

@@ -1,0 +1,34 @@
+"""A job's own local Ray starts the GCS, the raylet and its workers, not the monitor, API server or log monitor."""
+
+import json
+import subprocess
+import sys
+
+PROBE = """
+import json, psutil, ray
+from thresher.pipeline import local_ray
+why_not = local_ray.start(2, 256 * 2**20)
+ran = ray.get(ray.remote(lambda: 1).remote())
+commands = [" ".join(p.cmdline()) for p in psutil.Process().children(recursive=True)]
+ray.shutdown()
+print(json.dumps({"why_not": why_not, "ran": ran, "commands": commands}))
+"""
+
+
+def test_a_local_ray_starts_without_monitor_api_server_or_log_monitor():
+    done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["why_not"] is None and got["ran"] == 1
+    commands = got["commands"]
+    assert any("raylet" in c for c in commands) and any("gcs_server" in c for c in commands), commands
+    for left_out in ("autoscaler/_private/monitor.py", "dashboard/dashboard.py", "log_monitor.py"):
+        assert not any(left_out in c for c in commands), (left_out, commands)
+
+
+def test_the_hooks_are_put_back_after_the_start():
+    code = "from thresher.pipeline import local_ray; from ray._private.node import Node; import ray\n" \
+           "b = (Node.__init__, Node.start_api_server); local_ray.start(1, None); ray.shutdown()\n" \
+           "print((Node.__init__, Node.start_api_server) == b)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip().splitlines()[-1] == "True", done.stderr
