@@ -93,7 +93,7 @@ def one_run(pieces: list[str], cpus: int, address: str | None, rows_per_task: in
     files = {f"part-{i:05d}.parquet": i for i in range(len(pieces))}
     pos = np.concatenate([ids.positions(pq.read_table(p, columns=[S.INPUT_FILE, S.INPUT_OFFSET]), files) for p in pieces])
     ranks = ray.put(Ranks(pl.DataFrame({"pos": pos, "since": np.zeros(len(pos), np.int64)})))
-    parts = dedup_shuffle.partition_count()
+    parts = dedup_shuffle.reduce_partitions(sum(pq.read_metadata(f).num_rows for p in pieces for f in Path(p).glob("*.parquet")))
     exact = dedup_shuffle.resolve_exact(ExactDuplicates(), [str(f) for i in range(len(pieces)) for f in sorted((work / str(i)).glob("exact-*.parquet"))], files, ranks, parts, work)
     near = dedup_shuffle.resolve_near(near, [str(f) for i in range(len(pieces)) for f in sorted((work / str(i)).glob("near-*.parquet"))], files, ranks, parts, work)
     wall = time.perf_counter() - start

@@ -53,12 +53,19 @@ from . import ids
 from .seen import Ranks
 
 MAX_ROUNDS = 64  # large-star / small-star rounds; Kiveris et al. bound them by O(log^2 n)
+PART_ROWS = 50_000  # the fewest signatures worth a reduce partition of their own (a round costs a task start per partition)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
 def partition_count() -> int:
     """One reduce task per CPU of the cluster."""
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def reduce_partitions(rows: int) -> int:
+    """Reduce partitions for a pool of `rows` signatures: one per CPU, none smaller than PART_ROWS. With one, every
+    round runs inside one Ray task (`resolve_*`): a small pool's resolve is then a task, not a dozen rounds of them."""
+    return max(1, min(partition_count(), -(-rows // PART_ROWS)))
 
 
 class Exchange:
@@ -87,32 +94,64 @@ def resolve_exact(finder: ExactDuplicates, paths: list[str], file_index: dict[st
     """Exact groups over the pieces' `exact-PART.parquet` files (one map task each); sets the finder's decisions. `ranks` may be given
     already put in the object store, to share one copy between calls."""
     with _exchange(scratch, parts) as ex:
-        shared = (ray.put(file_index), _put(ranks))
-        ray.get([_exact_map.remote(ex, i, p, *shared) for i, p in enumerate(paths)])
-        return _decide(finder, ray.get([_exact_reduce.remote(ex, q) for q in range(parts)]))
+        return _decide(finder, _rounds(parts, _exact_rounds, ex, paths, ray.put(file_index), _put(ranks)))
 
 
 def resolve_near(finder: NearDuplicates, paths: list[str], file_index: dict[str, int], ranks: Ranks | ray.ObjectRef, parts: int, scratch: Path) -> NearDuplicates:
     """Near-duplicate groups over the pieces' `near-PART.parquet` files (one map task each); sets the finder's decisions."""
     with _exchange(scratch, parts) as ex:
-        shared = (ray.put(file_index), _put(ranks))
-        ray.get([_near_map.remote(ex, i, p, *shared, finder.bands, finder.rows) for i, p in enumerate(paths)])
-        for stage in (_buckets, _verify_lo):
-            ray.get([stage.remote(ex, q) for q in range(parts)])
-        ray.get([_verify_hi.remote(ex, q, finder.threshold) for q in range(parts)])
-        before, edges = None, "edges-0"
-        for r in range(MAX_ROUNDS):
-            now = tuple(map(sum, zip(*ray.get([_star.remote(ex, q, edges, f"large-{r}", True) for q in range(parts)]))))
-            if now == before:
-                break
-            before = now
-            ray.get([_star.remote(ex, q, f"large-{r}", f"edges-{r + 1}", False) for q in range(parts)])
-            edges = f"edges-{r + 1}"
-        else:
-            raise RuntimeError(f"near-duplicate components did not settle in {MAX_ROUNDS} rounds")
-        finder.n_union_pairs_ = now[0]  # edges of the settled stars: one per duplicate
-        ray.get([_labels.remote(ex, q, edges) for q in range(parts)])
-        return _decide(finder, ray.get([_kept_ids.remote(ex, q) for q in range(parts)]))
+        found, finder.n_union_pairs_ = _rounds(parts, _near_rounds, ex, paths, ray.put(file_index), _put(ranks), finder.bands, finder.rows, finder.threshold)
+        return _decide(finder, found)
+
+
+def _rounds(parts: int, rounds, *args):
+    """`rounds(stage, *args)`, where `stage(fn, calls)` runs one MapReduce round: as one Ray task per call, or, with one
+    partition, every round inline inside a single Ray task."""
+    return ray.get(_in_one_task.remote(rounds, *args)) if parts == 1 else rounds(_on_workers, *args)
+
+
+@ray.remote
+def _in_one_task(rounds, *args):
+    return rounds(_inline, *args)
+
+
+@ray.remote
+def _task(fn, *args):
+    return fn(*args)
+
+
+def _on_workers(fn, calls: list[tuple]) -> list:
+    return ray.get([_task.remote(fn, *a) for a in calls])
+
+
+def _inline(fn, calls: list[tuple]) -> list:
+    return [fn(*a) for a in calls]
+
+
+def _exact_rounds(stage, ex: Exchange, paths: list[str], file_index, ranks) -> list[pa.Table]:
+    stage(_exact_map, [(ex, i, p, file_index, ranks) for i, p in enumerate(paths)])
+    return stage(_exact_reduce, [(ex, q) for q in range(ex.parts)])
+
+
+def _near_rounds(stage, ex: Exchange, paths: list[str], file_index, ranks, bands: int, rows: int, threshold: float) -> tuple[list[pa.Table], int]:
+    """The near-duplicate rounds; returns the reduce tasks' (rank, duplicate, kept) rows and the settled stars' edge count."""
+    stage(_near_map, [(ex, i, p, file_index, ranks, bands, rows) for i, p in enumerate(paths)])
+    qs = range(ex.parts)
+    for fn in (_buckets, _verify_lo):
+        stage(fn, [(ex, q) for q in qs])
+    stage(_verify_hi, [(ex, q, threshold) for q in qs])
+    before, edges = None, "edges-0"
+    for r in range(MAX_ROUNDS):
+        now = tuple(map(sum, zip(*stage(_star, [(ex, q, edges, f"large-{r}", True) for q in qs]))))
+        if now == before:
+            break
+        before = now
+        stage(_star, [(ex, q, f"large-{r}", f"edges-{r + 1}", False) for q in qs])
+        edges = f"edges-{r + 1}"
+    else:
+        raise RuntimeError(f"near-duplicate components did not settle in {MAX_ROUNDS} rounds")
+    stage(_labels, [(ex, q, edges) for q in qs])
+    return stage(_kept_ids, [(ex, q) for q in qs]), now[0]  # edges of the settled stars: one per duplicate
 
 
 def _put(x):
@@ -189,14 +228,12 @@ def _pool_rows(path: str, file_index: dict[str, int], ranks: Ranks) -> tuple[pa.
     return t, ranks.of(pos)
 
 
-@ray.remote
 def _exact_map(ex: Exchange, task: int, path: str, file_index: dict[str, int], ranks: Ranks) -> int:
     t, rank = _pool_rows(path, file_index, ranks)
     out = pa.table({"h0": t.column("h0"), "h1": t.column("h1"), "rank": pa.array(rank, _I64), "doc": t.column(S.DOC_ID)}, schema=_EXACT)
     return ex.write("exact", task, _split(out, _col(out, "h0"), ex.parts))
 
 
-@ray.remote
 def _exact_reduce(ex: Exchange, q: int) -> pa.Table:
     t = ex.read("exact", q, _EXACT)
     h0, h1, rank = _col(t, "h0"), _col(t, "h1"), _col(t, "rank")
@@ -208,7 +245,6 @@ def _exact_reduce(ex: Exchange, q: int) -> pa.Table:
     return pa.table({"rank": rank[order[dup]], "dup": doc.take(pa.array(order[dup])), "kept": doc.take(pa.array(first[dup]))}, schema=_FINAL)
 
 
-@ray.remote
 def _near_map(ex: Exchange, task: int, path: str, file_index: dict[str, int], ranks: Ranks, bands: int, rows: int) -> int:
     """Signatures with doc_ids by rank; band rows (band, key, rank) by band key."""
     t, rank = _pool_rows(path, file_index, ranks)
@@ -222,7 +258,6 @@ def _near_map(ex: Exchange, task: int, path: str, file_index: dict[str, int], ra
     return n
 
 
-@ray.remote
 def _buckets(ex: Exchange, q: int) -> int:
     """Candidate pairs of the buckets routed here, by their lower rank."""
     t = ex.read("bands", q, _BANDS)
@@ -245,7 +280,6 @@ def _look_up(sorted_rank: np.ndarray, wanted: np.ndarray) -> pa.Array:
     return pa.array(i, _I64)
 
 
-@ray.remote
 def _verify_lo(ex: Exchange, q: int) -> int:
     """Each pair with its lower end's signature, routed by the higher end."""
     rank, sigs = _signatures(ex, q)
@@ -254,7 +288,6 @@ def _verify_lo(ex: Exchange, q: int) -> int:
     return ex.write("lo-side", q, _split(pairs.append_column("sig", lo_sig), _of_rank(_col(pairs, "hi")), ex.parts))
 
 
-@ray.remote
 def _verify_hi(ex: Exchange, q: int, threshold: float) -> int:
     """Pairs whose estimated Jaccard reaches the threshold, as edges routed by both ends."""
     rank, sigs = _signatures(ex, q)
@@ -280,7 +313,6 @@ def _edges(ex: Exchange, stage: str, q: int) -> tuple[np.ndarray, np.ndarray]:
     return e[:, 0], e[:, 1]
 
 
-@ray.remote
 def _star(ex: Exchange, q: int, given: str, stage: str, large: bool) -> tuple[int, int]:
     """Large-star or small-star over the edges routed here; returns the fingerprint (count, hash sum) of the edge
     set it was given."""
@@ -291,7 +323,6 @@ def _star(ex: Exchange, q: int, given: str, stage: str, large: bool) -> tuple[in
     return fingerprint
 
 
-@ray.remote
 def _labels(ex: Exchange, q: int, settled: str) -> int:
     """Each node of a settled star that is not its centre, with its doc_id, routed by the centre (its label)."""
     rank, sigs = _signatures(ex, q)
@@ -304,7 +335,6 @@ def _labels(ex: Exchange, q: int, settled: str) -> int:
     return ex.write("labels", q, _split(t, _of_rank(centre), ex.parts))
 
 
-@ray.remote
 def _kept_ids(ex: Exchange, q: int) -> pa.Table:
     rank, sigs = _signatures(ex, q)
     t = ex.read("labels", q, _LABELS)

@@ -333,15 +333,15 @@ def dedup_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
         tasks = [t for src, k in todo for t in sign_tasks(store.root / src, store.staging("dedup", k), k, per_task)]
         near = next((f for n, f in finders if n == "near"), None)
         rows = {k: 0 for _, k in todo}
-        for r in ray.data.from_items(tasks, override_num_blocks=len(tasks)).map(signature_piece, fn_kwargs={"exact": p.exact, "near": near}).take_all():
+        for r in ray.get([_SIGN.remote(t, p.exact, near) for t in tasks]):  # plain tasks: no Ray Data plan for a list of spans
             rows[r["key"]] += r["rows"]
         for k, n in rows.items():
             store.commit("dedup", k, {"rows": n})
     ranks = ray.put(seen.Ranks(ctx.arrivals[0]))  # one copy in the object store, read by every map task
     order = {f: i for i, f in enumerate(ctx.inputs.files)}
-    parts = dedup_shuffle.partition_count()
-    for k in keys:
-        ctx.progress.add(store.facts("dedup", k)["rows"])
+    pool_rows = sum(store.facts("dedup", k)["rows"] for k in keys)
+    ctx.progress.add(pool_rows)
+    parts = dedup_shuffle.reduce_partitions(pool_rows)
     (d / partitions.LIST).write_text(json.dumps([f"dedup-{k}" for k in keys]))
     info = {"rows": ctx.progress.rows(), "partitions": len(keys), "partitions_reused": len(keys) - len(todo), "reduce_tasks": parts,
             "signatures_s": round(time.perf_counter() - t0, 3)}
@@ -383,6 +383,9 @@ def signature_piece(task: dict, exact: bool, near: NearDuplicates | None) -> dic
         values = pa.array(sig.reshape(-1), pa.uint32())
         pq.write_table(where.filter(pa.array(kept)).append_column("sig", pa.FixedSizeListArray.from_arrays(values, near.num_perm)), dst / f"near-{part}.parquet")
     return {"key": task["key"], "rows": t.num_rows}
+
+
+_SIGN = ray.remote(signature_piece)
 
 
 def semdedup_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:

@@ -135,3 +135,8 @@ def test_no_pieces_no_duplicates(local_ray, pieces, tmp_path):
     files, _, ranks = pieces
     assert len(dedup_shuffle.resolve_near(NearDuplicates(), [], files, ranks, 2, tmp_path).duplicate_ids_) == 0
     assert len(dedup_shuffle.resolve_exact(ExactDuplicates(), [], files, ranks, 2, tmp_path).duplicate_ids_) == 0
+
+
+def test_reduce_partitions_are_one_per_cpu_and_none_smaller_than_part_rows(local_ray):
+    assert dedup_shuffle.partition_count() == 2
+    assert [dedup_shuffle.reduce_partitions(n) for n in (0, 4000, dedup_shuffle.PART_ROWS, dedup_shuffle.PART_ROWS + 1, 10**7)] == [1, 1, 1, 2, 2]
