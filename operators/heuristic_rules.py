@@ -71,6 +71,7 @@ import pyarrow as pa
 
 from . import schema as S
 
+WINDOW = 16  # characters: the duplicated n-grams' shared prefilter (`_ngram_stats`)
 GOPHER_STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
 C4_POLICY_SUBSTRINGS = (
     "terms of use",
@@ -347,12 +348,17 @@ def _splitlines(text: pl.Expr) -> pl.Expr:
     return parts.list.slice(0, parts.list.len().cast(pl.Int64) - drop_last)
 
 
-def _dup_count_and_chars(items: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
-    """Elements equal to an earlier element, and their total characters."""
-    n_dup = items.list.len() - items.list.n_unique()
-    chars = items.list.eval(pl.element().str.len_chars()).list.sum()
-    unique_chars = items.list.unique().list.eval(pl.element().str.len_chars()).list.sum()
-    return n_dup, chars - unique_chars
+def _duplicates(df: pl.DataFrame, items: pl.Expr) -> tuple[pl.Series, pl.Series]:
+    """Per document, in `_doc` order: the elements of the list ITEMS equal to an earlier element, and their total
+    characters (one flat frame: a per-list unique is several times slower)."""
+    flat = df.select("_doc", items.alias("_item")).explode("_item").drop_nulls("_item")
+    flat = flat.with_columns((~pl.struct("_doc", "_item").is_first_distinct()).alias("_dup"))
+    per_doc = flat.group_by("_doc").agg(
+        pl.col("_dup").sum().cast(pl.Int64).alias("_n"),
+        pl.col("_item").filter("_dup").str.len_chars().sum().cast(pl.Int64).alias("_chars"),
+    )
+    got = df.select("_doc").join(per_doc, on="_doc", how="left").sort("_doc")
+    return got.get_column("_n").fill_null(0), got.get_column("_chars").fill_null(0)
 
 
 def _reason(checks: list[tuple[pl.Expr, str]]) -> pl.Expr:
@@ -492,9 +498,17 @@ def _ngram_stats(df: pl.DataFrame, cfg: GopherRepetitionConfig) -> pl.DataFrame:
     if dup_ns:
         substring_hash = _substring_hasher(tok.get_column("_words"))
         col = {c: tok.get_column(c).to_numpy() for c in ("_doc", "_pos", "_L", "_start", "_end", "_salt")}
+        # Two equal n-grams of at least WINDOW characters start with equal WINDOW-character windows of their
+        # document, so an n-gram can repeat only if its window does, or if it is shorter than WINDOW: one duplicate
+        # test of the windows leaves each n's own test far fewer rows.
+        row = np.arange(len(col["_pos"]))
+        doc_end = col["_end"][row + col["_L"] - 1 - col["_pos"]]
+        window_repeats = pl.Series(substring_hash(col["_start"], np.minimum(col["_start"] + WINDOW, doc_end)) ^ col["_salt"]).is_duplicated().to_numpy()
         for n in dup_ns:
             at = np.flatnonzero(col["_pos"] + n <= col["_L"])  # n-grams that fit in their document
             a, b = col["_start"][at], col["_end"][at + (n - 1)]
+            maybe = window_repeats[at] | (b - a < WINDOW)
+            at, a, b = at[maybe], a[maybe], b[maybe]
             key = substring_hash(a, b) ^ col["_salt"][at]
             # Only an n-gram whose key occurs twice can be seen again, counted or skip one that is: the scan runs
             # on those rows alone, their positions telling it where the others were (`_with_scan`). Keys are salted
@@ -618,10 +632,10 @@ def _gopher_repetition(df: pl.DataFrame, cfg: GopherRepetitionConfig, prefix: st
     n_chars = text.str.len_chars()
     paragraphs = text.str.strip_chars().str.extract_all(r"[^\n]+(?:\n[^\n]+)*")
     n_para = pl.max_horizontal(paragraphs.list.len(), pl.lit(1))
-    para_dup, para_dup_chars = _dup_count_and_chars(paragraphs)
+    para_dup, para_dup_chars = map(pl.lit, _duplicates(df, paragraphs))
     runs = text.str.extract_all(r"[^\n]+")
     starts, ends = text.str.starts_with("\n").cast(pl.Int64), text.str.ends_with("\n").cast(pl.Int64)
-    run_dup, line_dup_chars = _dup_count_and_chars(runs)
+    run_dup, line_dup_chars = map(pl.lit, _duplicates(df, runs))
     n_lines = runs.list.len() + starts + ends
     line_dup = run_dup + starts * ends
     out = df.select(
@@ -688,14 +702,14 @@ def _c4(df: pl.DataFrame, cfg: C4Config, prefix: str) -> pl.DataFrame:
         eligible = eligible & ~line.str.contains(rf"\S{{{cfg.max_word_length + 1}}}")
     if cfg.filter_no_terminal_punct:
         eligible = eligible & cited.str.contains(r"[.?!\"']$") & ~cited.str.ends_with("...")
-    if _enabled(cfg.min_words_per_line):
-        eligible = eligible & (line.str.count_matches(r"\S+") >= cfg.min_words_per_line)
+    if _enabled(cfg.min_words_per_line) and cfg.min_words_per_line > 0:  # at least k words: the regex stops at the k-th
+        eligible = eligible & line.str.contains(rf"(?:\S+\s+){{{cfg.min_words_per_line - 1}}}\S")
     lorem = eligible & lower.str.contains("lorem ipsum", literal=True) if cfg.filter_lorem_ipsum else pl.lit(False)
     javascript = lower.str.contains("javascript", literal=True) if cfg.filter_javascript else pl.lit(False)
     survives = eligible & ~lorem & ~javascript
     curly = survives & cited.str.contains("{", literal=True) if cfg.filter_curly_bracket else pl.lit(False)
     policy = (
-        pl.any_horizontal([lower.str.contains(p, literal=True) for p in cfg.policy_substrings])
+        lower.str.contains("|".join(_chars(p) for p in cfg.policy_substrings))  # one pass for every substring
         if cfg.filter_policy and cfg.policy_substrings
         else pl.lit(False)
     )
@@ -738,7 +752,7 @@ def _fineweb(df: pl.DataFrame, cfg: FineWebConfig, prefix: str) -> pl.DataFrame:
         ends = rf"[{_STERM}]$"
     else:
         ends = "(?:" + "|".join(_chars(s) for s in cfg.stop_chars if s) + ")$" if any(cfg.stop_chars) else r"[^\s\S]"
-    _, dup_chars = _dup_count_and_chars(lines)
+    dup_chars = pl.lit(_duplicates(df, lines)[1])
     out = df.select(
         n_lines.alias("_n_lines"),
         _ratio(lines.list.eval(pl.element().str.contains(ends)).list.sum(), n_lines).alias(S.SIG_FINEWEB_LINE_PUNCT_FRAC),

@@ -203,6 +203,17 @@ def test_duplicated_ngrams_follow_the_greedy_scan():
     assert out.column(S.SIG_GOPHER_DUP_NGRAM_CHAR_FRAC).to_pylist()[0] == [pytest.approx(3 / 9)]
 
 
+def test_duplicated_long_ngrams_split_differently_and_equal_only_in_their_first_characters():
+    # 19 characters each, more than the prefilter's window (H.WINDOW): equal concatenations, different words.
+    text = "abcdefgh ijklmnop q r s abcdefghijkl mnop q r s"
+    out = gr([text], signals=True, top_n_grams=(), dup_n_grams=((5, 0.9),))
+    assert out.column(S.SIG_GOPHER_DUP_NGRAM_CHAR_FRAC).to_pylist()[0] == [pytest.approx(19 / len(text))]
+    # the same first 16 characters, then different ones: never a duplicate
+    text = "abcdefgh ijklmnop q r s abcdefghijkl mnop q r t"
+    out = gr([text], signals=True, top_n_grams=(), dup_n_grams=((5, 0.9),))
+    assert out.column(S.SIG_GOPHER_DUP_NGRAM_CHAR_FRAC).to_pylist()[0] == [0.0]
+
+
 def test_repetition_edge_cases():
     assert gr([""]) == ["gopher_empty"]
     assert gr(["\n"]) == ["gopher_dup_line_frac"]  # two empty lines, one a duplicate: 1 / 2 > 0.3
