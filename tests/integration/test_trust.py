@@ -341,14 +341,16 @@ def _kill_driver_in(phase: str, spec: Path, work: Path) -> None:
     job = subprocess.Popen([THRESHER, "run", str(spec), "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     status: dict = {}
-    while status.get("phase") != phase:
+    while True:
         assert job.poll() is None and time.time() < deadline, f"the job ended or stalled before {phase}: {status}"
         try:
             status = json.loads((work / "status.json").read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             pass
-        time.sleep(0.01)
-    os.kill(job.pid, signal.SIGSTOP)  # held in PHASE while its processes are listed (a short phase would end meanwhile)
+        if status.get("phase") == phase:
+            os.kill(job.pid, signal.SIGSTOP)  # held in PHASE at once, while its processes are listed: some phases last tens of ms
+            break
+        time.sleep(0.002)
     family = psutil.Process(job.pid).children(recursive=True)
     commands = []
     for p in family:
