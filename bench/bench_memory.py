@@ -3,9 +3,9 @@
 Each size runs in its own subprocess (a fresh driver, so a fresh local Ray and
 fresh memory); this parent process samples, every --interval seconds, every
 process of the job: the driver and all its descendants.  A local Ray started
-by the driver (`ray.init()` inside `runner.run`) runs gcs_server, raylet,
-dashboard/log-monitor helpers as children of the driver and every Ray worker
-as a child of the raylet, so "descendants of the driver" is the whole job.
+by the driver (`ray.init()` inside `runner.run`) runs gcs_server and raylet
+as children of the driver and every Ray worker and agent as a child of the
+raylet, so "descendants of the driver" is the whole job.
 The script checks that on every sample: it reads the Ray session name from
 the descendants' command lines and counts processes that carry that session
 name but are not descendants (reported as `strays`; expected 0).
@@ -76,6 +76,7 @@ def job_spec(corpus: Path, run_dir: Path, n_docs: int, args) -> dict:
         "embedder": {"model": "static", "device": "cpu"},
         "selection": {"strategy": "quadmix", "budget": {"unit": "docs", "amount": round(args.budget_frac * n_docs)}},
         "ray": {"num_cpus": args.ray_cpus} if args.ray_cpus else {},
+        **({"scorers": {"dedup": {}}} if args.dedup else {}),
     }
 
 
@@ -261,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget-frac", type=float, default=0.25, help="selection budget in docs, as a share of the corpus")
     p.add_argument("--ray-cpus", type=int, default=None, help="ray.num_cpus (default: the spec's default, all cores)")
     p.add_argument("--interval", type=float, default=0.2, help="seconds between samples")
+    p.add_argument("--dedup", action="store_true", help="with scorers.dedup (exact and MinHash near duplicates) on")
     p.add_argument("--no-pss", action="store_true", help="sample RSS only (PSS/USS read /proc/PID/smaps_rollup)")
     p.add_argument("--out", default=str(HERE / "out"))
     p.add_argument("--keep", action="store_true", help="keep each job's output and work directories")
