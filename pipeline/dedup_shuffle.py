@@ -1,7 +1,8 @@
 """Duplicates resolved on the workers: exact groups and MinHash LSH as hash shuffles over Ray tasks.
 
 The dedup phase's signature pieces (one per input partition, signed in parts by `phases.signature_piece`) are the map side. Every
-later stage is P reduce tasks (P = the cluster's CPUs). A task splits what it emits by a hash into P parts and
+later stage is P reduce tasks (P = the cluster's CPUs, fewer for a small pool: `reduce_partitions`; with one, every
+stage runs inline inside a single Ray task, since a round of task starts costs more than a small pool's work). A task splits what it emits by a hash into P parts and
 writes each as an Arrow file under the exchange directory (`Exchange`: on the shared filesystem the pieces are
 on, in the phase's own temporary directory); reduce task p of the next stage reads part p of every task before
 it. Stages are MapReduce rounds: the driver waits for one before starting the next, and holds only paths, row
