@@ -99,8 +99,9 @@ def one_run(pieces: list[str], cpus: int, address: str | None, rows_per_task: in
     wall = time.perf_counter() - start
     peak = _peak_mib()
     nodes = len([n for n in ray.nodes() if n["Alive"]])
+    cpus = dedup_shuffle.partition_count()
     ray.shutdown()
-    return {"docs": rows, "cpus": parts, "nodes": nodes, "wall_s": round(wall, 2), "signatures_s": round(signed, 2), "resolve_s": round(wall - signed, 2),
+    return {"docs": rows, "cpus": cpus, "reduce_partitions": parts, "nodes": nodes, "wall_s": round(wall, 2), "signatures_s": round(signed, 2), "resolve_s": round(wall - signed, 2),
             "docs_per_s": round(rows / wall), "exact_duplicates": len(exact.duplicate_ids_), "near_duplicates": len(near.duplicate_ids_),
             "driver_peak_mib_over_start": round(peak - base, 1), "driver_peak_mib": round(peak, 1)}
 
@@ -160,7 +161,7 @@ def main() -> None:
                 r = json.loads(out.strip().splitlines()[-1])
                 results.append({"thresher": r})
                 print(f"thresher  {n:>7} docs  {r['cpus']} CPUs on {r['nodes']} node(s): {r['wall_s']:7.2f} s  {r['docs_per_s']:6d} docs/s  "
-                      f"(signatures {r['signatures_s']} s, resolve {r['resolve_s']} s)  exact {r['exact_duplicates']} near {r['near_duplicates']}  "
+                      f"({r['reduce_partitions']} reduce partitions; signatures {r['signatures_s']} s, resolve {r['resolve_s']} s)  exact {r['exact_duplicates']} near {r['near_duplicates']}  "
                       f"driver peak +{r['driver_peak_mib_over_start']} MiB over ray.init ({r['driver_peak_mib']} MiB)")
             if args.datatrove:
                 r = run_datatrove(pieces, d)
