@@ -4,7 +4,7 @@ driver's peak memory as the corpus grows.
 
 Each thresher figure is a fresh process: it starts Ray with the given CPUs (or joins `--address`), computes
 the signature pieces as Ray tasks (`phases.sign_tasks` / `signature_piece`, what the dedup phase runs), builds the keep
-order from the pieces' narrow position columns, and resolves exact and near groups with one reduce task
+order from the pieces' id files as a job does (`seen.arrive`, no previous index), and resolves exact and near groups with one reduce task
 per CPU. It reports docs/s and the driver's peak RSS, and that peak over its peak after `ray.init` (VmHWM). The corpus
 (demo documents with planted copies) is written first, in the parent, as embed-like pieces of a partition's
 100,000 rows in row groups of 8,192 (`partitions.PARTITION_ROWS`, `ROW_GROUP_ROWS`).
@@ -40,7 +40,8 @@ import pyarrow.parquet as pq
 def write_pieces(n: int, d: Path) -> list[str]:
     from thresher.operators import schema as S
     from thresher.demo_corpus import generate
-    from thresher.pipeline.partitions import PARTITION_ROWS, ROW_GROUP_ROWS
+    from thresher.pipeline import content_cache
+    from thresher.pipeline.partitions import IDS, PARTITION_ROWS, ROW_GROUP_ROWS
 
     t = generate(n, seed=0)
     paths = []
@@ -49,9 +50,12 @@ def write_pieces(n: int, d: Path) -> list[str]:
         name = f"part-{i:05d}.parquet"
         piece = d / f"piece-{i:05d}"  # a directory, as an embed piece is
         piece.mkdir()
-        pq.write_table(pa.table({S.DOC_ID: part.column("id"), S.TEXT: part.column("text"), S.INVALID_REASON: pa.nulls(part.num_rows, pa.string()),
-                                 S.INPUT_FILE: pa.array([name] * part.num_rows), S.INPUT_OFFSET: pa.array(np.arange(part.num_rows), pa.int64())}),
-                       piece / name, row_group_size=ROW_GROUP_ROWS)
+        rows = pa.table({S.DOC_ID: part.column("id"), S.TEXT: part.column("text"), S.INVALID_REASON: pa.nulls(part.num_rows, pa.string()),
+                         S.INPUT_FILE: pa.array([name] * part.num_rows), S.INPUT_OFFSET: pa.array(np.arange(part.num_rows), pa.int64())})
+        pq.write_table(rows, piece / name, row_group_size=ROW_GROUP_ROWS)
+        (piece / IDS).mkdir()  # and its id files, as the embed phase writes them: what the arrivals shuffle reads
+        narrow = content_cache.with_digests(rows).select([S.DOC_ID, content_cache.H0, content_cache.H1, S.INPUT_FILE, S.INPUT_OFFSET])
+        pq.write_table(narrow.rename_columns([S.DOC_ID, "c0", "c1", S.INPUT_FILE, S.INPUT_OFFSET]), piece / IDS / name)
         paths.append(str(piece))
     return paths
 
@@ -64,14 +68,12 @@ def _peak_mib() -> float:
 
 def one_run(pieces: list[str], cpus: int, address: str | None, rows_per_task: int | None = None) -> dict:
     """In a fresh process: the dedup phase's work over the pieces, timed, with the driver's peak memory."""
-    import polars as pl
     import ray
 
-    from thresher.operators import schema as S
     from thresher.operators.dedup import ExactDuplicates, NearDuplicates
-    from thresher.pipeline import dedup_shuffle, ids
+    from thresher.pipeline import dedup_shuffle, seen, shuffle
+    from thresher.pipeline.confine import Roots
     from thresher.pipeline.phases import SIGN_MIN_ROWS, SIGN_ROWS, sign_tasks, signature_piece
-    from thresher.pipeline.seen import Ranks
     from thresher.pipeline.tables import rows_per_task as task_rows
 
     if address:
@@ -83,25 +85,29 @@ def one_run(pieces: list[str], cpus: int, address: str | None, rows_per_task: in
     work = Path(tempfile.mkdtemp(prefix="dedup-sig-"))
     start = time.perf_counter()
     items = []
-    per_task = rows_per_task or task_rows(sum(pq.read_metadata(f).num_rows for p in pieces for f in Path(p).glob("*.parquet")), dedup_shuffle.partition_count(), SIGN_ROWS, SIGN_MIN_ROWS)
+    per_task = rows_per_task or task_rows(sum(pq.read_metadata(f).num_rows for p in pieces for f in Path(p).glob("*.parquet")), shuffle.partition_count(), SIGN_ROWS, SIGN_MIN_ROWS)
     for i, p in enumerate(pieces):
         (work / str(i)).mkdir()
         items += sign_tasks(Path(p), work / str(i), str(i), per_task)
     sign = ray.remote(signature_piece)
     rows = sum(r["rows"] for r in ray.get([sign.remote(it, True, near) for it in items]))
     signed = time.perf_counter() - start
-    files = {f"part-{i:05d}.parquet": i for i in range(len(pieces))}
-    pos = np.concatenate([ids.positions(pq.read_table(p, columns=[S.INPUT_FILE, S.INPUT_OFFSET]), files) for p in pieces])
-    ranks = ray.put(Ranks(pl.DataFrame({"pos": pos, "since": np.zeros(len(pos), np.int64)})))
-    parts = dedup_shuffle.reduce_partitions(sum(pq.read_metadata(f).num_rows for p in pieces for f in Path(p).glob("*.parquet")))
-    exact = dedup_shuffle.resolve_exact(ExactDuplicates(), [str(f) for i in range(len(pieces)) for f in sorted((work / str(i)).glob("exact-*.parquet"))], files, ranks, parts, work)
-    near = dedup_shuffle.resolve_near(near, [str(f) for i in range(len(pieces)) for f in sorted((work / str(i)).glob("near-*.parquet"))], files, ranks, parts, work)
+    files = [f"part-{i:05d}.parquet" for i in range(len(pieces))]
+    t0 = time.perf_counter()
+    pool = [(str(f), i) for i, p in enumerate(pieces) for f in sorted((Path(p) / "ids").glob("*.parquet"))]
+    order = ray.put(seen.arrive(pool, [], len(pieces), files, Roots(), work / "arrivals").order)  # the keep order, as a job computes it
+    arrived = time.perf_counter() - t0
+    parts = shuffle.reduce_partitions(sum(pq.read_metadata(f).num_rows for p in pieces for f in Path(p).glob("*.parquet")))
+    index = {f: i for i, f in enumerate(files)}
+    exact = dedup_shuffle.resolve_exact(ExactDuplicates(), [(str(f), i) for i in range(len(pieces)) for f in sorted((work / str(i)).glob("exact-*.parquet"))], index, order, parts, work)
+    near = dedup_shuffle.resolve_near(near, [(str(f), i) for i in range(len(pieces)) for f in sorted((work / str(i)).glob("near-*.parquet"))], index, order, parts, work)
     wall = time.perf_counter() - start
     peak = _peak_mib()
     nodes = len([n for n in ray.nodes() if n["Alive"]])
-    cpus = dedup_shuffle.partition_count()
+    cpus = shuffle.partition_count()
     ray.shutdown()
-    return {"docs": rows, "cpus": cpus, "reduce_partitions": parts, "nodes": nodes, "wall_s": round(wall, 2), "signatures_s": round(signed, 2), "resolve_s": round(wall - signed, 2),
+    return {"docs": rows, "cpus": cpus, "reduce_partitions": parts, "nodes": nodes, "wall_s": round(wall, 2),
+            "signatures_s": round(signed, 2), "order_s": round(arrived, 2), "resolve_s": round(wall - signed - arrived, 2),
             "docs_per_s": round(rows / wall), "exact_duplicates": len(exact.duplicate_ids_), "near_duplicates": len(near.duplicate_ids_),
             "driver_peak_mib_over_start": round(peak - base, 1), "driver_peak_mib": round(peak, 1)}
 

@@ -31,7 +31,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
@@ -40,7 +39,7 @@ from thresher.operators import schema as S
 from thresher.operators.dedup import NearDuplicates, candidate_probability, lsh_for_threshold, normalised_words
 
 from thresher.pipeline import dedup_shuffle, ids as positions
-from thresher.pipeline.seen import Ranks
+from thresher.pipeline.seen import Order
 
 REALMIX = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "realmix" / "pool.parquet"
 KINDS = ("exact", "truncated_10pct", "paragraphs_moved", "words_edited_3pct")
@@ -81,18 +80,18 @@ def same_on_workers(table: pa.Table, threshold: float) -> bool:
     piece = np.minimum(offsets * 4 // max(rows.num_rows, 1), 3)
     where = pa.table({S.DOC_ID: rows.column(S.DOC_ID), S.INPUT_FILE: [f"piece-{i}" for i in piece], S.INPUT_OFFSET: offsets})
     pos = positions.positions(where, files)
-    ranks = Ranks(pl.DataFrame({"pos": pos, "since": np.zeros(len(pos), np.int64)}))
     single = NearDuplicates(threshold=threshold)
-    single.add_signatures(rows.column(S.DOC_ID).combine_chunks(), sig, rank=ranks.of(pos))
+    single.add_signatures(rows.column(S.DOC_ID).combine_chunks(), sig, rank=np.arange(len(pos)))  # input order: the pieces are its runs
     expected = single.resolve()
     with tempfile.TemporaryDirectory() as tmp:
+        order = Order.write(Path(tmp) / "order", [(pos[piece == i], np.zeros(int((piece == i).sum()), np.int64)) for i in range(4)])
         paths = []
         for i in range(4):
             mine = piece == i
             t = where.filter(pa.array(mine)).append_column("sig", pa.FixedSizeListArray.from_arrays(pa.array(sig[mine].reshape(-1), pa.uint32()), finder.num_perm))
             pq.write_table(t, f"{tmp}/piece-{i}.parquet")
-            paths.append(f"{tmp}/piece-{i}.parquet")
-        got = dedup_shuffle.resolve_near(NearDuplicates(threshold=threshold), paths, files, ranks, 2, Path(tmp))
+            paths.append((f"{tmp}/piece-{i}.parquet", i))
+        got = dedup_shuffle.resolve_near(NearDuplicates(threshold=threshold), paths, files, order, 2, Path(tmp))
     return dict(zip(got.duplicate_ids_.to_pylist(), got.kept_ids_.to_pylist())) == expected
 
 

@@ -1,14 +1,10 @@
 """Duplicates resolved on the workers: exact groups and MinHash LSH as hash shuffles over Ray tasks.
 
 The dedup phase's signature pieces (one per input partition, signed in parts by `phases.signature_piece`) are the map side. Every
-later stage is P reduce tasks (P = the cluster's CPUs, fewer for a small pool: `reduce_partitions`; with one, every
-stage runs inline inside a single Ray task, since a round of task starts costs more than a small pool's work). A task splits what it emits by a hash into P parts and
-writes each as an Arrow file under the exchange directory (`Exchange`: on the shared filesystem the pieces are
-on, in the phase's own temporary directory); reduce task p of the next stage reads part p of every task before
-it. Stages are MapReduce rounds: the driver waits for one before starting the next, and holds only paths, row
-counts and, at the end, the (duplicate, kept) doc_id pairs, which the score phase needs anyway. Parts go through
-files rather than Ray's object store because Ray keeps a task's small return values in its caller's memory: the
-driver would hold every small part, which is most of them on a wide cluster.
+later stage is P reduce tasks of a hash shuffle (pipeline/shuffle.py: P = the cluster's CPUs, fewer for a small
+pool; with one, every stage runs inline inside a single Ray task), in the phase's own temporary directory. The
+driver holds paths, row counts and, at the end, the (duplicate, kept) doc_id pairs, which the score phase needs
+anyway; each map task ranks its rows by the keep order (`seen.Order`) from its own piece's file.
 
     exact  (h0, h1, rank, doc_id) routed by the text hash -> each group's smallest rank is kept
     near   signatures with their doc_ids routed by rank; band rows (band, key, rank) by the band key
@@ -28,8 +24,6 @@ partition, and convergence is checked by an order-free fingerprint of the edge s
 
 from __future__ import annotations
 
-import shutil
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -51,92 +45,35 @@ from thresher.operators.dedup import (
 from thresher.operators.hashing import fmix64
 
 from . import ids
-from .seen import Ranks
+from .seen import Order
+from .shuffle import Exchange, exchange, run, split
 
 MAX_ROUNDS = 64  # large-star / small-star rounds; Kiveris et al. bound them by O(log^2 n)
-PART_ROWS = 50_000  # the fewest signatures worth a reduce partition of their own (a round costs a task start per partition)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
-def partition_count() -> int:
-    """One reduce task per CPU of the cluster."""
-    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+def resolve_exact(finder: ExactDuplicates, paths: list[tuple[str, int]], file_index: dict[str, int], order: Order | ray.ObjectRef, parts: int, scratch: Path) -> ExactDuplicates:
+    """Exact groups over the pieces' `exact-PART.parquet` files, each given with its piece's number (one map task each);
+    sets the finder's decisions. `order` may be given already put in the object store, to share one copy between calls."""
+    with exchange(scratch, parts) as ex:
+        return _decide(finder, run(parts, _exact_rounds, ex, paths, ray.put(file_index), _put(order)))
 
 
-def reduce_partitions(rows: int) -> int:
-    """Reduce partitions for a pool of `rows` signatures: one per CPU, none smaller than PART_ROWS. With one, every
-    round runs inside one Ray task (`resolve_*`): a small pool's resolve is then a task, not a dozen rounds of them."""
-    return max(1, min(partition_count(), -(-rows // PART_ROWS)))
-
-
-class Exchange:
-    """The parts of every stage as Arrow files: ROOT/STAGE/TASK-PART.arrow, read back by partition."""
-
-    def __init__(self, root: Path, parts: int):
-        self.root, self.parts = Path(root), parts
-
-    def write(self, stage: str, task: int, tables: list[pa.Table]) -> int:
-        """One task's P parts; returns the rows written."""
-        d = self.root / stage
-        d.mkdir(parents=True, exist_ok=True)
-        for part, t in enumerate(tables):
-            with pa.OSFile(str(d / f"{task}-{part}.arrow"), "wb") as sink, pa.ipc.new_file(sink, t.schema) as w:
-                w.write_table(t)
-        return sum(t.num_rows for t in tables)
-
-    def read(self, stage: str, part: int, schema: pa.Schema) -> pa.Table:
-        """Part `part` of every task of a stage, as one table."""
-        found = sorted((self.root / stage).glob(f"*-{part}.arrow"))
-        tables = [pa.ipc.open_file(pa.memory_map(str(f))).read_all() for f in found]
-        return pa.concat_tables(tables).combine_chunks() if tables else schema.empty_table()
-
-
-def resolve_exact(finder: ExactDuplicates, paths: list[str], file_index: dict[str, int], ranks: Ranks | ray.ObjectRef, parts: int, scratch: Path) -> ExactDuplicates:
-    """Exact groups over the pieces' `exact-PART.parquet` files (one map task each); sets the finder's decisions. `ranks` may be given
-    already put in the object store, to share one copy between calls."""
-    with _exchange(scratch, parts) as ex:
-        return _decide(finder, _rounds(parts, _exact_rounds, ex, paths, ray.put(file_index), _put(ranks)))
-
-
-def resolve_near(finder: NearDuplicates, paths: list[str], file_index: dict[str, int], ranks: Ranks | ray.ObjectRef, parts: int, scratch: Path) -> NearDuplicates:
+def resolve_near(finder: NearDuplicates, paths: list[tuple[str, int]], file_index: dict[str, int], order: Order | ray.ObjectRef, parts: int, scratch: Path) -> NearDuplicates:
     """Near-duplicate groups over the pieces' `near-PART.parquet` files (one map task each); sets the finder's decisions."""
-    with _exchange(scratch, parts) as ex:
-        found, finder.n_union_pairs_ = _rounds(parts, _near_rounds, ex, paths, ray.put(file_index), _put(ranks), finder.bands, finder.rows, finder.threshold)
+    with exchange(scratch, parts) as ex:
+        found, finder.n_union_pairs_ = run(parts, _near_rounds, ex, paths, ray.put(file_index), _put(order), finder.bands, finder.rows, finder.threshold)
         return _decide(finder, found)
 
 
-def _rounds(parts: int, rounds, *args):
-    """`rounds(stage, *args)`, where `stage(fn, calls)` runs one MapReduce round: as one Ray task per call, or, with one
-    partition, every round inline inside a single Ray task."""
-    return ray.get(_in_one_task.remote(rounds, *args)) if parts == 1 else rounds(_on_workers, *args)
-
-
-@ray.remote
-def _in_one_task(rounds, *args):
-    return rounds(_inline, *args)
-
-
-@ray.remote
-def _task(fn, *args):
-    return fn(*args)
-
-
-def _on_workers(fn, calls: list[tuple]) -> list:
-    return ray.get([_task.remote(fn, *a) for a in calls])
-
-
-def _inline(fn, calls: list[tuple]) -> list:
-    return [fn(*a) for a in calls]
-
-
-def _exact_rounds(stage, ex: Exchange, paths: list[str], file_index, ranks) -> list[pa.Table]:
-    stage(_exact_map, [(ex, i, p, file_index, ranks) for i, p in enumerate(paths)])
+def _exact_rounds(stage, ex: Exchange, paths: list[tuple[str, int]], file_index, order) -> list[pa.Table]:
+    stage(_exact_map, [(ex, i, p, piece, file_index, order) for i, (p, piece) in enumerate(paths)])
     return stage(_exact_reduce, [(ex, q) for q in range(ex.parts)])
 
 
-def _near_rounds(stage, ex: Exchange, paths: list[str], file_index, ranks, bands: int, rows: int, threshold: float) -> tuple[list[pa.Table], int]:
+def _near_rounds(stage, ex: Exchange, paths: list[tuple[str, int]], file_index, order, bands: int, rows: int, threshold: float) -> tuple[list[pa.Table], int]:
     """The near-duplicate rounds; returns the reduce tasks' (rank, duplicate, kept) rows and the settled stars' edge count."""
-    stage(_near_map, [(ex, i, p, file_index, ranks, bands, rows) for i, p in enumerate(paths)])
+    stage(_near_map, [(ex, i, p, piece, file_index, order, bands, rows) for i, (p, piece) in enumerate(paths)])
     qs = range(ex.parts)
     for fn in (_buckets, _verify_lo):
         stage(fn, [(ex, q) for q in qs])
@@ -157,19 +94,6 @@ def _near_rounds(stage, ex: Exchange, paths: list[str], file_index, ranks, bands
 
 def _put(x):
     return x if isinstance(x, ray.ObjectRef) else ray.put(x)
-
-
-class _exchange:
-    """A fresh exchange directory under `scratch`, removed however the resolve ends."""
-
-    def __init__(self, scratch: Path, parts: int):
-        self.ex = Exchange(Path(scratch) / f"exchange-{uuid.uuid4().hex[:8]}", parts)
-
-    def __enter__(self) -> Exchange:
-        return self.ex
-
-    def __exit__(self, *exc) -> None:
-        shutil.rmtree(self.ex.root, ignore_errors=True)
 
 
 def _decide(finder, found: list[pa.Table]):
@@ -194,20 +118,8 @@ _SIGS = pa.schema([("rank", _I64), ("doc", pa.string()), ("sig", pa.list_(pa.uin
 _LO_SIDE = pa.schema([("lo", _I64), ("hi", _I64), ("sig", pa.list_(pa.uint32()))])
 
 
-def _route(h: np.ndarray, parts: int) -> list[pa.Array]:
-    """Row indices of each partition, by a uint64 hash."""
-    part = (np.asarray(h, np.uint64) % np.uint64(parts)).astype(np.int64)
-    order = np.argsort(part, kind="stable")
-    bounds = np.searchsorted(part[order], np.arange(parts + 1))
-    return [pa.array(order[bounds[q] : bounds[q + 1]]) for q in range(parts)]
-
-
 def _of_rank(rank) -> np.ndarray:
     return fmix64(np.asarray(rank, np.int64).astype(np.uint64))
-
-
-def _split(t: pa.Table, h: np.ndarray, parts: int) -> list[pa.Table]:
-    return [t.take(i) for i in _route(h, parts)]
 
 
 def _col(t: pa.Table, name: str) -> np.ndarray:
@@ -219,20 +131,17 @@ def _matrix(a: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return np.asarray(a.flatten().to_numpy(), np.uint32).reshape(len(a), a.type.list_size)
 
 
-def _pool_rows(path: str, file_index: dict[str, int], ranks: Ranks) -> tuple[pa.Table, np.ndarray]:
-    """A signature piece's rows that are documents of the pool (a repeated id's later rows are not), and their ranks."""
+def _pool_rows(path: str, piece: int, file_index: dict[str, int], order: Order) -> tuple[pa.Table, np.ndarray]:
+    """A signature file's rows that are documents of the pool (a repeated id's later rows are not), and their ranks."""
     t = pq.read_table(path)
-    pos = ids.positions(t, file_index)
-    mine = ranks.contains(pos)
-    if not mine.all():
-        t, pos = t.filter(pa.array(mine)), pos[mine]
-    return t, ranks.of(pos)
+    mine, rank = order.of(piece, ids.positions(t, file_index))
+    return (t if mine.all() else t.filter(pa.array(mine))), rank
 
 
-def _exact_map(ex: Exchange, task: int, path: str, file_index: dict[str, int], ranks: Ranks) -> int:
-    t, rank = _pool_rows(path, file_index, ranks)
+def _exact_map(ex: Exchange, task: int, path: str, piece: int, file_index: dict[str, int], order: Order) -> int:
+    t, rank = _pool_rows(path, piece, file_index, order)
     out = pa.table({"h0": t.column("h0"), "h1": t.column("h1"), "rank": pa.array(rank, _I64), "doc": t.column(S.DOC_ID)}, schema=_EXACT)
-    return ex.write("exact", task, _split(out, _col(out, "h0"), ex.parts))
+    return ex.write("exact", task, split(out, _col(out, "h0"), ex.parts))
 
 
 def _exact_reduce(ex: Exchange, q: int) -> pa.Table:
@@ -246,16 +155,16 @@ def _exact_reduce(ex: Exchange, q: int) -> pa.Table:
     return pa.table({"rank": rank[order[dup]], "dup": doc.take(pa.array(order[dup])), "kept": doc.take(pa.array(first[dup]))}, schema=_FINAL)
 
 
-def _near_map(ex: Exchange, task: int, path: str, file_index: dict[str, int], ranks: Ranks, bands: int, rows: int) -> int:
+def _near_map(ex: Exchange, task: int, path: str, piece: int, file_index: dict[str, int], order: Order, bands: int, rows: int) -> int:
     """Signatures with doc_ids by rank; band rows (band, key, rank) by band key."""
-    t, rank = _pool_rows(path, file_index, ranks)
+    t, rank = _pool_rows(path, piece, file_index, order)
     sig = t.column("sig").combine_chunks()
     sigs = pa.table({"rank": pa.array(rank, _I64), "doc": t.column(S.DOC_ID), "sig": sig})
     keys = lsh_band_keys(_matrix(sig), bands, rows).reshape(-1)  # document-major: doc 0's bands, then doc 1's
     band = np.tile(np.arange(bands, dtype=np.int64), len(rank))
     band_rows = pa.table({"band": band, "key": keys, "rank": np.repeat(rank, bands)}, schema=_BANDS)
-    n = ex.write("sigs", task, _split(sigs, _of_rank(rank), ex.parts))
-    ex.write("bands", task, _split(band_rows, fmix64(keys ^ (band.astype(np.uint64) * _GOLDEN)), ex.parts))
+    n = ex.write("sigs", task, split(sigs, _of_rank(rank), ex.parts))
+    ex.write("bands", task, split(band_rows, fmix64(keys ^ (band.astype(np.uint64) * _GOLDEN)), ex.parts))
     return n
 
 
@@ -264,7 +173,7 @@ def _buckets(ex: Exchange, q: int) -> int:
     t = ex.read("bands", q, _BANDS)
     p = unique_pairs(bucket_pairs(_col(t, "rank"), _col(t, "band"), _col(t, "key")))
     pairs = pa.table({"lo": p[:, 0], "hi": p[:, 1]}, schema=_PAIRS)
-    return ex.write("pairs", q, _split(pairs, _of_rank(p[:, 0]), ex.parts))
+    return ex.write("pairs", q, split(pairs, _of_rank(p[:, 0]), ex.parts))
 
 
 def _signatures(ex: Exchange, q: int) -> tuple[np.ndarray, pa.Table]:
@@ -286,7 +195,7 @@ def _verify_lo(ex: Exchange, q: int) -> int:
     rank, sigs = _signatures(ex, q)
     pairs = ex.read("pairs", q, _PAIRS)
     lo_sig = sigs.column("sig").take(_look_up(rank, _col(pairs, "lo")))
-    return ex.write("lo-side", q, _split(pairs.append_column("sig", lo_sig), _of_rank(_col(pairs, "hi")), ex.parts))
+    return ex.write("lo-side", q, split(pairs.append_column("sig", lo_sig), _of_rank(_col(pairs, "hi")), ex.parts))
 
 
 def _verify_hi(ex: Exchange, q: int, threshold: float) -> int:
@@ -303,7 +212,7 @@ def _verify_hi(ex: Exchange, q: int, threshold: float) -> int:
 def _write_edges(ex: Exchange, stage: str, q: int, a: np.ndarray, b: np.ndarray) -> int:
     """Edges (a, b) as both directions, each routed by its first end."""
     t = pa.table({"u": np.concatenate([a, b]), "v": np.concatenate([b, a])}, schema=_EDGES)
-    return ex.write(stage, q, _split(t, _of_rank(_col(t, "u")), ex.parts))
+    return ex.write(stage, q, split(t, _of_rank(_col(t, "u")), ex.parts))
 
 
 def _edges(ex: Exchange, stage: str, q: int) -> tuple[np.ndarray, np.ndarray]:
@@ -333,7 +242,7 @@ def _labels(ex: Exchange, q: int, settled: str) -> int:
     if len(np.unique(member)) != len(member):
         raise RuntimeError("near-duplicate components did not settle into stars")
     t = pa.table({"member": member, "dup": sigs.column("doc").take(_look_up(rank, member)), "centre": centre}, schema=_LABELS)
-    return ex.write("labels", q, _split(t, _of_rank(centre), ex.parts))
+    return ex.write("labels", q, split(t, _of_rank(centre), ex.parts))
 
 
 def _kept_ids(ex: Exchange, q: int) -> pa.Table:

@@ -41,7 +41,7 @@ NOT_IN_QUARANTINE_PREFIXES = ("sig_", "q_", "d_", "sel_", S.DOMAIN, S.N_TOKENS)
 
 
 def publish(spec: JobSpec, dirs: dict[str, Path | None], timings: dict, facts: dict, log: Callable[[str], None], started: float, roots: Roots = Roots(),
-            arrivals: tuple | None = None) -> dict:
+            arrivals: seen.Arrivals | None = None) -> dict:
     """Write the output from the score and select phases, manifest last, then one rename (the output checked against the roots before each).
 
     Unversioned, the output is OUT; with `output.versions`, it is a new
@@ -103,7 +103,7 @@ def publish(spec: JobSpec, dirs: dict[str, Path | None], timings: dict, facts: d
                 manifest["changes"] = versions.changes(before, previous, decisions, staging)
         frozen.publish(dirs, staging)
         if arrivals is not None and dirs.get("dedup") is not None:
-            manifest["dedup"] = _dedup_facts(timings["dedup"]) | seen.publish(arrivals[0], dirs["dedup"], staging) | {"index": arrivals[1]}
+            manifest["dedup"] = _dedup_facts(timings["dedup"]) | seen.publish(arrivals, dirs["dedup"], staging) | {"index": arrivals.facts}
         (staging / "report.html").write_text(job_report(manifest, dirs.get("search")))
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
         roots.check("output.path", staging)

@@ -48,7 +48,7 @@ from thresher.operators.semdedup import SemanticDuplicates, SemDeDup, semdedup_g
 from thresher.operators.signals import add_signals
 from thresher.operators.validate import ValidateConfig, validate
 
-from . import content_cache, dedup_shuffle, frozen, ids, io, partitions, picks, seen
+from . import content_cache, dedup_shuffle, frozen, ids, io, partitions, picks, seen, shuffle
 from .confine import Roots
 from .errors import JobError
 from .events import OnEvent
@@ -86,7 +86,7 @@ class Context:
     roots: Roots = field(default_factory=Roots)  # where every file the job opens must lie (empty = anywhere)
     content_cache: Path | None = None  # embeddings by text digest (pipeline/content_cache.py); set by the runner
     frozen: Path | None = None  # fit.from_run's state/ directory, resolved and checked (pipeline/frozen.py)
-    arrivals: tuple | None = None  # (the pool's documents with the run that first saw each, index facts); set after embed (pipeline/seen.py)
+    arrivals: seen.Arrivals | None = None  # the pool against the previous index; set after embed when dedup is on (pipeline/seen.py)
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
@@ -190,11 +190,12 @@ def embed_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
         facts |= _embed_pieces(ctx, s, cfg, todo, store)
     files = [f for k in keys for f in store.files("embed", k)]
     reason = ids.REASON_DUPLICATE_ID if cfg.id_column else ids.REASON_DUPLICATE_TEXT
-    repeats = ids.repeated_in(_narrow(files, [S.DOC_ID, S.INVALID_REASON, S.INPUT_FILE, S.INPUT_OFFSET]), order)
+    names = [f"embed-{k}" for k in keys]  # a piece's id files; its data files in pieces of an older thresher
+    repeats = ids.repeated([f for n, k in zip(names, keys) for f in store.ids_files(n) or store.files("embed", k)], order, d)
     if repeats.size:
         ctx.log(f"[embed] {repeats.size} rows repeat an earlier row's id; quarantined")
     _assemble(files, d / "data", repeats, order, reason)
-    (d / partitions.LIST).write_text(json.dumps([f"embed-{k}" for k in keys]))
+    (d / partitions.LIST).write_text(json.dumps(names))
     return {"rows": row_count(d / "data"), "files": len(ctx.inputs.files), "repeated_ids": int(repeats.size), "device": _device(ctx.embedder), "model": s.model, **facts}
 
 
@@ -235,7 +236,7 @@ def _valid_digests(batch: pa.Table, cfg: ValidateConfig) -> pa.Table:
 
 def store_batch(batch: pa.Table, owners: dict, root: str, cache_dir: str) -> pa.Table:
     """Ray task: the embedded rows' new vectors into the content cache, every row into its partition's piece, and
-    the valid rows' ids and text digests into the piece's id files (what `seen.pool` reads)."""
+    the valid rows' ids and text digests into the piece's id files (what `ids.repeated` and `seen.for_job` read)."""
     content_cache.add(batch, cache_dir)
     written = partitions.write_rows(batch, owners, root, drop=[content_cache.H0, content_cache.H1, content_cache.MISS])
     narrow = batch.filter(batch.column(S.INVALID_REASON).is_null()).select([S.DOC_ID, S.INPUT_FILE, S.INPUT_OFFSET, content_cache.H0, content_cache.H1])
@@ -243,11 +244,6 @@ def store_batch(batch: pa.Table, owners: dict, root: str, cache_dir: str) -> pa.
     valid = int(batch.column(S.INVALID_REASON).null_count)
     embedded = int(pc.sum(batch.column(content_cache.MISS)).as_py() or 0) if content_cache.MISS in batch.column_names else valid
     return pa.table({"pieces": [json.dumps(written)], "embedded": [embedded], "valid": [valid]})  # one row per batch
-
-
-def _narrow(files: list[Path], columns: list[str]):
-    for f in files:
-        yield pq.read_table(f, columns=columns)
 
 
 def _assemble(files: list[Path], data: Path, repeats: np.ndarray, order: dict, reason: str) -> None:
@@ -283,7 +279,7 @@ def clusters_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
 def _count_clusters(embed_dir: Path, kmeans: KMeans) -> np.ndarray:
     """Documents per cluster over every valid document: a Ray Data pass over the vectors, one bincount per batch summed on the driver."""
     files = sorted((embed_dir / "data").glob("*.parquet"))
-    ds = span_dataset(files, rows_per_task(row_count(embed_dir / "data"), dedup_shuffle.partition_count(), SCAN_ROWS, SCAN_MIN_ROWS), [S.INVALID_REASON, S.EMB])
+    ds = span_dataset(files, rows_per_task(row_count(embed_dir / "data"), shuffle.partition_count(), SCAN_ROWS, SCAN_MIN_ROWS), [S.INVALID_REASON, S.EMB])
     counts = np.zeros(kmeans.centroids_.shape[0], np.int64)
     for row in ds.map_batches(cluster_counts, fn_kwargs={"kmeans": kmeans}, batch_format="pyarrow", batch_size=8192).iter_rows():
         counts += np.asarray(row["counts"], np.int64)
@@ -329,7 +325,7 @@ def dedup_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
     t0 = time.perf_counter()
     if todo:
         rows = sum(store.facts("embed", src.removeprefix("embed-"))["rows"] for src, _ in todo)
-        per_task = rows_per_task(rows, dedup_shuffle.partition_count(), SIGN_ROWS, SIGN_MIN_ROWS)
+        per_task = rows_per_task(rows, shuffle.partition_count(), SIGN_ROWS, SIGN_MIN_ROWS)
         tasks = [t for src, k in todo for t in sign_tasks(store.root / src, store.staging("dedup", k), k, per_task)]
         near = next((f for n, f in finders if n == "near"), None)
         rows = {k: 0 for _, k in todo}
@@ -337,18 +333,18 @@ def dedup_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
             rows[r["key"]] += r["rows"]
         for k, n in rows.items():
             store.commit("dedup", k, {"rows": n})
-    ranks = ray.put(seen.Ranks(ctx.arrivals[0]))  # one copy in the object store, read by every map task
+    keep_order = ray.put(ctx.arrivals.order)  # small: each map task reads its own piece's order file
     order = {f: i for i, f in enumerate(ctx.inputs.files)}
     pool_rows = sum(store.facts("dedup", k)["rows"] for k in keys)
     ctx.progress.add(pool_rows)
-    parts = dedup_shuffle.reduce_partitions(pool_rows)
+    parts = shuffle.reduce_partitions(pool_rows)
     (d / partitions.LIST).write_text(json.dumps([f"dedup-{k}" for k in keys]))
     info = {"rows": ctx.progress.rows(), "partitions": len(keys), "partitions_reused": len(keys) - len(todo), "reduce_tasks": parts,
             "signatures_s": round(time.perf_counter() - t0, 3)}
     for name, f in finders:
-        paths = [str(f) for k in keys for f in sorted(store.path("dedup", k).glob(f"{name}*.parquet"))]  # NAME-PART; NAME.parquet in older pieces
+        paths = [(str(f), i) for i, k in enumerate(keys) for f in sorted(store.path("dedup", k).glob(f"{name}*.parquet"))]  # NAME-PART; NAME.parquet in older pieces
         t0 = time.perf_counter()
-        (dedup_shuffle.resolve_exact if name == "exact" else dedup_shuffle.resolve_near)(f, paths, order, ranks, parts, d)
+        (dedup_shuffle.resolve_exact if name == "exact" else dedup_shuffle.resolve_near)(f, paths, order, keep_order, parts, d)
         info[f"{name}_resolve_s"] = round(time.perf_counter() - t0, 3)
         f.save(d / name)
         info[f"{name}_duplicates"] = len(f.duplicate_ids_)
@@ -450,7 +446,7 @@ def _score_pieces(ctx: Context, s: Slice, reads: dict, needed: dict, duplicates:
         task = {"scorers": scorers, "cached": cached, "cache_dir": str(cache.dir), "counter": ctx.progress.counter}
         # read tasks of row-group spans: a large partition is scored by many workers, a small night is not cut into
         # Ray's default 200 blocks
-        per_task = rows_per_task(sum(pq.ParquetFile(f).metadata.num_rows for f in files), dedup_shuffle.partition_count(), SCAN_ROWS, SCAN_MIN_ROWS)
+        per_task = rows_per_task(sum(pq.ParquetFile(f).metadata.num_rows for f in files), shuffle.partition_count(), SCAN_ROWS, SCAN_MIN_ROWS)
         ds = span_dataset(files, per_task).map_batches(score_batch, fn_kwargs=task, batch_format="pyarrow", batch_size=4096)
         for w in ds.map_batches(_store_scores, fn_kwargs={"owners": owners, "root": str(store.root)}, batch_format="pyarrow").take_all():
             for piece, n in json.loads(w["pieces"]).items():

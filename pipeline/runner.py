@@ -12,8 +12,10 @@ import contextlib
 import errno
 import json
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -30,7 +32,7 @@ from .confine import Roots
 from .errors import InputError, Interrupted, JobError, SpecError
 from .events import OnEvent, RunStatus
 from .phases import PHASE_NAMES, PHASES, Context, validate_config
-from .plan import Phase, Slice, WorkDir, downstream, phase_keys
+from .plan import TMP_PREFIX, Phase, Slice, WorkDir, downstream, phase_keys
 from .progress import PhaseProgress
 from .search import proxy_fingerprint
 from .settings import Settings, load_settings
@@ -174,8 +176,9 @@ def keys_for(spec: JobSpec, settings: Settings | None = None) -> dict[str, str |
     keys = phase_keys(PHASES, spec, fingerprints)
     work = WorkDir(Path(spec.output.work_path()))
     if keys["dedup"] is not None and work.done("embed", keys["embed"]) is not None:
-        docs, _ = seen.for_job(Path(spec.output.path), work.phase_dir("embed", keys["embed"]), work.path, inputs.files, Roots.of(settings.allowed_roots))
-        keys = phase_keys(PHASES, spec, fingerprints | {"arrivals": seen.fingerprint(docs)})
+        with tempfile.TemporaryDirectory() as tmp:  # no Ray here: the shuffle runs in this process
+            found = seen.for_job(Path(spec.output.path), work.phase_dir("embed", keys["embed"]), work.path, inputs.files, Roots.of(settings.allowed_roots), Path(tmp) / "arrivals", here=True)
+        keys = phase_keys(PHASES, spec, fingerprints | {"arrivals": found.fingerprint})
     return keys
 
 
@@ -211,8 +214,9 @@ def _run_plan(ctx: Context, spec: JobSpec, progress: bool, force: set[str], t0: 
         ctx.timings[phase.name] = info | {"key": key}
         dirs[phase.name] = ctx.work.phase_dir(phase.name, key)
         if phase.name == "embed" and keys["dedup"] is not None:  # the pool is known now: which run first saw each document
-            ctx.arrivals = seen.for_job(Path(spec.output.path), dirs["embed"], ctx.work.path, ctx.inputs.files, ctx.roots)
-            fingerprints["arrivals"] = seen.fingerprint(ctx.arrivals[0])
+            scratch = ctx.work.path / f"{TMP_PREFIX}arrivals"  # a killed job's is removed when the next one locks the work directory
+            ctx.arrivals = seen.for_job(Path(spec.output.path), dirs["embed"], ctx.work.path, ctx.inputs.files, ctx.roots, scratch)
+            fingerprints["arrivals"] = ctx.arrivals.fingerprint
             keys = phase_keys(PHASES, spec, fingerprints)
     facts = {
         "inputs": {"format": ctx.inputs.format, "files": fingerprints["input"], "empty_files": list(ctx.inputs.empty), "side": {k: v for k, v in fingerprints.items() if k != "input"}},
@@ -226,6 +230,9 @@ def _run_plan(ctx: Context, spec: JobSpec, progress: bool, force: set[str], t0: 
         if _disk_full(e):
             raise JobError(f"no space left on the device of the output {Path(spec.output.path).parent} (writing the output); free space and rerun") from None
         raise
+    finally:
+        if ctx.arrivals is not None:
+            shutil.rmtree(ctx.arrivals.dir, ignore_errors=True)
 
 
 def _disk_full(e: BaseException | None) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import unicodedata
 from pathlib import Path
 
@@ -163,7 +164,7 @@ def test_a_nightly_copy_in_any_file_names_the_document_the_pool_already_had(loca
     corpus = write_corpus(tmp_path / "corpus", 300)
     spec = make_spec(corpus, tmp_path / "out", output={"versions": {"keep": 3}}, selection={"budget": {"unit": "docs", "amount": 120}}, scorers={"dedup": {}})
     first = _quiet(spec)
-    index = pq.read_table(tmp_path / "out" / "latest" / "state" / "dedup" / "index.parquet")
+    index = pq.read_table(tmp_path / "out" / "latest" / "state" / "dedup" / "index")
     assert index.num_rows == first["counts"]["valid"] and set(index.column("since").to_pylist()) == {1}
     flagged_before = _flags(tmp_path / "out.work", first)
     part0 = pq.read_table(corpus / "part-0.parquet")
@@ -181,8 +182,8 @@ def test_a_nightly_copy_in_any_file_names_the_document_the_pool_already_had(loca
         assert (m["of"], Path(m["of_file"]).name, m["input_file"].endswith("a-early.parquet")) == (old, "part-0.parquet", True)
         assert (m["since"], m["of_since"]) == (2, 1) and old not in by_doc
     assert second["dedup"]["of_earlier_runs"] >= 10  # the five early copies and grow's five
-    removed = pq.read_table(tmp_path / "out" / "versions" / first["version"]["id"] / "state" / "dedup" / "index.parquet")
-    now = pq.read_table(tmp_path / "out" / "latest" / "state" / "dedup" / "index.parquet")
+    removed = pq.read_table(tmp_path / "out" / "versions" / first["version"]["id"] / "state" / "dedup" / "index")
+    now = pq.read_table(tmp_path / "out" / "latest" / "state" / "dedup" / "index")
     gone = {Path(f).name for f in removed.column("input_file").to_pylist()} - {Path(f).name for f in now.column("input_file").to_pylist()}
     facts = second["dedup"]["index"]
     assert gone == {"part-2.parquet"} and facts["removed"] == sum(Path(f).name == "part-2.parquet" for f in removed.column("input_file").to_pylist())
@@ -199,6 +200,12 @@ def test_a_nightly_copy_in_any_file_names_the_document_the_pool_already_had(loca
     third = _quiet(spec)  # nothing new: the index grew by last night's documents only, so every phase is reused
     assert all(p["reused"] for p in third["phases"].values()), third["phases"]
     assert third["dedup"]["index"]["new"] == 0 and pq.read_table(tmp_path / "out" / "latest" / "duplicates.parquet").to_pylist() == matches
+
+    state = tmp_path / "out" / "latest" / "state" / "dedup"  # as an older thresher published it: one index.parquet
+    pq.write_table(pq.read_table(state / "index"), state / "index.parquet")
+    shutil.rmtree(state / "index")
+    fourth = _quiet(spec)
+    assert all(p["reused"] for p in fourth["phases"].values()) and fourth["dedup"]["index"] == third["dedup"]["index"]
 
 
 def test_a_score_piece_is_rescored_when_its_rows_duplicate_flags_change(local_ray, tmp_path):

@@ -127,8 +127,8 @@ def test_kill_9_during_a_nightly_run_leaves_a_complete_version_current_and_the_r
     (tmp_path / "job.yaml").write_text(yaml.safe_dump(raw))
     subprocess.run([THRESHER, "run", str(tmp_path / "job.yaml"), "--no-progress"], check=True, capture_output=True, timeout=600)
     v1 = versions.current(out)
-    index = out / "versions" / v1 / "state" / "dedup" / "index.parquet"
-    index_bytes = index.read_bytes()
+    index = out / "versions" / v1 / "state" / "dedup" / "index"
+    index_bytes = {f.name: f.read_bytes() for f in sorted(index.iterdir())}
     extra = generate(200, seed=9)
     pq.write_table(extra.set_column(0, "id", pa.array([f"night-{i}" for i in range(200)])), corpus / "part-7.parquet")
 
@@ -147,7 +147,7 @@ def test_kill_9_during_a_nightly_run_leaves_a_complete_version_current_and_the_r
     assert now == v1 or phase == "write", (phase, now, v1)  # killed in embed: nothing was published
     _intact(out, v1)
     _intact(out, now)
-    assert index.read_bytes() == index_bytes  # the index a killed night read is untouched
+    assert {f.name: f.read_bytes() for f in sorted(index.iterdir())} == index_bytes != {}  # the index a killed night read is untouched
     listed = subprocess.run([sys.executable, "-m", "thresher.cli", "versions", str(out)], capture_output=True, text=True, check=True).stdout
     assert f"* {now}" in listed and ".partial" not in listed
 
@@ -155,6 +155,6 @@ def test_kill_9_during_a_nightly_run_leaves_a_complete_version_current_and_the_r
     last = versions.current(out)
     assert last > v1 and sorted(places(out / "latest")) == sorted(_ids(corpus))
     _intact(out, last)
-    since = dict(zip(*pq.read_table(out / "latest" / "state" / "dedup" / "index.parquet", columns=["doc_id", "since"]).to_pydict().values()))
+    since = dict(zip(*pq.read_table(out / "latest" / "state" / "dedup" / "index", columns=["doc_id", "since"]).to_pydict().values()))
     assert {since[f"night-{i}"] for i in range(200) if f"night-{i}" in since} == {2} and set(since.values()) == {1, 2}
     assert set(versions.listed(out)) <= {v1, now, last} <= {v1, now, last}  # the killed run's finished-but-unpublished version, if any, was cleared

@@ -1,15 +1,14 @@
 """Duplicates resolved by shuffles over Ray tasks give the single-process detectors' decisions exactly."""
 
 import numpy as np
-import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from thresher.operators import schema as S
 from thresher.operators.dedup import ExactDuplicates, NearDuplicates, bucket_pairs, connected_min_labels, large_star, small_star, unique_pairs
-from thresher.pipeline import dedup_shuffle, ids
-from thresher.pipeline.seen import Ranks
+from thresher.pipeline import dedup_shuffle, ids, shuffle
+from thresher.pipeline.seen import Order
 
 from .toy_corpus import generate
 
@@ -90,33 +89,34 @@ def pieces(tmp_path_factory):
         kept, sig = near.signatures(part)
         sig_col = pa.FixedSizeListArray.from_arrays(pa.array(sig.reshape(-1), pa.uint32()), near.num_perm)
         pq.write_table(where.filter(pa.array(kept)).append_column("sig", sig_col), d / f"{name}.near")
-        paths["exact"].append(str(d / f"{name}.exact"))
-        paths["near"].append(str(d / f"{name}.near"))
-    pos = np.concatenate([(i << ids.OFFSET_BITS) + np.arange(n) for i, n in enumerate([500, 120, 580])])
-    since = np.zeros(len(pos), np.int64)
-    since[700:760] = -1  # seen by an earlier run: kept before their earlier copies
-    return files, paths, Ranks(pl.DataFrame({"pos": pos, "since": since}))
+        paths["exact"].append((str(d / f"{name}.exact"), i))  # each file its own piece
+        paths["near"].append((str(d / f"{name}.near"), i))
+    pos = [(i << ids.OFFSET_BITS) + np.arange(n) for i, n in enumerate([500, 120, 580])]
+    since = [np.zeros(n, np.int64) for n in (500, 120, 580)]
+    since[2][80:140] = -1  # seen by an earlier run: kept before their earlier copies
+    return files, paths, Order.write(d / "order", list(zip(pos, since)))
 
 
-def _in_process(finder, paths, files, ranks):
-    for p in paths:
+def _in_process(finder, paths, files, order):
+    for p, piece in paths:
         t = pq.read_table(p)
-        pos = ids.positions(t, files)
+        mine, rank = order.of(piece, ids.positions(t, files))
+        assert mine.all()
         if "sig" in t.column_names:
             a = t.column("sig").combine_chunks()
             rows = np.asarray(a.flatten().to_numpy(), np.uint32).reshape(len(a), -1)
         else:
             rows = np.stack([t.column("h0").to_numpy(), t.column("h1").to_numpy()], axis=1)
-        finder.add_signatures(t.column(S.DOC_ID).combine_chunks(), rows, rank=ranks.of(pos))
+        finder.add_signatures(t.column(S.DOC_ID).combine_chunks(), rows, rank=rank)
     return finder.resolve()
 
 
 @pytest.mark.parametrize("parts", [1, 2, 5])
 def test_near_duplicates_on_the_workers_equal_the_single_process_detector(local_ray, pieces, parts, tmp_path):
-    files, paths, ranks = pieces
-    expected = _in_process(NearDuplicates(threshold=0.7), paths["near"], files, ranks)
+    files, paths, order = pieces
+    expected = _in_process(NearDuplicates(threshold=0.7), paths["near"], files, order)
     assert len(expected) > 100  # the toy corpus plants copies, and the earlier run's documents move some groups' kept one
-    got = dedup_shuffle.resolve_near(NearDuplicates(threshold=0.7), paths["near"], files, ranks, parts, tmp_path)
+    got = dedup_shuffle.resolve_near(NearDuplicates(threshold=0.7), paths["near"], files, order, parts, tmp_path)
     assert dict(zip(got.duplicate_ids_.to_pylist(), got.kept_ids_.to_pylist())) == expected
     assert got.duplicate_ids_.to_pylist() == list(expected)  # and in the same (rank) order
     assert not list(tmp_path.iterdir())  # the exchange files are gone
@@ -124,19 +124,19 @@ def test_near_duplicates_on_the_workers_equal_the_single_process_detector(local_
 
 @pytest.mark.parametrize("parts", [1, 3])
 def test_exact_duplicates_on_the_workers_equal_the_single_process_detector(local_ray, pieces, parts, tmp_path):
-    files, paths, ranks = pieces
-    expected = _in_process(ExactDuplicates(), paths["exact"], files, ranks)
+    files, paths, order = pieces
+    expected = _in_process(ExactDuplicates(), paths["exact"], files, order)
     assert len(expected) > 20
-    got = dedup_shuffle.resolve_exact(ExactDuplicates(), paths["exact"], files, ranks, parts, tmp_path)
+    got = dedup_shuffle.resolve_exact(ExactDuplicates(), paths["exact"], files, order, parts, tmp_path)
     assert dict(zip(got.duplicate_ids_.to_pylist(), got.kept_ids_.to_pylist())) == expected
 
 
 def test_no_pieces_no_duplicates(local_ray, pieces, tmp_path):
-    files, _, ranks = pieces
-    assert len(dedup_shuffle.resolve_near(NearDuplicates(), [], files, ranks, 2, tmp_path).duplicate_ids_) == 0
-    assert len(dedup_shuffle.resolve_exact(ExactDuplicates(), [], files, ranks, 2, tmp_path).duplicate_ids_) == 0
+    files, _, order = pieces
+    assert len(dedup_shuffle.resolve_near(NearDuplicates(), [], files, order, 2, tmp_path).duplicate_ids_) == 0
+    assert len(dedup_shuffle.resolve_exact(ExactDuplicates(), [], files, order, 2, tmp_path).duplicate_ids_) == 0
 
 
 def test_reduce_partitions_are_one_per_cpu_and_none_smaller_than_part_rows(local_ray):
-    assert dedup_shuffle.partition_count() == 2
-    assert [dedup_shuffle.reduce_partitions(n) for n in (0, 4000, dedup_shuffle.PART_ROWS, dedup_shuffle.PART_ROWS + 1, 10**7)] == [1, 1, 1, 2, 2]
+    assert shuffle.partition_count() == 2
+    assert [shuffle.reduce_partitions(n) for n in (0, 4000, shuffle.PART_ROWS, shuffle.PART_ROWS + 1, 10**7)] == [1, 1, 1, 2, 2]
