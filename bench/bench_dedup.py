@@ -167,7 +167,8 @@ def main() -> None:
                 r = json.loads(out.strip().splitlines()[-1])
                 results.append({"thresher": r})
                 print(f"thresher  {n:>7} docs  {r['cpus']} CPUs on {r['nodes']} node(s): {r['wall_s']:7.2f} s  {r['docs_per_s']:6d} docs/s  "
-                      f"({r['reduce_partitions']} reduce partitions; signatures {r['signatures_s']} s, keep order {r['order_s']} s, resolve {r['resolve_s']} s)  exact {r['exact_duplicates']} near {r['near_duplicates']}  "
+                      f"({r['reduce_partitions']} reduce partitions; signatures {r['signatures_s']} s, keep order {r['order_s']} s, resolve {r['resolve_s']} s)  "
+                      f"exact {r['exact_duplicates']} near {r['near_duplicates']}  "
                       f"driver peak +{r['driver_peak_mib_over_start']} MiB over ray.init ({r['driver_peak_mib']} MiB)")
             if args.datatrove:
                 r = run_datatrove(pieces, d)

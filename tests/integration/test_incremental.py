@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from thresher.demo_corpus import generate
 from thresher.operators.embed import from_fixed_list
-from thresher.pipeline.runner import run
+from thresher.pipeline.runner import keys_for, run
 
 from .helpers import make_spec, places, selection, write_corpus
 
@@ -199,6 +199,7 @@ def test_a_nightly_copy_in_any_file_names_the_document_the_pool_already_had(loca
 
     third = _quiet(spec)  # nothing new: the index grew by last night's documents only, so every phase is reused
     assert all(p["reused"] for p in third["phases"].values()), third["phases"]
+    assert {n: k for n, k in keys_for(spec).items() if k} == {n: p["key"] for n, p in third["phases"].items()}  # the arrivals' key, computed without a job
     assert third["dedup"]["index"]["new"] == 0 and pq.read_table(tmp_path / "out" / "latest" / "duplicates.parquet").to_pylist() == matches
 
     state = tmp_path / "out" / "latest" / "state" / "dedup"  # as an older thresher published it: one index.parquet
