@@ -214,8 +214,10 @@ def _run_plan(ctx: Context, spec: JobSpec, progress: bool, force: set[str], t0: 
         ctx.timings[phase.name] = info | {"key": key}
         dirs[phase.name] = ctx.work.phase_dir(phase.name, key)
         if phase.name == "embed" and keys["dedup"] is not None:  # the pool is known now: which run first saw each document
+            t = time.perf_counter()
             scratch = ctx.work.path / f"{TMP_PREFIX}arrivals"  # a killed job's is removed when the next one locks the work directory
             ctx.arrivals = seen.for_job(Path(spec.output.path), dirs["embed"], ctx.work.path, ctx.inputs.files, ctx.roots, scratch)
+            ctx.timings["arrivals"] = {"seconds": round(time.perf_counter() - t, 3), "reduce_tasks": ctx.arrivals.parts, "on_driver": ctx.arrivals.here}
             fingerprints["arrivals"] = ctx.arrivals.fingerprint
             keys = phase_keys(PHASES, spec, fingerprints)
     facts = {
