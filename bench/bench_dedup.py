@@ -99,8 +99,9 @@ def one_run(pieces: list[str], cpus: int, address: str | None, rows_per_task: in
     arrived = time.perf_counter() - t0
     parts = shuffle.reduce_partitions(sum(pq.read_metadata(f).num_rows for p in pieces for f in Path(p).glob("*.parquet")))
     index = {f: i for i, f in enumerate(files)}
-    exact = dedup_shuffle.resolve_exact(ExactDuplicates(), [(str(f), i) for i in range(len(pieces)) for f in sorted((work / str(i)).glob("exact-*.parquet"))], index, order, parts, work)
-    near = dedup_shuffle.resolve_near(near, [(str(f), i) for i in range(len(pieces)) for f in sorted((work / str(i)).glob("near-*.parquet"))], index, order, parts, work)
+    exact = dedup_shuffle.resolve_exact(ExactDuplicates(), [(str(f), i) for i in range(len(pieces)) for f in sorted((work / str(i)).glob("exact-*.parquet"))], index, order, parts, work,
+                                        work / "exact")
+    near = dedup_shuffle.resolve_near(near, [(str(f), i) for i in range(len(pieces)) for f in sorted((work / str(i)).glob("near-*.parquet"))], index, order, parts, work, work / "near")
     wall = time.perf_counter() - start
     peak = _peak_mib()
     nodes = len([n for n in ray.nodes() if n["Alive"]])
@@ -108,7 +109,7 @@ def one_run(pieces: list[str], cpus: int, address: str | None, rows_per_task: in
     ray.shutdown()
     return {"docs": rows, "cpus": cpus, "reduce_partitions": parts, "nodes": nodes, "wall_s": round(wall, 2),
             "signatures_s": round(signed, 2), "order_s": round(arrived, 2), "resolve_s": round(wall - signed - arrived, 2),
-            "docs_per_s": round(rows / wall), "exact_duplicates": len(exact.duplicate_ids_), "near_duplicates": len(near.duplicate_ids_),
+            "docs_per_s": round(rows / wall), "exact_duplicates": exact["duplicates"], "near_duplicates": near["duplicates"],
             "driver_peak_mib_over_start": round(peak - base, 1), "driver_peak_mib": round(peak, 1)}
 
 

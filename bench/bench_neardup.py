@@ -91,7 +91,8 @@ def same_on_workers(table: pa.Table, threshold: float) -> bool:
             t = where.filter(pa.array(mine)).append_column("sig", pa.FixedSizeListArray.from_arrays(pa.array(sig[mine].reshape(-1), pa.uint32()), finder.num_perm))
             pq.write_table(t, f"{tmp}/piece-{i}.parquet")
             paths.append((f"{tmp}/piece-{i}.parquet", i))
-        got = dedup_shuffle.resolve_near(NearDuplicates(threshold=threshold), paths, files, order, 2, Path(tmp))
+        dedup_shuffle.resolve_near(NearDuplicates(threshold=threshold), paths, files, order, 2, Path(tmp), Path(tmp) / "near")
+        got = NearDuplicates.load(Path(tmp) / "near")
     return dict(zip(got.duplicate_ids_.to_pylist(), got.kept_ids_.to_pylist())) == expected
 
 

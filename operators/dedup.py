@@ -78,7 +78,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import schema as S
-from .fitted import Fitted
+from .fitted import STATE_FILE, Fitted
 from .hashing import fmix64
 
 MINHASH_FAMILY = "multiply-add-shift"  # in the key of stored signatures: another family's are never mixed with these
@@ -388,6 +388,23 @@ class DuplicateMap(Fitted):
         t = pq.read_table(directory / "groups.parquet")
         self.duplicate_ids_ = t.column(S.DOC_ID).combine_chunks()
         self.kept_ids_ = t.column("kept").combine_chunks()
+
+
+class SavedFlags:
+    """A saved DuplicateMap applied where the batches are (a Ray task): loaded there, once per process, so whoever
+    builds the task (the driver) never holds the pairs. Its directory is an immutable phase output."""
+
+    def __init__(self, cls: type[DuplicateMap], directory: str | Path):
+        self.cls, self.directory = cls, str(directory)
+
+    def transform(self, batch: pa.Table) -> pa.Table:
+        saved = Path(self.directory) / STATE_FILE
+        return _loaded(self.cls, self.directory, saved.stat().st_mtime_ns).transform(batch)
+
+
+@functools.lru_cache(maxsize=4)  # the exact, near and semantic maps of the job at hand
+def _loaded(cls: type[DuplicateMap], directory: str, saved_ns: int) -> DuplicateMap:
+    return cls.load(directory)
 
 
 class ExactDuplicates(DuplicateMap):

@@ -3,8 +3,9 @@
 The dedup phase's signature pieces (one per input partition, signed in parts by `phases.signature_piece`) are the map side. Every
 later stage is P reduce tasks of a hash shuffle (pipeline/shuffle.py: P = the cluster's CPUs, fewer for a small
 pool; with one, every stage runs inline inside a single Ray task), in the phase's own temporary directory. The
-driver holds paths, row counts and, at the end, the (duplicate, kept) doc_id pairs, which the score phase needs
-anyway; each map task ranks its rows by the keep order (`seen.Order`) from its own piece's file.
+driver holds paths and counts: each map task ranks its rows by the keep order (`seen.Order`) from its own piece's
+file, and a last task saves the decisions (each duplicate's doc_id and its kept one's, in rank order) with the
+finder's state, which the score phase's tasks load where they apply them (`dedup.SavedFlags`).
 
     exact  (h0, h1, rank, doc_id) routed by the text hash -> each group's smallest rank is kept
     near   signatures with their doc_ids routed by rank; band rows (band, key, rank) by the band key
@@ -52,27 +53,31 @@ MAX_ROUNDS = 64  # large-star / small-star rounds; Kiveris et al. bound them by 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
-def resolve_exact(finder: ExactDuplicates, paths: list[tuple[str, int]], file_index: dict[str, int], order: Order | ray.ObjectRef, parts: int, scratch: Path) -> ExactDuplicates:
+def resolve_exact(finder: ExactDuplicates, paths: list[tuple[str, int]], file_index: dict[str, int], order: Order | ray.ObjectRef, parts: int, scratch: Path,
+                  out: Path) -> dict:
     """Exact groups over the pieces' `exact-PART.parquet` files, each given with its piece's number (one map task each);
-    sets the finder's decisions. `order` may be given already put in the object store, to share one copy between calls."""
+    the finder with its decisions is saved in OUT by a task (the driver never holds the pairs); returns the counts.
+    `order` may be given already put in the object store, to share one copy between calls."""
     with exchange(scratch, parts) as ex:
-        return _decide(finder, run(parts, _exact_rounds, ex, paths, ray.put(file_index), _put(order)))
+        return run(parts, _exact_rounds, ex, paths, ray.put(file_index), _put(order), finder, str(out))
 
 
-def resolve_near(finder: NearDuplicates, paths: list[tuple[str, int]], file_index: dict[str, int], order: Order | ray.ObjectRef, parts: int, scratch: Path) -> NearDuplicates:
-    """Near-duplicate groups over the pieces' `near-PART.parquet` files (one map task each); sets the finder's decisions."""
+def resolve_near(finder: NearDuplicates, paths: list[tuple[str, int]], file_index: dict[str, int], order: Order | ray.ObjectRef, parts: int, scratch: Path,
+                 out: Path) -> dict:
+    """Near-duplicate groups over the pieces' `near-PART.parquet` files (one map task each); saved in OUT as `resolve_exact`."""
     with exchange(scratch, parts) as ex:
-        found, finder.n_union_pairs_ = run(parts, _near_rounds, ex, paths, ray.put(file_index), _put(order), finder.bands, finder.rows, finder.threshold)
-        return _decide(finder, found)
+        return run(parts, _near_rounds, ex, paths, ray.put(file_index), _put(order), finder, str(out))
 
 
-def _exact_rounds(stage, ex: Exchange, paths: list[tuple[str, int]], file_index, order) -> list[pa.Table]:
+def _exact_rounds(stage, ex: Exchange, paths: list[tuple[str, int]], file_index, order, finder: ExactDuplicates, out: str) -> dict:
     stage(_exact_map, [(ex, i, p, piece, file_index, order) for i, (p, piece) in enumerate(paths)])
-    return stage(_exact_reduce, [(ex, q) for q in range(ex.parts)])
+    stage(_exact_reduce, [(ex, q) for q in range(ex.parts)])
+    return stage(_decide, [(ex, finder, out)])[0]
 
 
-def _near_rounds(stage, ex: Exchange, paths: list[tuple[str, int]], file_index, order, bands: int, rows: int, threshold: float) -> tuple[list[pa.Table], int]:
-    """The near-duplicate rounds; returns the reduce tasks' (rank, duplicate, kept) rows and the settled stars' edge count."""
+def _near_rounds(stage, ex: Exchange, paths: list[tuple[str, int]], file_index, order, finder: NearDuplicates, out: str) -> dict:
+    """The near-duplicate rounds, then the decisions saved; returns the counts."""
+    bands, rows, threshold = finder.bands, finder.rows, finder.threshold
     stage(_near_map, [(ex, i, p, piece, file_index, order, bands, rows) for i, (p, piece) in enumerate(paths)])
     qs = range(ex.parts)
     for fn in (_buckets, _verify_lo):
@@ -89,18 +94,21 @@ def _near_rounds(stage, ex: Exchange, paths: list[tuple[str, int]], file_index, 
     else:
         raise RuntimeError(f"near-duplicate components did not settle in {MAX_ROUNDS} rounds")
     stage(_labels, [(ex, q, edges) for q in qs])
-    return stage(_kept_ids, [(ex, q) for q in qs]), now[0]  # edges of the settled stars: one per duplicate
+    stage(_kept_ids, [(ex, q) for q in qs])
+    finder.n_union_pairs_ = now[0]  # edges of the settled stars: one per duplicate
+    return stage(_decide, [(ex, finder, out)])[0]
 
 
 def _put(x):
     return x if isinstance(x, ray.ObjectRef) else ray.put(x)
 
 
-def _decide(finder, found: list[pa.Table]):
-    """The reduce tasks' (rank, duplicate, kept) rows, in rank order as `resolve` gives them."""
-    t = pa.concat_tables(found).combine_chunks() if found else _FINAL.empty_table()
+def _decide(ex: Exchange, finder, out: str) -> dict:
+    """The reduce tasks' (rank, duplicate, kept) rows in rank order, as `resolve` gives them, saved with the finder."""
+    t = ex.read("final", 0, _FINAL)
     t = t.take(pa.array(np.argsort(t.column("rank").to_numpy(), kind="stable")))
-    return finder.set_pairs(t.column("dup").combine_chunks(), t.column("kept").combine_chunks())
+    finder.set_pairs(t.column("dup").combine_chunks(), t.column("kept").combine_chunks()).save(out)
+    return {"duplicates": t.num_rows}
 
 
 # ---------------------------------------------------------------------------
@@ -144,7 +152,7 @@ def _exact_map(ex: Exchange, task: int, path: str, piece: int, file_index: dict[
     return ex.write("exact", task, split(out, _col(out, "h0"), ex.parts))
 
 
-def _exact_reduce(ex: Exchange, q: int) -> pa.Table:
+def _exact_reduce(ex: Exchange, q: int) -> int:
     t = ex.read("exact", q, _EXACT)
     h0, h1, rank = _col(t, "h0"), _col(t, "h1"), _col(t, "rank")
     order = np.lexsort((rank, h1, h0))
@@ -152,7 +160,7 @@ def _exact_reduce(ex: Exchange, q: int) -> pa.Table:
     first = order[np.flatnonzero(new)][np.cumsum(new) - 1]  # each sorted row's group's smallest rank
     dup = ~new
     doc = t.column("doc")
-    return pa.table({"rank": rank[order[dup]], "dup": doc.take(pa.array(order[dup])), "kept": doc.take(pa.array(first[dup]))}, schema=_FINAL)
+    return ex.write("final", q, [pa.table({"rank": rank[order[dup]], "dup": doc.take(pa.array(order[dup])), "kept": doc.take(pa.array(first[dup]))}, schema=_FINAL)])
 
 
 def _near_map(ex: Exchange, task: int, path: str, piece: int, file_index: dict[str, int], order: Order, bands: int, rows: int) -> int:
@@ -245,8 +253,8 @@ def _labels(ex: Exchange, q: int, settled: str) -> int:
     return ex.write("labels", q, split(t, _of_rank(centre), ex.parts))
 
 
-def _kept_ids(ex: Exchange, q: int) -> pa.Table:
+def _kept_ids(ex: Exchange, q: int) -> int:
     rank, sigs = _signatures(ex, q)
     t = ex.read("labels", q, _LABELS)
     kept = sigs.column("doc").take(_look_up(rank, _col(t, "centre")))
-    return pa.table({"rank": t.column("member"), "dup": t.column("dup"), "kept": kept}, schema=_FINAL)
+    return ex.write("final", q, [pa.table({"rank": t.column("member"), "dup": t.column("dup"), "kept": kept}, schema=_FINAL)])

@@ -37,7 +37,7 @@ import ray
 import ray.data
 
 from thresher.operators import schema as S
-from thresher.operators.dedup import MINHASH_FAMILY, DuplicateMap, ExactDuplicates, NearDuplicates, candidate_probability
+from thresher.operators.dedup import MINHASH_FAMILY, ExactDuplicates, NearDuplicates, SavedFlags, candidate_probability
 from thresher.operators.embed import TOKENS, Embedder, ModelRef, TokenizerRef, embed_batch, encode_rows, from_fixed_list, model_version, to_fixed_list, tokenize_batch, tokenizer_for
 from thresher.operators.histogram import DomainHistograms
 from thresher.operators.kmeans import KMeans
@@ -312,7 +312,7 @@ def dedup_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
     """Exact and near duplicates over the whole pool, from signature pieces: one per embed piece, computed once by a
     Ray task (hashes and MinHash signatures of its valid rows), so a night computes only its new partitions' signatures;
     the pool's groups are resolved by hash shuffles over Ray tasks (pipeline/dedup_shuffle.py), the driver holding
-    object references and, at the end, the (duplicate, kept) pairs. Of a group, the document seen in the
+    paths and counts, never a pair. Of a group, the document seen in the
     earliest run is kept (pipeline/seen.py), then the first in input order: a copy arriving tonight names the document
     the pool already had (the output's duplicates.parquet names its doc_id and input file)."""
     p = s.dedup
@@ -344,10 +344,9 @@ def dedup_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
     for name, f in finders:
         paths = [(str(f), i) for i, k in enumerate(keys) for f in sorted(store.path("dedup", k).glob(f"{name}*.parquet"))]  # NAME-PART; NAME.parquet in older pieces
         t0 = time.perf_counter()
-        (dedup_shuffle.resolve_exact if name == "exact" else dedup_shuffle.resolve_near)(f, paths, order, keep_order, parts, d)
+        found = (dedup_shuffle.resolve_exact if name == "exact" else dedup_shuffle.resolve_near)(f, paths, order, keep_order, parts, d, d / name)
         info[f"{name}_resolve_s"] = round(time.perf_counter() - t0, 3)
-        f.save(d / name)
-        info[f"{name}_duplicates"] = len(f.duplicate_ids_)
+        info[f"{name}_duplicates"] = found["duplicates"]
         if name == "near":
             info["lsh"] = {"bands": f.bands, "rows": f.rows, "chosen": "spec" if p.bands else "from threshold",
                            "candidate_probability_at_threshold": round(candidate_probability(p.threshold, f.bands, f.rows), 4)}
@@ -394,26 +393,34 @@ def semdedup_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
         .groupby(S.D_CLUSTER)
         .map_groups(semdedup_group, fn_args=[SemDeDup(p.epsilon, p.order, s.seed, p.block)], batch_format="pyarrow")
     )
-    pairs = list(groups.iter_batches(batch_format="pyarrow", batch_size=None))
-    empty = pa.table({S.DOC_ID: pa.array([], pa.string()), S.D_SEMDUP_OF: pa.array([], pa.string())})
-    table = pa.concat_tables(pairs) if pairs else empty
-    SemanticDuplicates.from_pairs(table.column(S.DOC_ID).combine_chunks(), table.column(S.D_SEMDUP_OF).combine_chunks()).save(d / "semdedup")
-    return {"semantic_duplicates": table.num_rows}
+    groups.write_parquet(str(d / "pairs"))  # on the workers; a task saves the map: the driver never holds the pairs
+    calls = [(str(d / "pairs"), str(d / "semdedup"))]
+    n = shuffle.run(1, lambda stage: stage(save_semantic, calls), here=row_count(needed["embed"] / "data") <= shuffle.PART_ROWS)[0]
+    shutil.rmtree(d / "pairs", ignore_errors=True)
+    return {"semantic_duplicates": n}
+
+
+def save_semantic(pairs: str, out: str) -> int:
+    """SemDeDup's (duplicate, kept) doc_ids written by the group-by, saved as a SemanticDuplicates map; returns their number."""
+    found = sorted(Path(pairs).glob("*.parquet"))
+    table = pa.concat_tables([pq.read_table(f) for f in found]) if found else pa.table({S.DOC_ID: pa.array([], pa.string()), S.D_SEMDUP_OF: pa.array([], pa.string())})
+    SemanticDuplicates.from_pairs(table.column(S.DOC_ID).combine_chunks(), table.column(S.D_SEMDUP_OF).combine_chunks()).save(out)
+    return table.num_rows
 
 
 def score_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
     """Every score column and the duplicate flags, one piece per embed piece: a piece is keyed by the content of the
     clusters and fit states it scores with, its own slice, and a digest of its rows' ids, validity and duplicate flags, so with frozen
     states a night scores its new partitions and those whose flags changed, and reuses the rest."""
-    duplicates: list[DuplicateMap] = []
+    duplicates: list[SavedFlags] = []  # loaded by the tasks that apply them: the driver never holds the pairs
     if needed.get("dedup"):
-        duplicates += [cls.load(needed["dedup"] / n) for n, cls in (("exact", ExactDuplicates), ("near", NearDuplicates)) if (needed["dedup"] / n).exists()]
+        duplicates += [SavedFlags(cls, needed["dedup"] / n) for n, cls in (("exact", ExactDuplicates), ("near", NearDuplicates)) if (needed["dedup"] / n).exists()]
     if needed.get("semdedup"):
-        duplicates.append(SemanticDuplicates.load(needed["semdedup"] / "semdedup"))
+        duplicates.append(SavedFlags(SemanticDuplicates, needed["semdedup"] / "semdedup"))
     store = partitions.PieceStore(ctx.work.path)
     reads = {"score": s.key_data(), "states": {n: frozen.digest(needed[n]) for n in ("clusters", "fit")}}  # by content: fitted or frozen alike
     files = _embed_files_by_piece(needed["embed"])
-    keys = {src: partitions.derived_key("score", reads, f"{src}:{_rows_digest(fs, duplicates)}") for src, fs in files.items()}
+    keys = {src: partitions.derived_key("score", reads, f"{src}:{digest}") for src, digest in _rows_digests(files, duplicates).items()}
     todo = [src for src, k in keys.items() if not store.done("score", k)]
     ctx.progress.add(sum(store.facts("score", k)["rows"] for src, k in keys.items() if src not in todo))
     facts = {"scored": 0, "cache_hits": 0}
@@ -425,7 +432,7 @@ def score_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
     return {"rows": row_count(d / "data"), "partitions": len(pieces), "partitions_reused": len(pieces) - len(todo), **facts}
 
 
-def _score_pieces(ctx: Context, s: Slice, reads: dict, needed: dict, duplicates: list[DuplicateMap], todo: dict[str, tuple[str, list[Path]]], store: partitions.PieceStore) -> dict:
+def _score_pieces(ctx: Context, s: Slice, reads: dict, needed: dict, duplicates: list[SavedFlags], todo: dict[str, tuple[str, list[Path]]], store: partitions.PieceStore) -> dict:
     """Score the embed pieces in `todo` (name -> (score piece key, its data files)) in one Ray Data pass, each row written
     into its partition's score piece; rows the score cache has (by content, `scoring.row_keys`) are not scored again."""
     owners: dict[str, list] = {}
@@ -484,7 +491,16 @@ def _embed_files_by_piece(embed_dir: Path) -> dict[str, list[Path]]:
     return found
 
 
-def _rows_digest(files: list[Path], duplicates: list[DuplicateMap]) -> str:
+def _rows_digests(files: dict[str, list[Path]], duplicates: list[SavedFlags]) -> dict[str, str]:
+    """Each piece's `_rows_digest`: one Ray task per piece, or here for a pool of at most `shuffle.PART_ROWS` rows (its
+    duplicate maps are as small)."""
+    rows = sum(pq.ParquetFile(f).metadata.num_rows for fs in files.values() for f in fs)
+    calls = [(fs, duplicates) for fs in files.values()]
+    found = shuffle.run(len(calls), lambda stage: stage(_rows_digest, calls), here=rows <= shuffle.PART_ROWS or not calls)
+    return dict(zip(files, found))
+
+
+def _rows_digest(files: list[Path], duplicates: list[SavedFlags]) -> str:
     """What a score piece depends on besides its embed piece and the states: its rows' ids and validity (a repeated id
     is marked by another file) and the duplicate flags the maps give them."""
     import hashlib

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from thresher.operators import schema as S
-from thresher.operators.dedup import DuplicateMap
+from thresher.operators.dedup import SavedFlags
 from thresher.operators.diversity import add_cluster_features
 from thresher.operators.embed import from_fixed_list
 from thresher.operators.fitted import Fitted
@@ -92,12 +92,12 @@ class Scorers:
     clusters: Clusters
     embedded: list  # fitted states or unfitted scorer specs that read `emb`, each with a `transform(batch)`
     rest: list  # the others, after `emb` is dropped
-    duplicates: list[DuplicateMap] = field(default_factory=list)
+    duplicates: list[SavedFlags] = field(default_factory=list)  # loaded where a batch is flagged
     lift_numeric: list[str] = field(default_factory=list)  # JSONL keys the score columns read
     keyed: list[str] = field(default_factory=list)  # input columns besides the text a row's scores depend on (`row_keys`)
 
     @classmethod
-    def build(cls, clusters: Clusters, fitted: FittedScorers, unfitted: dict[str, ScorerSpec], duplicates: list[DuplicateMap], lift: list[str]) -> "Scorers":
+    def build(cls, clusters: Clusters, fitted: FittedScorers, unfitted: dict[str, ScorerSpec], duplicates: list[SavedFlags], lift: list[str]) -> "Scorers":
         embedded, rest = [], []
         for scorer in SCORERS:
             steps = [s for n, s in fitted.states.items() if fitted.scorer[n] == scorer.name] if scorer.fitted else [s for n, s in unfitted.items() if n == scorer.name]

@@ -263,21 +263,25 @@ def publish(a: Arrivals, dedup_dir: Path, staging: Path) -> dict:
             os.link(f, dst / f.name)
         except OSError:  # no hard links on this filesystem
             shutil.copyfile(f, dst / f.name)
-    found = [pl.read_parquet(dedup_dir / kind / "groups.parquet").rename({"kept": "of"}).with_columns(kind=pl.lit(kind))
-             for kind in ("exact", "near") if (dedup_dir / kind / "groups.parquet").exists()]
+    calls = [(a, str(dedup_dir), str(staging / MATCHES))]
+    return shuffle.run(1, lambda stage: stage(_matches, calls), here=a.here)[0]  # in a task: the driver never holds the pairs
+
+
+def _matches(a: Arrivals, dedup_dir: str, path: str) -> dict:
+    found = [pl.read_parquet(Path(dedup_dir) / kind / "groups.parquet").rename({"kept": "of"}).with_columns(kind=pl.lit(kind))
+             for kind in ("exact", "near") if (Path(dedup_dir) / kind / "groups.parquet").exists()]
     matches = pl.concat(found) if found else pl.DataFrame(schema={S.DOC_ID: pl.String, "of": pl.String, "kind": pl.String})
     where = _where(a, pl.concat([matches[S.DOC_ID], matches["of"]]).unique())
     matches = matches.join(where, on=S.DOC_ID, how="left").join(where.rename({S.DOC_ID: "of", S.INPUT_FILE: "of_file", SINCE: "of_since"}), on="of", how="left")
     matches = matches.select([S.DOC_ID, S.INPUT_FILE, "kind", "of", "of_file", SINCE, "of_since"]).sort(["kind", S.DOC_ID])
-    matches.write_parquet(staging / MATCHES)
+    matches.write_parquet(path)
     return {"matches": matches.height, "of_earlier_runs": int((matches["of_since"] < matches[SINCE]).sum())}
 
 
 def _where(a: Arrivals, wanted: pl.Series) -> pl.DataFrame:
     """(doc_id, input_file, since) of the wanted documents, each looked up in the index part its doc_id hashes to."""
     keys = wanted.to_arrow()
-    calls = [(str(a.dir / INDEX / f"part-{q:05d}.parquet"), part) for q, part in enumerate(shuffle.split(pa.table({S.DOC_ID: keys}), shuffle.key_hash(keys), a.parts))]
-    found = shuffle.run(a.parts, lambda stage: stage(_look_up, calls), here=a.here)
+    found = [_look_up(str(a.dir / INDEX / f"part-{q:05d}.parquet"), part) for q, part in enumerate(shuffle.split(pa.table({S.DOC_ID: keys}), shuffle.key_hash(keys), a.parts))]
     return pl.concat([pl.from_arrow(t) for t in found]) if found else pl.DataFrame(schema={S.DOC_ID: pl.String, S.INPUT_FILE: pl.String, SINCE: pl.Int64})
 
 

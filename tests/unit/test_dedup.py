@@ -1,13 +1,18 @@
+import os
+
 import numpy as np
 import pyarrow as pa
 import pytest
+import ray
 
 from thresher.operators import schema as S
+from thresher.operators.fitted import STATE_FILE
 from thresher.operators.dedup import (
     FN_WEIGHT,
     FP_WEIGHT,
     ExactDuplicates,
     NearDuplicates,
+    SavedFlags,
     _universal_hash,
     connected_min_labels,
     estimated_jaccard,
@@ -251,3 +256,18 @@ def test_a_finder_takes_its_bands_from_the_threshold_unless_given_both():
     assert (a.bands, a.rows) == lsh_for_threshold(0.5, 128) and (b.bands, b.rows) == (4, 8)
     with pytest.raises(ValueError, match="both bands and rows"):
         NearDuplicates(bands=4)
+
+
+def test_saved_flags_apply_a_saved_map_where_the_batch_is(local_ray, tmp_path):
+    """The score phase hands its tasks the map's directory, not its pairs: each process loads it once, and a map saved
+    again in the same place is read again."""
+    ExactDuplicates().set_pairs(pa.array(["b"]), pa.array(["a"])).save(tmp_path / "m")
+    flags = SavedFlags(ExactDuplicates, tmp_path / "m")
+    batch = pa.table({S.DOC_ID: ["a", "b", "c"]})
+    there = ray.get(ray.remote(lambda f, b: f.transform(b)).remote(flags, batch))
+    for out in (flags.transform(batch), there):
+        assert out.column(S.D_EXACT_DUP).to_pylist() == [False, True, False] and out.column(S.D_EXACT_DUP_OF).to_pylist() == [None, "a", None]
+    ExactDuplicates().set_pairs(pa.array(["c"]), pa.array(["a"])).save(tmp_path / "m")
+    state = tmp_path / "m" / STATE_FILE
+    os.utime(state, ns=(state.stat().st_atime_ns, state.stat().st_mtime_ns + 10**9))
+    assert flags.transform(batch).column(S.D_EXACT_DUP).to_pylist() == [False, False, True]

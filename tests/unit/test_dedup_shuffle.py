@@ -116,10 +116,12 @@ def test_near_duplicates_on_the_workers_equal_the_single_process_detector(local_
     files, paths, order = pieces
     expected = _in_process(NearDuplicates(threshold=0.7), paths["near"], files, order)
     assert len(expected) > 100  # the toy corpus plants copies, and the earlier run's documents move some groups' kept one
-    got = dedup_shuffle.resolve_near(NearDuplicates(threshold=0.7), paths["near"], files, order, parts, tmp_path)
+    facts = dedup_shuffle.resolve_near(NearDuplicates(threshold=0.7), paths["near"], files, order, parts, tmp_path, tmp_path / "near")
+    got = NearDuplicates.load(tmp_path / "near")  # saved by a task: the caller never held the pairs
     assert dict(zip(got.duplicate_ids_.to_pylist(), got.kept_ids_.to_pylist())) == expected
     assert got.duplicate_ids_.to_pylist() == list(expected)  # and in the same (rank) order
-    assert not list(tmp_path.iterdir())  # the exchange files are gone
+    assert facts == {"duplicates": len(expected)} and got.n_union_pairs_ == len(expected)
+    assert [p.name for p in tmp_path.iterdir()] == ["near"]  # the exchange files are gone
 
 
 @pytest.mark.parametrize("parts", [1, 3])
@@ -127,14 +129,16 @@ def test_exact_duplicates_on_the_workers_equal_the_single_process_detector(local
     files, paths, order = pieces
     expected = _in_process(ExactDuplicates(), paths["exact"], files, order)
     assert len(expected) > 20
-    got = dedup_shuffle.resolve_exact(ExactDuplicates(), paths["exact"], files, order, parts, tmp_path)
-    assert dict(zip(got.duplicate_ids_.to_pylist(), got.kept_ids_.to_pylist())) == expected
+    facts = dedup_shuffle.resolve_exact(ExactDuplicates(), paths["exact"], files, order, parts, tmp_path, tmp_path / "exact")
+    got = ExactDuplicates.load(tmp_path / "exact")
+    assert dict(zip(got.duplicate_ids_.to_pylist(), got.kept_ids_.to_pylist())) == expected and facts == {"duplicates": len(expected)}
 
 
 def test_no_pieces_no_duplicates(local_ray, pieces, tmp_path):
     files, _, order = pieces
-    assert len(dedup_shuffle.resolve_near(NearDuplicates(), [], files, order, 2, tmp_path).duplicate_ids_) == 0
-    assert len(dedup_shuffle.resolve_exact(ExactDuplicates(), [], files, order, 2, tmp_path).duplicate_ids_) == 0
+    assert dedup_shuffle.resolve_near(NearDuplicates(), [], files, order, 2, tmp_path, tmp_path / "near") == {"duplicates": 0}
+    assert dedup_shuffle.resolve_exact(ExactDuplicates(), [], files, order, 2, tmp_path, tmp_path / "exact") == {"duplicates": 0}
+    assert len(NearDuplicates.load(tmp_path / "near").duplicate_ids_) == len(ExactDuplicates.load(tmp_path / "exact").duplicate_ids_) == 0
 
 
 def test_reduce_partitions_are_one_per_cpu_and_none_smaller_than_part_rows(local_ray):
