@@ -404,6 +404,7 @@ def save_semantic(pairs: str, out: str) -> int:
     """SemDeDup's (duplicate, kept) doc_ids written by the group-by, saved as a SemanticDuplicates map; returns their number."""
     found = sorted(Path(pairs).glob("*.parquet"))
     table = pa.concat_tables([pq.read_table(f) for f in found]) if found else pa.table({S.DOC_ID: pa.array([], pa.string()), S.D_SEMDUP_OF: pa.array([], pa.string())})
+    table = table.sort_by(S.DOC_ID)  # the same saved map whatever order the workers wrote their files in
     SemanticDuplicates.from_pairs(table.column(S.DOC_ID).combine_chunks(), table.column(S.D_SEMDUP_OF).combine_chunks()).save(out)
     return table.num_rows
 
