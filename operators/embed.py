@@ -246,12 +246,9 @@ class Embedder:
         for lo in range(0, len(order), self.batch_size):
             rows = order[lo : lo + self.batch_size]
             width = int(lengths[rows].max())
-            ids = np.full((len(rows), width), self._pad, np.int64)
-            mask = np.zeros((len(rows), width), np.int64)
-            for r, i in enumerate(rows):
-                ids[r, : lengths[i]] = values[starts[i] : starts[i + 1]]
-                mask[r, : lengths[i]] = 1
-            features = {"input_ids": torch.from_numpy(ids).to(self.device), "attention_mask": torch.from_numpy(mask).to(self.device)}
+            inside = np.arange(width) < lengths[rows][:, None]
+            ids = np.where(inside, values[np.minimum(starts[rows][:, None] + np.arange(width), max(len(values) - 1, 0))], self._pad)
+            features = {"input_ids": torch.from_numpy(ids).to(self.device), "attention_mask": torch.from_numpy(inside.astype(np.int64)).to(self.device)}
             with torch.inference_mode():
                 out[rows] = self._model(features)["sentence_embedding"].float().cpu().numpy()
         return _normalised(out)
