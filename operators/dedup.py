@@ -70,6 +70,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import polars as pl
@@ -327,7 +328,8 @@ class DuplicateMap(Fitted):
 
     flag_col: str
     of_col: str
-    _extra_state = ("duplicate_ids_", "kept_ids_")  # Arrow string arrays, saved as one Parquet table
+    _extra_state = ("duplicate_ids_", "kept_ids_", "pieces_")  # Arrow arrays, saved as one Parquet table
+    pieces_: pa.Array | None = None  # each duplicate's piece (its partition of the pool), where the decisions give it
 
     def _reset(self) -> None:
         self._ids: list[pa.Array] = []
@@ -367,10 +369,12 @@ class DuplicateMap(Fitted):
         self._reset()
         return dict(zip(self.duplicate_ids_.to_pylist(), self.kept_ids_.to_pylist()))
 
-    def set_pairs(self, duplicate_ids: pa.Array, kept_ids: pa.Array) -> "DuplicateMap":
-        """Take decisions made elsewhere (a grouped or distributed pass): each duplicate's doc_id and the kept one's."""
+    def set_pairs(self, duplicate_ids: pa.Array, kept_ids: pa.Array, pieces: pa.Array | None = None) -> "DuplicateMap":
+        """Take decisions made elsewhere (a grouped or distributed pass): each duplicate's doc_id and the kept one's,
+        and with `pieces` the piece each duplicate lies in, so a task can load one piece's pairs (`pairs_of_piece`)."""
         self.duplicate_ids_ = duplicate_ids.cast(pa.string())
         self.kept_ids_ = kept_ids.cast(pa.string())
+        self.pieces_ = None if pieces is None else pieces.cast(pa.int32())
         self._reset()
         return self
 
@@ -382,29 +386,83 @@ class DuplicateMap(Fitted):
         return batch.append_column(self.flag_col, flag).append_column(self.of_col, of)
 
     def _save_extra(self, directory: Path) -> None:
-        pq.write_table(pa.table({S.DOC_ID: self.duplicate_ids_, "kept": self.kept_ids_}), directory / "groups.parquet")
+        """groups.parquet: the pairs; with pieces, sorted by piece (then their order here, kept as `row`) in row
+        groups of one piece each, so reading one piece skips the others' row groups."""
+        t = pa.table({S.DOC_ID: self.duplicate_ids_, "kept": self.kept_ids_})
+        if self.pieces_ is None:
+            pq.write_table(t, directory / GROUPS)
+            return
+        t = t.append_column(PIECE, self.pieces_).append_column("row", pa.array(np.arange(t.num_rows, dtype=np.int64)))
+        t = t.take(pa.array(np.argsort(self.pieces_.to_numpy(zero_copy_only=False), kind="stable")))
+        piece = t.column(PIECE).to_numpy()
+        with pq.ParquetWriter(directory / GROUPS, t.schema) as writer:
+            for lo, hi in _runs(piece, GROUP_ROWS):
+                writer.write_table(t.slice(lo, hi - lo), row_group_size=hi - lo)
 
     def _load_extra(self, directory: Path) -> None:
-        t = pq.read_table(directory / "groups.parquet")
+        t = pq.read_table(directory / GROUPS)
+        if PIECE in t.column_names:  # back in the order the decisions gave
+            t = t.take(pc.sort_indices(t.column("row")))
+            self.pieces_ = t.column(PIECE).combine_chunks()
         self.duplicate_ids_ = t.column(S.DOC_ID).combine_chunks()
         self.kept_ids_ = t.column("kept").combine_chunks()
+
+    @classmethod
+    def pairs_of_piece(cls, directory: str | Path, piece: int) -> "DuplicateMap":
+        """A map of the saved pairs whose duplicate lies in `piece` (reading that piece's row groups only) of a map
+        saved with pieces."""
+        t = pq.read_table(Path(directory) / GROUPS, columns=[S.DOC_ID, "kept"], filters=[(PIECE, "=", piece)])
+        return cls().set_pairs(t.column(S.DOC_ID).combine_chunks(), t.column("kept").combine_chunks())
+
+
+GROUPS, PIECE = "groups.parquet", "piece"
+GROUP_ROWS = 65_536  # rows per row group of a saved map's pairs (one piece's may take several)
+
+
+def _runs(values: np.ndarray, most: int) -> list[tuple[int, int]]:
+    """[lo, hi) spans of equal sorted values, none longer than `most`."""
+    starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]]) if len(values) else np.zeros(0, np.int64)
+    out = []
+    for lo, hi in zip(starts, [*starts[1:], len(values)]):
+        out += [(a, min(a + most, hi)) for a in range(int(lo), int(hi), most)]
+    return out
 
 
 class SavedFlags:
     """A saved DuplicateMap applied where the batches are (a Ray task): loaded there, once per process, so whoever
-    builds the task (the driver) never holds the pairs. Its directory is an immutable phase output."""
+    builds the task (the driver) never holds the pairs. Given `pieces` (each row's piece of the pool) and a map saved
+    with pieces, a batch loads only the pairs of the pieces its rows lie in (`DuplicateMap.pairs_of_piece`), so a
+    worker holds a few pieces' pairs, not the pool's. Its directory is an immutable phase output."""
 
-    def __init__(self, cls: type[DuplicateMap], directory: str | Path):
-        self.cls, self.directory = cls, str(directory)
+    def __init__(self, cls: type[DuplicateMap], directory: str | Path, pieces: Callable[[pa.Table], np.ndarray] | None = None):
+        self.cls, self.directory, self.pieces = cls, str(directory), pieces
 
     def transform(self, batch: pa.Table) -> pa.Table:
-        saved = Path(self.directory) / STATE_FILE
-        return _loaded(self.cls, self.directory, saved.stat().st_mtime_ns).transform(batch)
+        saved = (Path(self.directory) / STATE_FILE).stat().st_mtime_ns
+        if self.pieces is None or not _has_pieces(self.directory, saved):
+            return _loaded(self.cls, self.directory, saved).transform(batch)
+        piece = self.pieces(batch)  # each row's piece (`partitions.PieceRanges`)
+        found = np.unique(piece)
+        if len(found) == 1:
+            return _loaded_piece(self.cls, self.directory, saved, int(found[0])).transform(batch)
+        rows = [np.flatnonzero(piece == p) for p in found]
+        parts = [_loaded_piece(self.cls, self.directory, saved, int(p)).transform(batch.take(pa.array(r))) for p, r in zip(found, rows)]
+        return pa.concat_tables(parts).take(pa.array(np.argsort(np.concatenate(rows), kind="stable")))
 
 
 @functools.lru_cache(maxsize=4)  # the exact, near and semantic maps of the job at hand
 def _loaded(cls: type[DuplicateMap], directory: str, saved_ns: int) -> DuplicateMap:
     return cls.load(directory)
+
+
+@functools.lru_cache(maxsize=8)
+def _has_pieces(directory: str, saved_ns: int) -> bool:
+    return PIECE in pq.read_schema(Path(directory) / GROUPS).names
+
+
+@functools.lru_cache(maxsize=16)  # a task's pieces (a row-group span may cross into the next piece), per map
+def _loaded_piece(cls: type[DuplicateMap], directory: str, saved_ns: int, piece: int) -> DuplicateMap:
+    return cls.pairs_of_piece(directory, piece)
 
 
 class ExactDuplicates(DuplicateMap):

@@ -4,8 +4,9 @@ The dedup phase's signature pieces (one per input partition, signed in parts by 
 later stage is P reduce tasks of a hash shuffle (pipeline/shuffle.py: P = the cluster's CPUs, fewer for a small
 pool; with one, every stage runs inline inside a single Ray task), in the phase's own temporary directory. The
 driver holds paths and counts: each map task ranks its rows by the keep order (`seen.Order`) from its own piece's
-file, and a last task saves the decisions (each duplicate's doc_id and its kept one's, in rank order) with the
-finder's state, which the score phase's tasks load where they apply them (`dedup.SavedFlags`).
+file, and a last task saves the decisions (each duplicate's doc_id, its kept one's and its piece, in rank order) with
+the finder's state; the score phase's tasks load the pairs of their pieces where they apply them (`dedup.SavedFlags`).
+That last task holds every pair of the pool once (narrow rows: two doc_ids and a piece).
 
     exact  (h0, h1, rank, doc_id) routed by the text hash -> each group's smallest rank is kept
     near   signatures with their doc_ids routed by rank; band rows (band, key, rank) by the band key
@@ -72,7 +73,7 @@ def resolve_near(finder: NearDuplicates, paths: list[tuple[str, int]], file_inde
 def _exact_rounds(stage, ex: Exchange, paths: list[tuple[str, int]], file_index, order, finder: ExactDuplicates, out: str) -> dict:
     stage(_exact_map, [(ex, i, p, piece, file_index, order) for i, (p, piece) in enumerate(paths)])
     stage(_exact_reduce, [(ex, q) for q in range(ex.parts)])
-    return stage(_decide, [(ex, finder, out)])[0]
+    return stage(_decide, [(ex, finder, out, order)])[0]
 
 
 def _near_rounds(stage, ex: Exchange, paths: list[tuple[str, int]], file_index, order, finder: NearDuplicates, out: str) -> dict:
@@ -96,18 +97,21 @@ def _near_rounds(stage, ex: Exchange, paths: list[tuple[str, int]], file_index, 
     stage(_labels, [(ex, q, edges) for q in qs])
     stage(_kept_ids, [(ex, q) for q in qs])
     finder.n_union_pairs_ = now[0]  # edges of the settled stars: one per duplicate
-    return stage(_decide, [(ex, finder, out)])[0]
+    return stage(_decide, [(ex, finder, out, order)])[0]
 
 
 def _put(x):
     return x if isinstance(x, ray.ObjectRef) else ray.put(x)
 
 
-def _decide(ex: Exchange, finder, out: str) -> dict:
-    """The reduce tasks' (rank, duplicate, kept) rows in rank order, as `resolve` gives them, saved with the finder."""
+def _decide(ex: Exchange, finder, out: str, order: Order) -> dict:
+    """The reduce tasks' (rank, duplicate, kept) rows in rank order, as `resolve` gives them, saved with the finder and
+    each duplicate's piece (so the score phase's tasks load their pieces' pairs only)."""
     t = ex.read("final", 0, _FINAL)
-    t = t.take(pa.array(np.argsort(t.column("rank").to_numpy(), kind="stable")))
-    finder.set_pairs(t.column("dup").combine_chunks(), t.column("kept").combine_chunks()).save(out)
+    rank = t.column("rank").to_numpy()
+    by = np.argsort(rank, kind="stable")
+    t = t.take(pa.array(by))
+    finder.set_pairs(t.column("dup").combine_chunks(), t.column("kept").combine_chunks(), pa.array(order.piece_of(rank[by]))).save(out)
     return {"duplicates": t.num_rows}
 
 

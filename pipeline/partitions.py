@@ -143,6 +143,36 @@ class PieceStore:
             shutil.rmtree(d, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class PieceRanges:
+    """The piece each row lies in, by its input file and position: pieces numbered as the embed phase lists them
+    (the numbering of `seen.Order` and the dedup maps' pieces); -1 for a row of none."""
+
+    ranges: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]  # path -> (lo, hi, piece) sorted by lo; hi -1: to the end
+
+    @classmethod
+    def of(cls, partitions: list[dict]) -> "PieceRanges":
+        """From the embed pieces' partition facts ({"path", "range": [lo, hi]}), in the embed phase's order."""
+        by: dict[str, list] = {}
+        for i, p in enumerate(partitions):
+            by.setdefault(p["path"], []).append((p["range"][0], p["range"][1], i))
+        return cls({path: tuple(np.asarray(c, np.int64) for c in zip(*sorted(rs))) for path, rs in by.items()})
+
+    def __call__(self, batch: pa.Table) -> np.ndarray:
+        files = np.asarray(batch.column(S.INPUT_FILE).to_numpy(zero_copy_only=False)).astype(str)
+        offsets = np.asarray(batch.column(S.INPUT_OFFSET).to_numpy(zero_copy_only=False), np.int64)
+        out = np.full(batch.num_rows, -1, np.int64)
+        for path in np.unique(files):
+            if path not in self.ranges:
+                continue
+            lo, hi, piece = self.ranges[path]
+            rows = np.flatnonzero(files == path)
+            i = np.searchsorted(lo, offsets[rows], side="right") - 1
+            ok = (i >= 0) & ((offsets[rows] < hi[np.maximum(i, 0)]) | (hi[np.maximum(i, 0)] < 0))
+            out[rows[ok]] = piece[i[ok]]
+        return out
+
+
 def write_rows(batch: pa.Table, owners: dict[str, list[tuple[int, int, str]]], root: str, drop: list[str] = (), subdir: str = "") -> dict[str, int]:
     """Split a batch by the partition each row belongs to (its input file and offset) and write each part into that
     piece's staging directory, or its SUBDIR (worker side); returns the rows written per piece."""

@@ -413,12 +413,13 @@ def score_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
     """Every score column and the duplicate flags, one piece per embed piece: a piece is keyed by the content of the
     clusters and fit states it scores with, its own slice, and a digest of its rows' ids, validity and duplicate flags, so with frozen
     states a night scores its new partitions and those whose flags changed, and reuses the rest."""
-    duplicates: list[SavedFlags] = []  # loaded by the tasks that apply them: the driver never holds the pairs
+    store = partitions.PieceStore(ctx.work.path)
+    duplicates: list[SavedFlags] = []  # loaded by the tasks that apply them, a piece's pairs at a time: the driver never holds the pairs
     if needed.get("dedup"):
-        duplicates += [SavedFlags(cls, needed["dedup"] / n) for n, cls in (("exact", ExactDuplicates), ("near", NearDuplicates)) if (needed["dedup"] / n).exists()]
+        pieces = partitions.PieceRanges.of([store.facts("embed", n.removeprefix("embed-"))["partition"] for n in json.loads((needed["embed"] / partitions.LIST).read_text())])
+        duplicates += [SavedFlags(cls, needed["dedup"] / n, pieces) for n, cls in (("exact", ExactDuplicates), ("near", NearDuplicates)) if (needed["dedup"] / n).exists()]
     if needed.get("semdedup"):
         duplicates.append(SavedFlags(SemanticDuplicates, needed["semdedup"] / "semdedup"))
-    store = partitions.PieceStore(ctx.work.path)
     reads = {"score": s.key_data(), "states": {n: frozen.digest(needed[n]) for n in ("clusters", "fit")}}  # by content: fitted or frozen alike
     files = _embed_files_by_piece(needed["embed"])
     keys = {src: partitions.derived_key("score", reads, f"{src}:{digest}") for src, digest in _rows_digests(files, duplicates).items()}
@@ -508,10 +509,10 @@ def _rows_digest(files: list[Path], duplicates: list[SavedFlags]) -> str:
 
     h = hashlib.sha256()
     for f in files:
-        t = pq.read_table(f, columns=[S.DOC_ID, S.INVALID_REASON])
+        t = pq.read_table(f, columns=[S.DOC_ID, S.INVALID_REASON, S.INPUT_FILE, S.INPUT_OFFSET])
         for m in duplicates:
             t = m.transform(t)
-        for c in t.columns:
+        for c in t.drop_columns([S.INPUT_FILE, S.INPUT_OFFSET]).columns:
             h.update(json.dumps(c.to_pylist()).encode())
     return h.hexdigest()[:16]
 

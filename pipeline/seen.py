@@ -50,6 +50,7 @@ import pyarrow.ipc
 import pyarrow.parquet as pq
 
 from thresher.operators import schema as S
+from thresher.operators.dedup import GROUPS
 from thresher.operators.hashing import fmix64
 
 from . import ids, partitions, shuffle, versions
@@ -105,6 +106,14 @@ class Order:
             n[values.index(s), i] += c
         base = (np.cumsum(n.reshape(-1)) - n.reshape(-1)).reshape(n.shape)  # row-major: since first, then piece
         return cls(str(d), values, base)
+
+    def piece_of(self, ranks: np.ndarray) -> np.ndarray:
+        """The piece of each rank: the last (since, piece) group whose base is at most the rank (an empty group shares
+        its base with the next, so the last is the one holding it)."""
+        ranks = np.asarray(ranks, np.int64)
+        if not ranks.size:
+            return np.zeros(0, np.int64)
+        return (np.searchsorted(self.base.reshape(-1), ranks, side="right") - 1) % self.base.shape[1]
 
     def of(self, piece: int, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Which `positions` of a piece are documents of the pool (a repeated id's later rows are not), and their ranks."""
@@ -268,8 +277,8 @@ def publish(a: Arrivals, dedup_dir: Path, staging: Path) -> dict:
 
 
 def _matches(a: Arrivals, dedup_dir: str, path: str) -> dict:
-    found = [pl.read_parquet(Path(dedup_dir) / kind / "groups.parquet").rename({"kept": "of"}).with_columns(kind=pl.lit(kind))
-             for kind in ("exact", "near") if (Path(dedup_dir) / kind / "groups.parquet").exists()]
+    found = [pl.read_parquet(Path(dedup_dir) / kind / GROUPS, columns=[S.DOC_ID, "kept"]).rename({"kept": "of"}).with_columns(kind=pl.lit(kind))
+             for kind in ("exact", "near") if (Path(dedup_dir) / kind / GROUPS).exists()]
     matches = pl.concat(found) if found else pl.DataFrame(schema={S.DOC_ID: pl.String, "of": pl.String, "kind": pl.String})
     where = _where(a, pl.concat([matches[S.DOC_ID], matches["of"]]).unique())
     matches = matches.join(where, on=S.DOC_ID, how="left").join(where.rename({S.DOC_ID: "of", S.INPUT_FILE: "of_file", SINCE: "of_since"}), on="of", how="left")

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from thresher.demo_corpus import generate
+from thresher.operators.dedup import ExactDuplicates
 from thresher.operators.embed import from_fixed_list
 from thresher.pipeline.runner import keys_for, run
 
@@ -73,6 +74,9 @@ def test_a_grown_corpus_embeds_only_its_new_and_changed_documents(local_ray, tmp
     flagged = _flags(tmp_path / "out.work", second)
     for copy, old in zip(changed["part-4"].column("id").to_pylist(), pq.read_table(corpus / "part-0.parquet").column("id").to_pylist()[:5]):
         assert flagged[copy] == old and old not in flagged  # the copy in a later file names the earlier document, whatever the ids
+    exact = ExactDuplicates.load(tmp_path / "out.work" / f"dedup-{second['phases']['dedup']['key']}" / "exact")
+    pieces = dict(zip(exact.duplicate_ids_.to_pylist(), exact.pieces_.to_pylist()))
+    assert {d: p for d, p in pieces.items() if d.startswith("copy-")} == {f"copy-{i}": 3 for i in range(5)}  # part-4: the pool's fourth piece
 
     # A from-scratch run over the grown corpus (its own work directory, an empty cache) computes the same vectors.
     scratch_spec = make_spec(corpus, tmp_path / "scratch", output={"work_dir": str(tmp_path / "scratch.work")}, selection={"budget": {"unit": "docs", "amount": 120}},

@@ -2,6 +2,7 @@ import os
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import ray
 
@@ -271,3 +272,45 @@ def test_saved_flags_apply_a_saved_map_where_the_batch_is(local_ray, tmp_path):
     state = tmp_path / "m" / STATE_FILE
     os.utime(state, ns=(state.stat().st_atime_ns, state.stat().st_mtime_ns + 10**9))
     assert flags.transform(batch).column(S.D_EXACT_DUP).to_pylist() == [False, False, True]
+
+
+def test_a_map_saved_with_pieces_loads_one_piece_and_flags_as_the_whole_map(local_ray, tmp_path):
+    """Pairs saved with each duplicate's piece: one row group per piece, the whole map back in its own order, and
+    SavedFlags given each row's piece loads only the pieces a batch's rows lie in, with the whole map's flags."""
+    from thresher.operators.dedup import GROUPS, _loaded_piece
+    from thresher.pipeline.partitions import PieceRanges
+
+    dup, kept, piece = ["d3", "d0", "d2", "d1"], ["k3", "k0", "k2", "k1"], [1, 0, 1, 0]
+    ExactDuplicates().set_pairs(pa.array(dup), pa.array(kept), pa.array(piece)).save(tmp_path / "m")
+    meta = pq.ParquetFile(tmp_path / "m" / GROUPS).metadata
+    stats = [meta.row_group(i).column(2).statistics for i in range(meta.num_row_groups)]
+    assert [(s.min, s.max) for s in stats] == [(0, 0), (1, 1)]
+    whole = ExactDuplicates.load(tmp_path / "m")
+    assert whole.duplicate_ids_.to_pylist() == dup and whole.pieces_.to_pylist() == piece
+    assert ExactDuplicates.pairs_of_piece(tmp_path / "m", 1).duplicate_ids_.to_pylist() == ["d3", "d2"]
+
+    # file f: rows 0-9 are piece 0, rows 10 on piece 1; another file's rows are in no piece
+    pieces = PieceRanges.of([{"path": "f", "range": [0, 10]}, {"path": "f", "range": [10, -1]}])
+    batch = pa.table({S.DOC_ID: ["d1", "d2", "x", "d0", "d3"], S.INPUT_FILE: ["f", "f", "g", "f", "f"], S.INPUT_OFFSET: [1, 12, 0, 3, 500]})
+    assert pieces(batch).tolist() == [0, 1, -1, 0, 1]
+    flags = SavedFlags(ExactDuplicates, tmp_path / "m", pieces)
+    out = flags.transform(batch)
+    assert out.column(S.D_EXACT_DUP).to_pylist() == [True, True, False, True, True]
+    assert out.column(S.D_EXACT_DUP_OF).to_pylist() == ["k1", "k2", None, "k0", "k3"]
+    assert out.equals(SavedFlags(ExactDuplicates, tmp_path / "m").transform(batch))
+    _loaded_piece.cache_clear()
+    only = batch.filter(pa.array([True, False, False, True, False]))  # piece 0's rows
+    flags.transform(only)
+    assert _loaded_piece.cache_info().currsize == 1  # piece 1's pairs were never read
+    there = ray.get(ray.remote(lambda f, b: f.transform(b)).remote(flags, batch))
+    assert there.equals(out)
+
+
+def test_a_map_saved_without_pieces_is_applied_whole(tmp_path):
+    """Maps of an older work directory (and SemDeDup's) have no pieces: SavedFlags with pieces applies the whole map."""
+    from thresher.pipeline.partitions import PieceRanges
+
+    ExactDuplicates().set_pairs(pa.array(["b"]), pa.array(["a"])).save(tmp_path / "m")
+    pieces = PieceRanges.of([{"path": "f", "range": [0, -1]}])
+    out = SavedFlags(ExactDuplicates, tmp_path / "m", pieces).transform(pa.table({S.DOC_ID: ["a", "b"], S.INPUT_FILE: ["f", "f"], S.INPUT_OFFSET: [0, 1]}))
+    assert out.column(S.D_EXACT_DUP).to_pylist() == [False, True]

@@ -68,6 +68,8 @@ def test_the_order_written_from_arrays_ranks_by_since_then_piece_then_position(t
     assert order.of(0, np.array([3, 7]))[1].tolist() == [3, 0]
     assert order.of(2, np.array([9, 8]))[1].tolist() == [2, 1]
     assert order.of(1, np.array([1]))[0].tolist() == [False]
+    # bases, since-major: since 2 -> pieces 0, 1, 2 at 0, 1, 1 (piece 1 empty); since 5 -> piece 0 at 3
+    assert order.piece_of(np.array([0, 1, 2, 3])).tolist() == [0, 2, 2, 0]
 
 
 def test_the_key_holds_the_order_not_the_run_numbers(tmp_path):
