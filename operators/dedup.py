@@ -69,6 +69,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -328,7 +329,7 @@ class DuplicateMap(Fitted):
 
     flag_col: str
     of_col: str
-    _extra_state = ("duplicate_ids_", "kept_ids_", "pieces_")  # Arrow arrays, saved as one Parquet table
+    _extra_state = ("duplicate_ids_", "kept_ids_", "pieces_")  # Arrow arrays, saved as Parquet parts (`write_pairs`)
     pieces_: pa.Array | None = None  # each duplicate's piece (its partition of the pool), where the decisions give it
 
     def _reset(self) -> None:
@@ -378,6 +379,13 @@ class DuplicateMap(Fitted):
         self._reset()
         return self
 
+    def pairs_written_apart(self) -> "DuplicateMap":
+        """This map without its pairs, to save its state beside the pairs the tasks that decided them wrote into the
+        same directory (`write_pairs`): no process holds them all."""
+        self.duplicate_ids_ = self.kept_ids_ = self.pieces_ = None
+        self._reset()
+        return self
+
     def transform(self, batch: pa.Table) -> pa.Table:
         """Append `<flag>` (bool) and `<flag>_of` (kept doc_id, null for kept/unique docs)."""
         pos = pc.index_in(batch.column(S.DOC_ID), value_set=self.duplicate_ids_)
@@ -386,37 +394,55 @@ class DuplicateMap(Fitted):
         return batch.append_column(self.flag_col, flag).append_column(self.of_col, of)
 
     def _save_extra(self, directory: Path) -> None:
-        """groups.parquet: the pairs; with pieces, sorted by piece (then their order here, kept as `row`) in row
-        groups of one piece each, so reading one piece skips the others' row groups."""
-        t = pa.table({S.DOC_ID: self.duplicate_ids_, "kept": self.kept_ids_})
-        if self.pieces_ is None:
-            pq.write_table(t, directory / GROUPS)
-            return
-        t = t.append_column(PIECE, self.pieces_).append_column("row", pa.array(np.arange(t.num_rows, dtype=np.int64)))
-        t = t.take(pa.array(np.argsort(self.pieces_.to_numpy(zero_copy_only=False), kind="stable")))
-        piece = t.column(PIECE).to_numpy()
-        with pq.ParquetWriter(directory / GROUPS, t.schema) as writer:
-            for lo, hi in _runs(piece, GROUP_ROWS):
-                writer.write_table(t.slice(lo, hi - lo), row_group_size=hi - lo)
+        if self.duplicate_ids_ is not None:  # else written apart
+            shutil.rmtree(directory / PAIRS, ignore_errors=True)
+            write_pairs(directory, 0, np.arange(len(self.duplicate_ids_)), self.duplicate_ids_, self.kept_ids_, self.pieces_)
 
     def _load_extra(self, directory: Path) -> None:
-        t = pq.read_table(directory / GROUPS)
-        if PIECE in t.column_names:  # back in the order the decisions gave
-            t = t.take(pc.sort_indices(t.column("row")))
-            self.pieces_ = t.column(PIECE).combine_chunks()
+        t = read_pairs(directory)
         self.duplicate_ids_ = t.column(S.DOC_ID).combine_chunks()
         self.kept_ids_ = t.column("kept").combine_chunks()
+        self.pieces_ = t.column(PIECE).combine_chunks() if PIECE in t.column_names else None
 
     @classmethod
     def pairs_of_piece(cls, directory: str | Path, piece: int) -> "DuplicateMap":
         """A map of the saved pairs whose duplicate lies in `piece` (reading that piece's row groups only) of a map
         saved with pieces."""
-        t = pq.read_table(Path(directory) / GROUPS, columns=[S.DOC_ID, "kept"], filters=[(PIECE, "=", piece)])
+        t = pq.read_table(Path(directory) / PAIRS, columns=[S.DOC_ID, "kept"], filters=[(PIECE, "=", piece)])
         return cls().set_pairs(t.column(S.DOC_ID).combine_chunks(), t.column("kept").combine_chunks())
 
 
-GROUPS, PIECE = "groups.parquet", "piece"
-GROUP_ROWS = 65_536  # rows per row group of a saved map's pairs (one piece's may take several)
+PAIRS, PIECE = "pairs", "piece"  # DIR/pairs/part-Q.parquet: (doc_id, kept, rank[, piece]), by piece then rank
+LEGACY_GROUPS = "groups.parquet"  # (doc_id, kept) in rank order: a map saved by an older thresher
+GROUP_ROWS = 65_536  # rows per row group of a part (one piece's pairs may take several)
+
+
+def write_pairs(directory: str | Path, part: int, rank: np.ndarray, duplicate_ids: pa.Array, kept_ids: pa.Array, pieces: pa.Array | np.ndarray | None = None) -> int:
+    """One part of a map's pairs (each duplicate's doc_id, its kept one's, its rank in the keep order and, where given,
+    its piece), sorted by piece then rank, each row group one piece's: reading a piece skips the others' row groups.
+    Returns the pairs written."""
+    t = pa.table({S.DOC_ID: pa.array(duplicate_ids, pa.string()), "kept": pa.array(kept_ids, pa.string()), "rank": pa.array(np.asarray(rank, np.int64))})
+    keys = [np.asarray(rank, np.int64)]
+    if pieces is not None:
+        t = t.append_column(PIECE, pa.array(pieces, pa.int32()))
+        keys.append(t.column(PIECE).to_numpy())
+    t = t.take(pa.array(np.lexsort(keys)))
+    d = Path(directory) / PAIRS
+    d.mkdir(parents=True, exist_ok=True)
+    runs = _runs(t.column(PIECE).to_numpy(), GROUP_ROWS) if pieces is not None else [(0, t.num_rows)]
+    with pq.ParquetWriter(d / f"part-{part:05d}.parquet", t.schema) as writer:
+        for lo, hi in runs:
+            writer.write_table(t.slice(lo, hi - lo), row_group_size=max(hi - lo, 1))
+    return t.num_rows
+
+
+def read_pairs(directory: str | Path) -> pa.Table:
+    """A saved map's pairs in rank order (doc_id, kept[, piece]): its parts, or an older map's single file."""
+    d = Path(directory)
+    if (d / LEGACY_GROUPS).exists():
+        return pq.read_table(d / LEGACY_GROUPS, columns=[S.DOC_ID, "kept"])
+    t = pq.read_table(d / PAIRS)
+    return t.take(pc.sort_indices(t.column("rank"))).drop_columns(["rank"])
 
 
 def _runs(values: np.ndarray, most: int) -> list[tuple[int, int]]:
@@ -457,7 +483,8 @@ def _loaded(cls: type[DuplicateMap], directory: str, saved_ns: int) -> Duplicate
 
 @functools.lru_cache(maxsize=8)
 def _has_pieces(directory: str, saved_ns: int) -> bool:
-    return PIECE in pq.read_schema(Path(directory) / GROUPS).names
+    parts = sorted((Path(directory) / PAIRS).glob("*.parquet"))
+    return bool(parts) and PIECE in pq.read_schema(parts[0]).names
 
 
 @functools.lru_cache(maxsize=16)  # a task's pieces (a row-group span may cross into the next piece), per map

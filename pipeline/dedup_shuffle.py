@@ -4,9 +4,9 @@ The dedup phase's signature pieces (one per input partition, signed in parts by 
 later stage is P reduce tasks of a hash shuffle (pipeline/shuffle.py: P = the cluster's CPUs, fewer for a small
 pool; with one, every stage runs inline inside a single Ray task), in the phase's own temporary directory. The
 driver holds paths and counts: each map task ranks its rows by the keep order (`seen.Order`) from its own piece's
-file, and a last task saves the decisions (each duplicate's doc_id, its kept one's and its piece, in rank order) with
-the finder's state; the score phase's tasks load the pairs of their pieces where they apply them (`dedup.SavedFlags`).
-That last task holds every pair of the pool once (narrow rows: two doc_ids and a piece).
+file, and each last reduce task writes its partition's decisions (each duplicate's doc_id, its kept one's, its rank and
+its piece: `dedup.write_pairs`) into the finder's directory, where its state is saved beside them; no process holds
+the pool's pairs. The score phase's tasks load the pairs of their pieces where they apply them (`dedup.SavedFlags`).
 
     exact  (h0, h1, rank, doc_id) routed by the text hash -> each group's smallest rank is kept
     near   signatures with their doc_ids routed by rank; band rows (band, key, rank) by the band key
@@ -43,6 +43,7 @@ from thresher.operators.dedup import (
     lsh_band_keys,
     small_star,
     unique_pairs,
+    write_pairs,
 )
 from thresher.operators.hashing import fmix64
 
@@ -72,8 +73,9 @@ def resolve_near(finder: NearDuplicates, paths: list[tuple[str, int]], file_inde
 
 def _exact_rounds(stage, ex: Exchange, paths: list[tuple[str, int]], file_index, order, finder: ExactDuplicates, out: str) -> dict:
     stage(_exact_map, [(ex, i, p, piece, file_index, order) for i, (p, piece) in enumerate(paths)])
-    stage(_exact_reduce, [(ex, q) for q in range(ex.parts)])
-    return stage(_decide, [(ex, finder, out, order)])[0]
+    found = stage(_exact_reduce, [(ex, q, out, order) for q in range(ex.parts)])
+    finder.pairs_written_apart().save(out)
+    return {"duplicates": sum(found)}
 
 
 def _near_rounds(stage, ex: Exchange, paths: list[tuple[str, int]], file_index, order, finder: NearDuplicates, out: str) -> dict:
@@ -95,24 +97,14 @@ def _near_rounds(stage, ex: Exchange, paths: list[tuple[str, int]], file_index, 
     else:
         raise RuntimeError(f"near-duplicate components did not settle in {MAX_ROUNDS} rounds")
     stage(_labels, [(ex, q, edges) for q in qs])
-    stage(_kept_ids, [(ex, q) for q in qs])
+    found = stage(_kept_ids, [(ex, q, out, order) for q in qs])
     finder.n_union_pairs_ = now[0]  # edges of the settled stars: one per duplicate
-    return stage(_decide, [(ex, finder, out, order)])[0]
+    finder.pairs_written_apart().save(out)
+    return {"duplicates": sum(found)}
 
 
 def _put(x):
     return x if isinstance(x, ray.ObjectRef) else ray.put(x)
-
-
-def _decide(ex: Exchange, finder, out: str, order: Order) -> dict:
-    """The reduce tasks' (rank, duplicate, kept) rows in rank order, as `resolve` gives them, saved with the finder and
-    each duplicate's piece (so the score phase's tasks load their pieces' pairs only)."""
-    t = ex.read("final", 0, _FINAL)
-    rank = t.column("rank").to_numpy()
-    by = np.argsort(rank, kind="stable")
-    t = t.take(pa.array(by))
-    finder.set_pairs(t.column("dup").combine_chunks(), t.column("kept").combine_chunks(), pa.array(order.piece_of(rank[by]))).save(out)
-    return {"duplicates": t.num_rows}
 
 
 # ---------------------------------------------------------------------------
@@ -125,7 +117,6 @@ _BANDS = pa.schema([("band", _I64), ("key", _U64), ("rank", _I64)])
 _PAIRS = pa.schema([("lo", _I64), ("hi", _I64)])
 _EDGES = pa.schema([("u", _I64), ("v", _I64)])
 _LABELS = pa.schema([("member", _I64), ("dup", pa.string()), ("centre", _I64)])
-_FINAL = pa.schema([("rank", _I64), ("dup", pa.string()), ("kept", pa.string())])
 _SIGS = pa.schema([("rank", _I64), ("doc", pa.string()), ("sig", pa.list_(pa.uint32()))])  # read back: a fixed-size list of num_perm
 _LO_SIDE = pa.schema([("lo", _I64), ("hi", _I64), ("sig", pa.list_(pa.uint32()))])
 
@@ -156,7 +147,7 @@ def _exact_map(ex: Exchange, task: int, path: str, piece: int, file_index: dict[
     return ex.write("exact", task, split(out, _col(out, "h0"), ex.parts))
 
 
-def _exact_reduce(ex: Exchange, q: int) -> int:
+def _exact_reduce(ex: Exchange, q: int, out: str, keep: Order) -> int:
     t = ex.read("exact", q, _EXACT)
     h0, h1, rank = _col(t, "h0"), _col(t, "h1"), _col(t, "rank")
     order = np.lexsort((rank, h1, h0))
@@ -164,7 +155,7 @@ def _exact_reduce(ex: Exchange, q: int) -> int:
     first = order[np.flatnonzero(new)][np.cumsum(new) - 1]  # each sorted row's group's smallest rank
     dup = ~new
     doc = t.column("doc")
-    return ex.write("final", q, [pa.table({"rank": rank[order[dup]], "dup": doc.take(pa.array(order[dup])), "kept": doc.take(pa.array(first[dup]))}, schema=_FINAL)])
+    return write_pairs(out, q, rank[order[dup]], doc.take(pa.array(order[dup])), doc.take(pa.array(first[dup])), keep.piece_of(rank[order[dup]]))
 
 
 def _near_map(ex: Exchange, task: int, path: str, piece: int, file_index: dict[str, int], order: Order, bands: int, rows: int) -> int:
@@ -257,8 +248,9 @@ def _labels(ex: Exchange, q: int, settled: str) -> int:
     return ex.write("labels", q, split(t, _of_rank(centre), ex.parts))
 
 
-def _kept_ids(ex: Exchange, q: int) -> int:
+def _kept_ids(ex: Exchange, q: int, out: str, keep: Order) -> int:
+    """Each duplicate of this partition with its kept document's doc_id and its piece: this partition's part of the map."""
     rank, sigs = _signatures(ex, q)
     t = ex.read("labels", q, _LABELS)
     kept = sigs.column("doc").take(_look_up(rank, _col(t, "centre")))
-    return ex.write("final", q, [pa.table({"rank": t.column("member"), "dup": t.column("dup"), "kept": kept}, schema=_FINAL)])
+    return write_pairs(out, q, _col(t, "member"), t.column("dup"), kept, keep.piece_of(_col(t, "member")))

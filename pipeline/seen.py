@@ -50,7 +50,7 @@ import pyarrow.ipc
 import pyarrow.parquet as pq
 
 from thresher.operators import schema as S
-from thresher.operators.dedup import GROUPS
+from thresher.operators.dedup import read_pairs
 from thresher.operators.hashing import fmix64
 
 from . import ids, partitions, shuffle, versions
@@ -277,8 +277,8 @@ def publish(a: Arrivals, dedup_dir: Path, staging: Path) -> dict:
 
 
 def _matches(a: Arrivals, dedup_dir: str, path: str) -> dict:
-    found = [pl.read_parquet(Path(dedup_dir) / kind / GROUPS, columns=[S.DOC_ID, "kept"]).rename({"kept": "of"}).with_columns(kind=pl.lit(kind))
-             for kind in ("exact", "near") if (Path(dedup_dir) / kind / GROUPS).exists()]
+    found = [pl.from_arrow(read_pairs(Path(dedup_dir) / kind).select([S.DOC_ID, "kept"])).rename({"kept": "of"}).with_columns(kind=pl.lit(kind))
+             for kind in ("exact", "near") if (Path(dedup_dir) / kind).is_dir()]
     matches = pl.concat(found) if found else pl.DataFrame(schema={S.DOC_ID: pl.String, "of": pl.String, "kind": pl.String})
     where = _where(a, pl.concat([matches[S.DOC_ID], matches["of"]]).unique())
     matches = matches.join(where, on=S.DOC_ID, how="left").join(where.rename({S.DOC_ID: "of", S.INPUT_FILE: "of_file", SINCE: "of_since"}), on="of", how="left")

@@ -1,4 +1,5 @@
 import os
+import shutil
 
 import numpy as np
 import pyarrow as pa
@@ -277,13 +278,13 @@ def test_saved_flags_apply_a_saved_map_where_the_batch_is(local_ray, tmp_path):
 def test_a_map_saved_with_pieces_loads_one_piece_and_flags_as_the_whole_map(local_ray, tmp_path):
     """Pairs saved with each duplicate's piece: one row group per piece, the whole map back in its own order, and
     SavedFlags given each row's piece loads only the pieces a batch's rows lie in, with the whole map's flags."""
-    from thresher.operators.dedup import GROUPS, _loaded_piece
+    from thresher.operators.dedup import PAIRS, _loaded_piece
     from thresher.pipeline.partitions import PieceRanges
 
     dup, kept, piece = ["d3", "d0", "d2", "d1"], ["k3", "k0", "k2", "k1"], [1, 0, 1, 0]
     ExactDuplicates().set_pairs(pa.array(dup), pa.array(kept), pa.array(piece)).save(tmp_path / "m")
-    meta = pq.ParquetFile(tmp_path / "m" / GROUPS).metadata
-    stats = [meta.row_group(i).column(2).statistics for i in range(meta.num_row_groups)]
+    meta = pq.ParquetFile(tmp_path / "m" / PAIRS / "part-00000.parquet").metadata
+    stats = [meta.row_group(i).column(3).statistics for i in range(meta.num_row_groups)]  # doc_id, kept, rank, piece
     assert [(s.min, s.max) for s in stats] == [(0, 0), (1, 1)]
     whole = ExactDuplicates.load(tmp_path / "m")
     assert whole.duplicate_ids_.to_pylist() == dup and whole.pieces_.to_pylist() == piece
@@ -314,3 +315,24 @@ def test_a_map_saved_without_pieces_is_applied_whole(tmp_path):
     pieces = PieceRanges.of([{"path": "f", "range": [0, -1]}])
     out = SavedFlags(ExactDuplicates, tmp_path / "m", pieces).transform(pa.table({S.DOC_ID: ["a", "b"], S.INPUT_FILE: ["f", "f"], S.INPUT_OFFSET: [0, 1]}))
     assert out.column(S.D_EXACT_DUP).to_pylist() == [False, True]
+
+
+def test_pairs_written_apart_by_the_deciding_tasks_load_as_one_map(tmp_path):
+    """Each reduce task writes its partition's pairs (`write_pairs`) and the state is saved beside them without pairs:
+    the map loads whole in rank order, and a piece at a time from every part; a map of an older thresher (one
+    groups.parquet) still loads."""
+    from thresher.operators.dedup import write_pairs
+
+    write_pairs(tmp_path / "m", 1, np.array([5, 1]), pa.array(["e", "b"]), pa.array(["a", "a"]), np.array([1, 0]))
+    write_pairs(tmp_path / "m", 0, np.array([3]), pa.array(["d"]), pa.array(["c"]), np.array([1]))
+    write_pairs(tmp_path / "m", 2, np.zeros(0, np.int64), pa.array([], pa.string()), pa.array([], pa.string()), np.zeros(0, np.int64))
+    ExactDuplicates().pairs_written_apart().save(tmp_path / "m")
+    m = ExactDuplicates.load(tmp_path / "m")
+    assert (m.duplicate_ids_.to_pylist(), m.kept_ids_.to_pylist(), m.pieces_.to_pylist()) == (["b", "d", "e"], ["a", "c", "a"], [0, 1, 1])
+    assert sorted(ExactDuplicates.pairs_of_piece(tmp_path / "m", 1).duplicate_ids_.to_pylist()) == ["d", "e"]
+
+    legacy = tmp_path / "old"
+    ExactDuplicates().set_pairs(pa.array(["y"]), pa.array(["x"])).save(legacy)
+    shutil.rmtree(legacy / "pairs")
+    pq.write_table(pa.table({S.DOC_ID: ["y"], "kept": ["x"]}), legacy / "groups.parquet")
+    assert ExactDuplicates.load(legacy).duplicate_ids_.to_pylist() == ["y"]
