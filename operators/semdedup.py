@@ -156,12 +156,14 @@ class SemanticDuplicates(DuplicateMap):
     flag_col, of_col = S.D_SEMDUP, S.D_SEMDUP_OF
 
     @classmethod
-    def from_pairs(cls, duplicate_ids: pa.Array, kept_ids: pa.Array) -> "SemanticDuplicates":
-        return cls().set_pairs(duplicate_ids, kept_ids)
+    def from_pairs(cls, duplicate_ids: pa.Array, kept_ids: pa.Array, pieces: pa.Array | None = None) -> "SemanticDuplicates":
+        return cls().set_pairs(duplicate_ids, kept_ids, pieces)
 
 
 def semdedup_group(group: pa.Table, semdedup: SemDeDup) -> pa.Table:
-    """Map one cluster (a Ray Data group) to its duplicates only: doc_id and the id it duplicates."""
+    """Map one cluster (a Ray Data group) to its duplicates only: doc_id and the id it duplicates (with the
+    duplicate's input file and position where the group carries them: what places it in a piece)."""
     is_dup, dup_of = semdedup.columns(group)
     keep = pa.array(np.asarray(is_dup.to_numpy(zero_copy_only=False), bool))
-    return pa.table({S.DOC_ID: group.column(S.DOC_ID).filter(keep), S.D_SEMDUP_OF: dup_of.filter(keep)})
+    where = {c: group.column(c).filter(keep) for c in (S.INPUT_FILE, S.INPUT_OFFSET) if c in group.column_names}
+    return pa.table({S.DOC_ID: group.column(S.DOC_ID).filter(keep), S.D_SEMDUP_OF: dup_of.filter(keep), **where})

@@ -388,25 +388,33 @@ def semdedup_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
     p = s.semdedup
     kmeans = Clusters.load(needed["clusters"]).kmeans
     groups = (
-        read_dataset(needed["embed"], [S.DOC_ID, S.EMB, S.INVALID_REASON])
+        read_dataset(needed["embed"], [S.DOC_ID, S.EMB, S.INVALID_REASON, S.INPUT_FILE, S.INPUT_OFFSET])
         .map_batches(assign_clusters, fn_args=[kmeans], batch_format="pyarrow", batch_size=4096)
         .groupby(S.D_CLUSTER)
         .map_groups(semdedup_group, fn_args=[SemDeDup(p.epsilon, p.order, s.seed, p.block)], batch_format="pyarrow")
     )
     groups.write_parquet(str(d / "pairs"))  # on the workers; a task saves the map: the driver never holds the pairs
-    calls = [(str(d / "pairs"), str(d / "semdedup"))]
+    calls = [(str(d / "pairs"), str(d / "semdedup"), _piece_ranges(ctx, needed["embed"]))]
     n = shuffle.run(1, lambda stage: stage(save_semantic, calls), here=row_count(needed["embed"] / "data") <= shuffle.PART_ROWS)[0]
     shutil.rmtree(d / "pairs", ignore_errors=True)
     return {"semantic_duplicates": n}
 
 
-def save_semantic(pairs: str, out: str) -> int:
-    """SemDeDup's (duplicate, kept) doc_ids written by the group-by, saved as a SemanticDuplicates map; returns their number."""
+def save_semantic(pairs: str, out: str, pieces: partitions.PieceRanges) -> int:
+    """SemDeDup's (duplicate, kept) doc_ids written by the group-by, saved as a SemanticDuplicates map with each
+    duplicate's piece; returns their number."""
     found = sorted(Path(pairs).glob("*.parquet"))
-    table = pa.concat_tables([pq.read_table(f) for f in found]) if found else pa.table({S.DOC_ID: pa.array([], pa.string()), S.D_SEMDUP_OF: pa.array([], pa.string())})
+    empty = pa.table({S.DOC_ID: pa.array([], pa.string()), S.D_SEMDUP_OF: pa.array([], pa.string()), S.INPUT_FILE: pa.array([], pa.string()), S.INPUT_OFFSET: pa.array([], pa.int64())})
+    table = pa.concat_tables([pq.read_table(f) for f in found]) if found else empty
     table = table.sort_by(S.DOC_ID)  # the same saved map whatever order the workers wrote their files in
-    SemanticDuplicates.from_pairs(table.column(S.DOC_ID).combine_chunks(), table.column(S.D_SEMDUP_OF).combine_chunks()).save(out)
+    SemanticDuplicates.from_pairs(table.column(S.DOC_ID).combine_chunks(), table.column(S.D_SEMDUP_OF).combine_chunks(), pa.array(pieces(table))).save(out)
     return table.num_rows
+
+
+def _piece_ranges(ctx: Context, embed_dir: Path) -> partitions.PieceRanges:
+    """The piece of each row of the pool, numbered as the embed phase lists its pieces (`seen.Order`'s numbering)."""
+    store = partitions.PieceStore(ctx.work.path)
+    return partitions.PieceRanges.of([store.facts("embed", n.removeprefix("embed-"))["partition"] for n in json.loads((embed_dir / partitions.LIST).read_text())])
 
 
 def score_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
@@ -414,12 +422,12 @@ def score_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
     clusters and fit states it scores with, its own slice, and a digest of its rows' ids, validity and duplicate flags, so with frozen
     states a night scores its new partitions and those whose flags changed, and reuses the rest."""
     store = partitions.PieceStore(ctx.work.path)
+    pieces = _piece_ranges(ctx, needed["embed"])
     duplicates: list[SavedFlags] = []  # loaded by the tasks that apply them, a piece's pairs at a time: the driver never holds the pairs
     if needed.get("dedup"):
-        pieces = partitions.PieceRanges.of([store.facts("embed", n.removeprefix("embed-"))["partition"] for n in json.loads((needed["embed"] / partitions.LIST).read_text())])
         duplicates += [SavedFlags(cls, needed["dedup"] / n, pieces) for n, cls in (("exact", ExactDuplicates), ("near", NearDuplicates)) if (needed["dedup"] / n).exists()]
     if needed.get("semdedup"):
-        duplicates.append(SavedFlags(SemanticDuplicates, needed["semdedup"] / "semdedup"))
+        duplicates.append(SavedFlags(SemanticDuplicates, needed["semdedup"] / "semdedup", pieces))
     reads = {"score": s.key_data(), "states": {n: frozen.digest(needed[n]) for n in ("clusters", "fit")}}  # by content: fitted or frozen alike
     files = _embed_files_by_piece(needed["embed"])
     keys = {src: partitions.derived_key("score", reads, f"{src}:{digest}") for src, digest in _rows_digests(files, duplicates).items()}

@@ -231,3 +231,26 @@ def test_a_score_piece_is_rescored_when_its_rows_duplicate_flags_change(local_ra
     assert flags[original] == "early-0" and "early-0" not in flags
     scratch = _quiet(make_spec(corpus, tmp_path / "scratch", selection=budget, scorers={"dedup": {}}, fit=night, output={"work_dir": str(tmp_path / "scratch.work")}))
     assert _flags(tmp_path / "scratch.work", scratch) == flags and selection(tmp_path / "night-2") == selection(tmp_path / "scratch")
+
+
+def test_score_tasks_flag_from_their_pieces_pairs_as_the_whole_maps_would(local_ray, tmp_path):
+    """Three files, three pieces: every map (exact, near, SemDeDup) is saved with each duplicate's piece, and the
+    score phase's flags, applied a piece's pairs at a time, equal the whole maps applied to every row."""
+    from thresher.operators.dedup import NearDuplicates, SavedFlags
+    from thresher.operators.semdedup import SemanticDuplicates
+
+    spec = make_spec(write_corpus(tmp_path / "corpus", 300), tmp_path / "out", scorers={"dedup": {}, "semdedup": {"epsilon": 0.02}},
+                     selection={"budget": {"unit": "docs", "amount": 120}})
+    m = _quiet(spec)
+    work = tmp_path / "out.work"
+    score = pq.read_table(work / f"score-{m['phases']['score']['key']}" / "data")
+    maps = [(ExactDuplicates, work / f"dedup-{m['phases']['dedup']['key']}" / "exact"), (NearDuplicates, work / f"dedup-{m['phases']['dedup']['key']}" / "near"),
+            (SemanticDuplicates, work / f"semdedup-{m['phases']['semdedup']['key']}" / "semdedup")]
+    rows = score.select(["doc_id"])
+    for cls, d in maps:
+        saved = cls.load(d)
+        assert saved.pieces_ is not None and len(saved.duplicate_ids_) > 0, d
+        whole = SavedFlags(cls, d).transform(rows)
+        assert score.column(cls.flag_col).equals(whole.column(cls.flag_col)) and score.column(cls.of_col).equals(whole.column(cls.of_col)), d
+    pieces = set(ExactDuplicates.load(maps[0][1]).pieces_.to_pylist()) | set(NearDuplicates.load(maps[1][1]).pieces_.to_pylist())
+    assert len(pieces) > 1  # duplicates in more than one piece: the per-piece loading was exercised
