@@ -28,7 +28,7 @@ from thresher.operators.embed import from_fixed_list
 from thresher.operators.histogram import domain_order
 from thresher.operators.selection import uniform_from_ids
 
-from . import frozen, seen, shards, versions
+from . import frozen, seen, shards, shuffle, versions
 from .confine import Roots
 from .profiles import DomainProfiles
 from .report import job_report
@@ -178,80 +178,124 @@ def _write_shards(spec: JobSpec, score_dir: Path, select_dir: Path, data_dir: Pa
 def _decisions(score_dir: Path, select_dir: Path, score_columns: list[str], select_columns: list[str]):
     """Every row's score columns and its decision, row group by row group (the two files read side by side)."""
     for f in sorted((select_dir / "data").glob("*.parquet")):
-        sel = pq.ParquetFile(f)
-        score = pq.ParquetFile(shards.score_file_of(f, score_dir))
-        for rg in range(sel.num_row_groups):
-            yield shards.read_joined(score, sel, rg, score_columns, select_columns)
+        yield from _file_decisions(f, score_dir, score_columns, select_columns)
+
+
+def _file_decisions(f: Path, score_dir: Path, score_columns: list[str], select_columns: list[str]):
+    sel = pq.ParquetFile(f)
+    score = pq.ParquetFile(shards.score_file_of(f, score_dir))
+    for rg in range(sel.num_row_groups):
+        yield shards.read_joined(score, sel, rg, score_columns, select_columns)
+
+
+class Tally:
+    """The accounting of some decisions: counts, reasons, per-domain before/after, each quality column's histogram over
+    [0, 1] and sum (documents of the valid pool, copies of the selection), the domain profiles' samples. Tallies of
+    disjoint rows add up (`merge`) to the tally of their union."""
+
+    def __init__(self, quality: list[str], seed: int):
+        self.quality = quality
+        self.counts: Counter = Counter()
+        self.reasons: Counter = Counter()
+        self.invalid_reasons: Counter = Counter()
+        self.before: dict[str, Counter] = defaultdict(Counter)
+        self.after: dict[str, Counter] = defaultdict(Counter)
+        self.hist = {c: {"pool": np.zeros(DISTRIBUTION_BINS), "selected": np.zeros(DISTRIBUTION_BINS)} for c in quality}
+        self.sums = {c: {"pool": 0.0, "selected": 0.0} for c in quality}
+        self.profiles = DomainProfiles(quality, seed)
+
+    def add(self, t: pa.Table) -> np.ndarray:
+        """A batch of decisions; returns which of its rows are rejected (valid, not selected)."""
+        copies = np.asarray(t.column(S.SEL_COPIES).to_numpy(zero_copy_only=False))
+        tokens = np.asarray(t.column(S.N_TOKENS).to_numpy(zero_copy_only=False))
+        invalid = np.asarray(t.column(S.INVALID_REASON).is_valid().to_numpy(zero_copy_only=False))
+        selected = copies > 0
+        c = self.counts
+        c["input"] += t.num_rows
+        c["invalid"] += int(invalid.sum())
+        c["selected_docs"] += int(selected.sum())
+        c["selected_copies"] += int(copies.sum())
+        c["selected_tokens"] += int((copies * tokens).sum())
+        c["not_selected"] += int((~selected & ~invalid).sum())
+        edges = np.linspace(0.0, 1.0, DISTRIBUTION_BINS + 1)
+        for q in self.quality:
+            x = np.clip(np.nan_to_num(np.asarray(t.column(q).to_numpy(zero_copy_only=False), np.float64)), 0.0, 1.0)
+            for name, w in (("pool", (~invalid).astype(np.float64)), ("selected", copies.astype(np.float64))):
+                self.hist[q][name] += np.histogram(x, bins=edges, weights=w)[0]
+                self.sums[q][name] += float((x * w).sum())
+        for bad, counter in ((False, self.reasons), (True, self.invalid_reasons)):
+            found = pc.value_counts(t.column(S.SEL_REASON).filter(pa.array(invalid == bad)).drop_null())
+            counter.update(dict(zip(found.field("values").to_pylist(), found.field("counts").to_pylist())))
+        domains = np.asarray(t.column(S.DOMAIN).fill_null("").to_numpy(zero_copy_only=False)).astype(str)
+        for key in np.unique(domains[~invalid]):
+            m = (domains == key) & ~invalid
+            self.before[key].update(docs=int(m.sum()), tokens=int(tokens[m].sum()))
+            s = m & selected
+            self.after[key].update(docs=int(s.sum()), copies=int(copies[s].sum()), tokens=int((copies[s] * tokens[s]).sum()))
+        self.profiles.add(t, domains, ~invalid)
+        return ~selected & ~invalid
+
+    def merge(self, other: "Tally") -> None:
+        for mine, theirs in ((self.counts, other.counts), (self.reasons, other.reasons), (self.invalid_reasons, other.invalid_reasons)):
+            mine.update(theirs)
+        for mine, theirs in ((self.before, other.before), (self.after, other.after)):
+            for key, counter in theirs.items():
+                mine[key].update(counter)
+        for q in self.quality:
+            for name in ("pool", "selected"):
+                self.hist[q][name] += other.hist[q][name]
+                self.sums[q][name] += other.sums[q][name]
+        self.profiles.merge(other.profiles)
+
+
+def account_file(f: str, part: int, score_dir: str, staging: str, quality: list[str], seed: int, write_rejected: bool) -> Tally:
+    """Ray task: the tally of one select file's decisions (its score file beside it); its rejected rows into
+    rejected/part-PART.parquet."""
+    tally = Tally(quality, seed)
+    writer = None
+    try:
+        for t in _file_decisions(Path(f), Path(score_dir), [S.TEXT, S.INVALID_REASON, S.N_TOKENS, S.INPUT_FILE, S.INPUT_OFFSET, *quality], [S.DOC_ID, S.SEL_REASON, S.SEL_COPIES, S.DOMAIN]):
+            rejected = tally.add(t)
+            if write_rejected and rejected.any():
+                rows = t.filter(pa.array(rejected)).select([S.DOC_ID, S.SEL_REASON, S.INPUT_FILE, S.INPUT_OFFSET]).rename_columns([S.DOC_ID, "reason", S.INPUT_FILE, S.INPUT_OFFSET])
+                if writer is None:
+                    (Path(staging) / "rejected").mkdir(exist_ok=True)
+                    writer = pq.ParquetWriter(Path(staging) / "rejected" / f"part-{part:05d}.parquet", rows.schema, compression="zstd")
+                writer.write_table(rows)
+    finally:
+        if writer is not None:
+            writer.close()
+    return tally
 
 
 def _account(spec: JobSpec, score_dir: Path, select_dir: Path, staging: Path) -> tuple[dict, dict, dict, dict]:
-    """One streaming pass over the decisions: counts, per-domain before/after, score distributions, domain profiles
-    (terms and examples, `pipeline/profiles.py`), rejected/, quarantine/.
+    """The decisions tallied where they lie, a task per select file (`account_file`; in this process for a pool of at
+    most `shuffle.PART_ROWS` rows), then added up here: counts, per-domain before/after, score distributions, domain
+    profiles (terms and examples, `pipeline/profiles.py`); rejected/ (by those tasks) and quarantine/.
 
     Every input row lands in exactly one place: data/ (selected), rejected/
-    (valid, not selected) or quarantine/ (invalid). Distributions: each
-    quality column's histogram over [0, 1] (documents of the valid pool, and
-    copies of the selection) and its mean in both.
+    (valid, not selected) or quarantine/ (invalid).
     """
     quality = _quality_columns(score_dir)
-    edges = np.linspace(0.0, 1.0, DISTRIBUTION_BINS + 1)
-    hist = {c: {"pool": np.zeros(DISTRIBUTION_BINS), "selected": np.zeros(DISTRIBUTION_BINS)} for c in quality}
-    sums = {c: {"pool": 0.0, "selected": 0.0} for c in quality}
-    counts = Counter()
-    reasons: Counter = Counter()
-    invalid_reasons: Counter = Counter()
-    before: dict[str, Counter] = defaultdict(Counter)
-    after: dict[str, Counter] = defaultdict(Counter)
-    profiles = DomainProfiles(quality, spec.seed)
-    rejected_writer = None
-    try:
-        for t in _decisions(score_dir, select_dir, [S.TEXT, S.INVALID_REASON, S.N_TOKENS, S.INPUT_FILE, S.INPUT_OFFSET, *quality], [S.DOC_ID, S.SEL_REASON, S.SEL_COPIES, S.DOMAIN]):
-            copies = np.asarray(t.column(S.SEL_COPIES).to_numpy(zero_copy_only=False))
-            tokens = np.asarray(t.column(S.N_TOKENS).to_numpy(zero_copy_only=False))
-            invalid = np.asarray(t.column(S.INVALID_REASON).is_valid().to_numpy(zero_copy_only=False))
-            selected = copies > 0
-            counts["input"] += t.num_rows
-            counts["invalid"] += int(invalid.sum())
-            counts["selected_docs"] += int(selected.sum())
-            counts["selected_copies"] += int(copies.sum())
-            counts["selected_tokens"] += int((copies * tokens).sum())
-            counts["not_selected"] += int((~selected & ~invalid).sum())
-            for c in quality:
-                x = np.clip(np.nan_to_num(np.asarray(t.column(c).to_numpy(zero_copy_only=False), np.float64)), 0.0, 1.0)
-                for name, w in (("pool", (~invalid).astype(np.float64)), ("selected", copies.astype(np.float64))):
-                    hist[c][name] += np.histogram(x, bins=edges, weights=w)[0]
-                    sums[c][name] += float((x * w).sum())
-            for r, bad in zip(t.column(S.SEL_REASON).to_pylist(), invalid):
-                if r is not None:
-                    (invalid_reasons if bad else reasons)[r] += 1
-            domains = np.asarray(t.column(S.DOMAIN).fill_null("").to_numpy(zero_copy_only=False)).astype(str)
-            for key in np.unique(domains[~invalid]):
-                m = (domains == key) & ~invalid
-                before[key].update(docs=int(m.sum()), tokens=int(tokens[m].sum()))
-                s = m & selected
-                after[key].update(docs=int(s.sum()), copies=int(copies[s].sum()), tokens=int((copies[s] * tokens[s]).sum()))
-            profiles.add(t, domains, ~invalid)
-            if spec.output.write_rejected:
-                rejected = t.filter(pa.array(~selected & ~invalid)).select([S.DOC_ID, S.SEL_REASON, S.INPUT_FILE, S.INPUT_OFFSET]).rename_columns([S.DOC_ID, "reason", S.INPUT_FILE, S.INPUT_OFFSET])
-                if rejected_writer is None:
-                    (staging / "rejected").mkdir()
-                    rejected_writer = pq.ParquetWriter(staging / "rejected" / "part-00000.parquet", rejected.schema, compression="zstd")
-                rejected_writer.write_table(rejected)
-    finally:
-        if rejected_writer is not None:
-            rejected_writer.close()
+    files = sorted((select_dir / "data").glob("*.parquet"))
+    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    calls = [(str(f), i, str(score_dir), str(staging), quality, spec.seed, spec.output.write_rejected) for i, f in enumerate(files)]
+    tally = Tally(quality, spec.seed)
+    for part in shuffle.run(len(calls), lambda stage: stage(account_file, calls), here=rows <= shuffle.PART_ROWS or not calls):
+        tally.merge(part)
+    counts = tally.counts
     counts["valid"] = counts["input"] - counts["invalid"]
-    counts["not_selected_by_reason"] = dict(sorted(reasons.items()))
-    counts["invalid_by_reason"] = dict(sorted(invalid_reasons.items()))
+    counts["not_selected_by_reason"] = dict(sorted(tally.reasons.items()))
+    counts["invalid_by_reason"] = dict(sorted(tally.invalid_reasons.items()))
     _write_quarantine(pads.dataset(str(score_dir / "data"), format="parquet"), staging / "quarantine")
-    domains = {k: {"before": dict(before[k]), "after": dict(after.get(k, {}))} for k in sorted(before, key=domain_order)}
+    domains = {k: {"before": dict(tally.before[k]), "after": dict(tally.after.get(k, {}))} for k in sorted(tally.before, key=domain_order)}
     totals = {"pool": counts["valid"], "selected": counts["selected_copies"]}
     distributions = {
-        "edges": edges.tolist(),
-        "columns": {c: {name: h.astype(int).tolist() for name, h in hist[c].items()} for c in quality},
-        "means": {c: {name: (sums[c][name] / totals[name] if totals[name] else None) for name in totals} for c in quality},
+        "edges": np.linspace(0.0, 1.0, DISTRIBUTION_BINS + 1).tolist(),
+        "columns": {c: {name: h.astype(int).tolist() for name, h in tally.hist[c].items()} for c in quality},
+        "means": {c: {name: (tally.sums[c][name] / totals[name] if totals[name] else None) for name in totals} for c in quality},
     }
-    return dict(counts), domains, distributions, {k: v for k, v in sorted(profiles.result().items(), key=lambda kv: domain_order(kv[0]))}
+    return dict(counts), domains, distributions, {k: v for k, v in sorted(tally.profiles.result().items(), key=lambda kv: domain_order(kv[0]))}
 
 
 def _quality_columns(score_dir: Path) -> list[str]:

@@ -51,6 +51,14 @@ class DomainProfiles:
             kept.sort(key=lambda row: row["u"])
             del kept[SAMPLE:]
 
+    def merge(self, other: "DomainProfiles") -> None:
+        """Add the samples of disjoint rows: each domain keeps the SAMPLE smallest hashes of both."""
+        for key, rows in other._rows.items():
+            kept = self._rows.setdefault(key, [])
+            kept += rows
+            kept.sort(key=lambda row: row["u"])
+            del kept[SAMPLE:]
+
     def result(self) -> dict[str, dict]:
         """Per domain: `terms` [(term, weight)], `sampled`, and `kept` / `dropped` examples (doc_id, copies, reason, scores, snippet)."""
         names = class_terms({k: [r["text"] for r in rows] for k, rows in self._rows.items()}, top=TERMS)
