@@ -38,9 +38,8 @@ Where thresher departs from datatrove:
   (`split("`), its full URL grammar. 99.8% of tokens agree on README and licence
   files full of URLs and code, 99.95% on the demo corpus; a decision moves only
   when a token more or less crosses a threshold.
-- Duplicated n-grams replay datatrove's greedy scan exactly (`_greedy_dup_chars`),
-  comparing n-grams by their concatenated characters as datatrove does, through
-  64-bit hashes (a collision is the only source of error).
+- Duplicated n-grams replay datatrove's greedy scan exactly, comparing n-grams by
+  their concatenated characters as datatrove does (`rulescan`, in C).
 - C4. datatrove's C4QualityFilter also rewrites the kept document (it drops the
   lines that fail the line rules). thresher only decides: the line rules act on
   the decision as in datatrove (only surviving lines are searched for `lorem
@@ -65,13 +64,12 @@ import dataclasses
 import string
 from dataclasses import dataclass
 
-import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from . import rulescan
 from . import schema as S
 
-WINDOW = 16  # characters: the duplicated n-grams' shared prefilter (`_ngram_stats`)
 GOPHER_STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
 C4_POLICY_SUBSTRINGS = (
     "terms of use",
@@ -349,16 +347,9 @@ def _splitlines(text: pl.Expr) -> pl.Expr:
 
 
 def _duplicates(df: pl.DataFrame, items: pl.Expr) -> tuple[pl.Series, pl.Series]:
-    """Per document, in `_doc` order: the elements of the list ITEMS equal to an earlier element, and their total
-    characters (one flat frame: a per-list unique is several times slower)."""
-    flat = df.select("_doc", items.alias("_item")).explode("_item").drop_nulls("_item")
-    flat = flat.with_columns((~pl.struct("_doc", "_item").is_first_distinct()).alias("_dup"))
-    per_doc = flat.group_by("_doc").agg(
-        pl.col("_dup").sum().cast(pl.Int64).alias("_n"),
-        pl.col("_item").filter("_dup").str.len_chars().sum().cast(pl.Int64).alias("_chars"),
-    )
-    got = df.select("_doc").join(per_doc, on="_doc", how="left").sort("_doc")
-    return got.get_column("_n").fill_null(0), got.get_column("_chars").fill_null(0)
+    """Per document, in `_doc` order: the elements of the list ITEMS equal to an earlier element, and their total characters."""
+    n, chars = rulescan.duplicates(df.select(items.alias("_items")).get_column("_items"))
+    return pl.Series(n), pl.Series(chars)
 
 
 def _reason(checks: list[tuple[pl.Expr, str]]) -> pl.Expr:
@@ -436,195 +427,19 @@ def _gopher_quality(df: pl.DataFrame, cfg: GopherQualityConfig, prefix: str) -> 
 
 
 def _ngram_stats(df: pl.DataFrame, cfg: GopherRepetitionConfig) -> pl.DataFrame:
-    """Per document: top n-gram and duplicated n-gram character counts, one column per n.
+    """Per document: top n-gram (`_top{n}`, null below n words) and duplicated n-gram (`_dup{n}`) character counts.
 
-    Words are exploded to one row each, in document order. For the top n-grams
-    (datatrove joins their words with spaces) an n-gram is keyed by a polynomial
-    hash of its word hashes, built up one n at a time; for the duplicated n-grams
-    (datatrove joins words without a separator, so ["ab", "c"] equals ["a", "bc"])
-    it is keyed by a hash of its characters (`_substring_hasher`). Keys are salted
-    with the document. The duplicated n-grams' scan runs only on the n-grams
-    whose key occurs twice (found in NumPy first): no other can be counted, and
-    in natural text they are most n-grams.
+    datatrove's `find_top_duplicate` and `find_all_duplicate`, walked per document in C (`rulescan.ngram_chars`):
+    the top n-grams join their words with spaces, the duplicated ones without a separator (so ["ab", "c"] equals
+    ["a", "bc"]), and the greedy scan jumps past each repeated n-gram it counts.
     """
     top_ns = sorted({n for n, _ in cfg.top_n_grams})
     dup_ns = sorted({n for n, _ in cfg.dup_n_grams})
-    out = df.select("_doc")
-    if not top_ns and not dup_ns:
-        return out
-    tok = (
-        df.select("_doc", "_words", pl.col("_words").list.len().cast(pl.Int64).alias("_L"))
-        .explode("_words")
-        .filter(pl.col("_words").is_not_null())
-        .with_row_index("_row")
+    top, dup = rulescan.ngram_chars(df.get_column("_words"), top_ns, dup_ns)
+    out = df.select("_doc").with_columns(
+        [pl.Series(f"_top{n}", top[:, j]) for j, n in enumerate(top_ns)] + [pl.Series(f"_dup{n}", dup[:, j]) for j, n in enumerate(dup_ns)]
     )
-    tok = tok.with_columns(
-        (pl.col("_row").cast(pl.Int64) - pl.col("_row").cast(pl.Int64).min().over("_doc")).alias("_pos"),
-        pl.col("_doc").cast(pl.UInt64).hash(11).alias("_salt"),
-        pl.col("_words").str.len_chars().cast(pl.Int64).cum_sum().alias("_end"),
-    ).with_columns((pl.col("_end") - pl.col("_words").str.len_chars().cast(pl.Int64)).alias("_start"))
-
-    def grams(n: int, key: pl.Expr) -> pl.DataFrame:
-        end = pl.col("_end").shift(-(n - 1))
-        return tok.select(
-            "_doc",
-            "_pos",
-            (key ^ pl.col("_salt")).alias("_key"),
-            (end - pl.col("_start")).alias("_chars"),
-            (pl.col("_pos") + n <= pl.col("_L")).alias("_valid"),
-        ).filter("_valid")
-
-    if top_ns:
-        base = pl.lit(0x100000001B3, pl.UInt64)
-        tok = tok.with_columns(pl.col("_words").hash(7).alias("_h"))
-        tok = tok.with_columns(pl.col("_h").alias("_hn"))
-        for n in range(1, top_ns[-1] + 1):
-            if n > 1:
-                tok = tok.with_columns(pl.col("_hn") * base + pl.col("_h").shift(-(n - 1)))
-            if n not in top_ns:
-                continue
-            top = (
-                grams(n, pl.col("_hn"))
-                .with_columns(pl.len().over("_key").alias("_cnt"))
-                .group_by("_doc")
-                .agg(
-                    ((pl.col("_chars") + (n - 1)) * pl.col("_cnt"))
-                    .filter(pl.col("_cnt") == pl.col("_cnt").max())
-                    .first()
-                    .alias(f"_top{n}")
-                )
-            )
-            out = out.join(top, on="_doc", how="left")
-    if dup_ns:
-        substring_hash = _substring_hasher(tok.get_column("_words"))
-        col = {c: tok.get_column(c).to_numpy() for c in ("_doc", "_pos", "_L", "_start", "_end", "_salt")}
-        # Two equal n-grams of at least WINDOW characters start with equal WINDOW-character windows of their
-        # document, so an n-gram can repeat only if its window does, or if it is shorter than WINDOW: one duplicate
-        # test of the windows leaves each n's own test far fewer rows.
-        row = np.arange(len(col["_pos"]))
-        doc_end = col["_end"][row + col["_L"] - 1 - col["_pos"]]
-        window_repeats = pl.Series(substring_hash(col["_start"], np.minimum(col["_start"] + WINDOW, doc_end)) ^ col["_salt"]).is_duplicated().to_numpy()
-        for n in dup_ns:
-            at = np.flatnonzero(col["_pos"] + n <= col["_L"])  # n-grams that fit in their document
-            a, b = col["_start"][at], col["_end"][at + (n - 1)]
-            maybe = window_repeats[at] | (b - a < WINDOW)
-            at, a, b = at[maybe], a[maybe], b[maybe]
-            key = substring_hash(a, b) ^ col["_salt"][at]
-            # Only an n-gram whose key occurs twice can be seen again, counted or skip one that is: the scan runs
-            # on those rows alone, their positions telling it where the others were (`_with_scan`). Keys are salted
-            # by document, so a key shared across documents (a 64-bit collision) keeps both rows, as it would be.
-            keep = pl.Series(key).is_duplicated().to_numpy()
-            g = pl.DataFrame({"_doc": col["_doc"][at][keep], "_pos": col["_pos"][at][keep], "_key": key[keep], "_chars": (b - a)[keep]})
-            dup = _greedy_dup_chars(g, n).rename({"_dup": f"_dup{n}"})
-            out = out.join(dup, on="_doc", how="left").with_columns(pl.col(f"_dup{n}").fill_null(0))
-    return out.sort("_doc")
-
-
-def _substring_hasher(words: pl.Series):
-    """A function (a, b) -> hash of characters a..b-1 of the words written one after another.
-
-    Polynomial hashing modulo 2**64 over mixed code points: with prefix sums G of
-    v_j * B**-j, the hash of a..b-1 is B**(b-1) * (G[b] - G[a]), so equal strings
-    hash equally wherever they sit. Memory: about 24 bytes per character of the
-    batch's words while the duplicated n-grams are counted.
-    """
-    x = np.frombuffer(words.str.join("").item().encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
-    x += np.uint64(0x9E3779B97F4A7C15)  # splitmix64 finaliser: spread the code points over 64 bits
-    x ^= x >> np.uint64(30)
-    x *= np.uint64(0xBF58476D1CE4E5B9)
-    x ^= x >> np.uint64(27)
-    x *= np.uint64(0x94D049BB133111EB)
-    x ^= x >> np.uint64(31)
-    base = 0x2545F4914F6CDD1D  # odd, so invertible modulo 2**64
-    powers = np.full(len(x) + 1, pow(base, -1, 2**64), np.uint64)
-    powers[0] = 1
-    np.cumprod(powers, out=powers)
-    x *= powers[:-1]
-    prefix = np.zeros(len(x) + 1, np.uint64)
-    np.cumsum(x, out=prefix[1:])
-    del x
-    powers.fill(np.uint64(base))
-    powers[0] = 1
-    np.cumprod(powers, out=powers)
-
-    def substring_hash(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return (prefix[b] - prefix[a]) * powers[np.maximum(b - 1, 0)]
-
-    return substring_hash
-
-
-def _greedy_dup_chars(grams: pl.DataFrame, n: int) -> pl.DataFrame:
-    """Characters datatrove's greedy scan counts as duplicated n-grams, per document.
-
-    The scan visits position p: if the n-gram at p was seen at an earlier visited
-    position, it counts the n-gram's characters and jumps to p + n, else it
-    remembers the n-gram and moves to p + 1. `_with_scan` replays the jumps for
-    given "seen" flags; the flags depend on which positions the jumps skip, so
-    they are a fixed point. Starting from "seen anywhere earlier" the flags are
-    already exact unless the first occurrence of a repeated n-gram was skipped;
-    only such documents (few) are refined, each round settling at least the
-    earliest wrong position.
-    """
-    g = _with_scan(grams.with_columns((~pl.col("_key").is_first_distinct()).alias("_seen")), n)
-    repeats = g.filter("_seen").get_column("_key").implode()
-    skipped_first = g.filter(pl.col("_skipped") & ~pl.col("_seen"))
-    doubtful = skipped_first.filter(pl.col("_key").is_in(repeats)).get_column("_doc").unique()
-    settled = ~pl.col("_doc").is_in(doubtful.implode())
-    done = [g.filter(settled & pl.col("_counted")).group_by("_doc").agg(pl.col("_chars").sum().alias("_dup"))]
-    g = g.filter(~settled)
-    while g.height:
-        g = g.with_columns(pl.when(pl.col("_skipped")).then(None).otherwise(pl.col("_pos")).alias("_visited"))
-        g = g.with_columns((pl.col("_visited").min().over("_key") < pl.col("_pos")).fill_null(False).alias("_next"))
-        changed = g.filter(pl.col("_next") != pl.col("_seen")).get_column("_doc").unique()
-        settled = ~pl.col("_doc").is_in(changed.implode())
-        done.append(g.filter(settled & pl.col("_counted")).group_by("_doc").agg(pl.col("_chars").sum().alias("_dup")))
-        g = _with_scan(g.filter(~settled).with_columns(pl.col("_next").alias("_seen")), n)
-    return pl.concat(done)
-
-
-def _with_scan(g: pl.DataFrame, n: int) -> pl.DataFrame:
-    """Add `_counted` (the scan counts this position) and `_skipped` (a jump passes over it).
-
-    Rows are positions in document order; a position without a row is one never
-    seen before (its n-gram occurs once), so a gap ends a run.
-
-    Over a run of consecutive seen positions entered at e, the scan counts e, e + n,
-    ... and lands on e + n * ceil(len / n); a run is entered at its start or, when
-    the previous run's landing overshoots into it, at that landing. Entries are a
-    fixed point over runs (chains of overshoots are short).
-    """
-    doc = g.get_column("_doc").to_numpy()
-    pos = g.get_column("_pos").to_numpy()
-    seen = g.get_column("_seen").to_numpy()
-    rows = len(seen)
-    if rows == 0:
-        return g.with_columns(pl.lit(False).alias("_counted"), pl.lit(False).alias("_skipped"))
-    new_run = np.ones(rows, bool)
-    new_run[1:] = (seen[1:] != seen[:-1]) | (doc[1:] != doc[:-1]) | (pos[1:] != pos[:-1] + 1)  # rows may skip positions
-    starts = np.flatnonzero(new_run)
-    ends = np.append(starts[1:], rows) - 1
-    run_of_row = np.cumsum(new_run) - 1
-    seen_runs = np.flatnonzero(seen[starts])
-    first, last, run_doc = pos[starts[seen_runs]], pos[ends[seen_runs]], doc[starts[seen_runs]]
-    same_doc = np.append(False, run_doc[1:] == run_doc[:-1])
-    entry = first
-    while True:
-        landing = entry + -(-np.maximum(last - entry + 1, 0) // n) * n
-        previous = np.append(-1, landing[:-1])
-        new_entry = np.where(same_doc & (previous > first), previous, first)
-        if np.array_equal(new_entry, entry):
-            break
-        entry = new_entry
-    run_entry = np.full(len(starts), np.iinfo(np.int64).max, np.int64)
-    run_entry[seen_runs] = entry
-    row_entry = run_entry[run_of_row]
-    counted = seen & (pos >= row_entry) & ((pos - row_entry) % n == 0)
-    last_start = np.maximum.accumulate(np.where(counted, np.arange(rows), -1))
-    before = np.append(-1, last_start[:-1])
-    has = before >= 0
-    skipped = np.zeros(rows, bool)
-    skipped[has] = (doc[before[has]] == doc[has]) & (pos[has] - pos[before[has]] < n)
-    return g.with_columns(pl.Series("_counted", counted), pl.Series("_skipped", skipped))
+    return out.with_columns(pl.when(pl.col(f"_top{n}") >= 0).then(pl.col(f"_top{n}")) for n in top_ns)
 
 
 def _gopher_repetition(df: pl.DataFrame, cfg: GopherRepetitionConfig, prefix: str) -> pl.DataFrame:
