@@ -378,8 +378,9 @@ def _gopher_quality(df: pl.DataFrame, cfg: GopherQualityConfig, prefix: str) -> 
     text, words = pl.col("_text"), pl.col("_words")
     symbol = pl.element().str.contains(_SYMBOL_WORD)
     n_words = words.list.len()
-    content = words.list.eval(pl.element().filter(~symbol))
-    lines = _splitlines(text)
+    # columns, not expressions used twice: polars would compute each use (see `_c4`)
+    df = df.select("_text", "_words", words.list.eval(pl.element().filter(~symbol)).alias("_content"), _splitlines(text).alias("_lines"))
+    content, lines = pl.col("_content"), pl.col("_lines")
     n_lines = lines.list.len()
     stop = list(cfg.stop_words)
     out = df.select(
@@ -444,11 +445,14 @@ def _ngram_stats(df: pl.DataFrame, cfg: GopherRepetitionConfig) -> pl.DataFrame:
 
 def _gopher_repetition(df: pl.DataFrame, cfg: GopherRepetitionConfig, prefix: str) -> pl.DataFrame:
     text = pl.col("_text")
-    n_chars = text.str.len_chars()
-    paragraphs = text.str.strip_chars().str.extract_all(r"[^\n]+(?:\n[^\n]+)*")
+    df = df.with_columns(  # columns, not expressions used twice (see `_c4`)
+        text.str.len_chars().alias("_n_chars"),
+        text.str.strip_chars().str.extract_all(r"[^\n]+(?:\n[^\n]+)*").alias("_paras"),
+        text.str.extract_all(r"[^\n]+").alias("_runs"),
+    )
+    n_chars, paragraphs, runs = pl.col("_n_chars"), pl.col("_paras"), pl.col("_runs")
     n_para = pl.max_horizontal(paragraphs.list.len(), pl.lit(1))
     para_dup, para_dup_chars = map(pl.lit, _duplicates(df, paragraphs))
-    runs = text.str.extract_all(r"[^\n]+")
     starts, ends = text.str.starts_with("\n").cast(pl.Int64), text.str.ends_with("\n").cast(pl.Int64)
     run_dup, line_dup_chars = map(pl.lit, _duplicates(df, runs))
     n_lines = runs.list.len() + starts + ends
@@ -510,8 +514,12 @@ def _c4(df: pl.DataFrame, cfg: C4Config, prefix: str) -> pl.DataFrame:
     def uncited(x: pl.Expr) -> pl.Expr:
         return x.str.replace_all(r"\[\d*\]|\[edit\]|\[citation needed\]", "") if cfg.remove_citations else x
 
-    cited = uncited(line)
-    lower = cited.str.to_lowercase()
+    # In stages, each a column: a later expression reusing an earlier one would recompute it (polars does not
+    # share subexpressions here), several times over for `kept`.
+    lines = lines.with_columns(uncited(line).alias("_cited"))
+    cited = c("_cited")
+    lines = lines.with_columns(cited.str.to_lowercase().alias("_lower"))
+    lower = c("_lower")
     eligible = line.is_not_null()
     if _enabled(cfg.max_word_length):
         eligible = eligible & ~line.str.contains(rf"\S{{{cfg.max_word_length + 1}}}")
@@ -519,20 +527,23 @@ def _c4(df: pl.DataFrame, cfg: C4Config, prefix: str) -> pl.DataFrame:
         eligible = eligible & cited.str.contains(r"[.?!\"']$") & ~cited.str.ends_with("...")
     if _enabled(cfg.min_words_per_line) and cfg.min_words_per_line > 0:  # at least k words: the regex stops at the k-th
         eligible = eligible & line.str.contains(rf"(?:\S+\s+){{{cfg.min_words_per_line - 1}}}\S")
-    lorem = eligible & lower.str.contains("lorem ipsum", literal=True) if cfg.filter_lorem_ipsum else pl.lit(False)
-    javascript = lower.str.contains("javascript", literal=True) if cfg.filter_javascript else pl.lit(False)
-    survives = eligible & ~lorem & ~javascript
-    curly = survives & cited.str.contains("{", literal=True) if cfg.filter_curly_bracket else pl.lit(False)
-    policy = (
-        lower.str.contains("|".join(_chars(p) for p in cfg.policy_substrings))  # one pass for every substring
-        if cfg.filter_policy and cfg.policy_substrings
-        else pl.lit(False)
-    )
-    kept = survives & ~curly & ~policy
+    lines = lines.with_columns(eligible.alias("_eligible"))
+    eligible = c("_eligible")
     lines = lines.with_columns(
-        kept.fill_null(False).alias("_kept"),
-        _reason([(lorem, prefix + "lorem_ipsum"), (curly, prefix + "curly_bracket")]).alias("_fail"),
-        cited.alias("_cited"),
+        (eligible & lower.str.contains("lorem ipsum", literal=True) if cfg.filter_lorem_ipsum else pl.lit(False)).alias("_lorem"),
+        (lower.str.contains("javascript", literal=True) if cfg.filter_javascript else pl.lit(False)).alias("_javascript"),
+        (cited.str.contains("{", literal=True) if cfg.filter_curly_bracket else pl.lit(False)).alias("_brace"),
+        (
+            lower.str.contains("|".join(_chars(p) for p in cfg.policy_substrings))  # one pass for every substring
+            if cfg.filter_policy and cfg.policy_substrings
+            else pl.lit(False)
+        ).alias("_policy"),
+    )
+    lines = lines.with_columns((eligible & ~c("_lorem") & ~c("_javascript")).alias("_survives"))
+    lines = lines.with_columns((c("_survives") & c("_brace")).alias("_curly"))
+    lines = lines.with_columns(
+        (c("_survives") & ~c("_curly") & ~c("_policy")).fill_null(False).alias("_kept"),
+        _reason([(c("_lorem"), prefix + "lorem_ipsum"), (c("_curly"), prefix + "curly_bracket")]).alias("_fail"),
     )
     per_doc = lines.with_columns(
         _sentences(uncited(pl.when(c("_kept")).then(c("_rline")))).fill_null(0).alias("_sent"),
@@ -561,7 +572,8 @@ def _c4(df: pl.DataFrame, cfg: C4Config, prefix: str) -> pl.DataFrame:
 
 def _fineweb(df: pl.DataFrame, cfg: FineWebConfig, prefix: str) -> pl.DataFrame:
     text = pl.col("_text")
-    lines = text.str.split("\n").list.eval(pl.element().filter(pl.element().str.strip_chars() != ""))
+    df = df.with_columns(text.str.split("\n").list.eval(pl.element().filter(pl.element().str.strip_chars() != "")).alias("_lines"))
+    lines = pl.col("_lines")
     n_lines = lines.list.len()
     if cfg.stop_chars is None:
         ends = rf"[{_STERM}]$"
