@@ -1,4 +1,4 @@
-"""Heuristic quality rules as keep/drop decisions with a reason, vectorised with polars.
+"""Heuristic quality rules as keep/drop decisions with a reason, vectorised with polars (the repetition scans in C, `rulescan`).
 
 Four rule families, each with its published thresholds as defaults:
 
