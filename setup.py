@@ -9,8 +9,8 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension(
-            "thresher.operators._rulescan",
-            sources=["operators/_rulescan.c"],
+            "thresher.operators.rulescan_kernels",
+            sources=["operators/rulescan_kernels.c"],
             define_macros=[("Py_LIMITED_API", "0x030B0000")],
             py_limited_api=True,
             extra_compile_args=["-O2"],

@@ -1,4 +1,4 @@
-"""The heuristic rules' repetition scans over lists of strings, in C (`_rulescan.c`).
+"""The heuristic rules' repetition scans over lists of strings, in C (`rulescan_kernels.c`).
 
 Duplicate lines and paragraphs, the top n-grams and datatrove's greedy duplicated n-gram scan are per-document set
 and counter walks: in polars they took several passes and group-bys over every word (most of the rules' time on
@@ -13,7 +13,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import _rulescan
+from . import rulescan_kernels
 
 
 def _spans(lists: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -40,7 +40,7 @@ def duplicates(lists: pl.Series) -> tuple[np.ndarray, np.ndarray]:
     """Per row: how many items equal an earlier item of the row, and their characters (int64 arrays)."""
     data, offsets, groups = _spans(lists)
     n, chars = np.zeros(len(lists), np.int64), np.zeros(len(lists), np.int64)
-    _rulescan.duplicates(data, offsets, groups, n, chars)
+    rulescan_kernels.duplicates(data, offsets, groups, n, chars)
     return n, chars
 
 
@@ -51,5 +51,5 @@ def ngram_chars(words: pl.Series, top_ns: list[int], dup_ns: list[int]) -> tuple
     data, offsets, groups = _spans(words)
     top = np.zeros((len(words), len(top_ns)), np.int64)
     dup = np.zeros((len(words), len(dup_ns)), np.int64)
-    _rulescan.ngrams(data, offsets, groups, np.asarray(top_ns, np.int64), np.asarray(dup_ns, np.int64), top, dup)
+    rulescan_kernels.ngrams(data, offsets, groups, np.asarray(top_ns, np.int64), np.asarray(dup_ns, np.int64), top, dup)
     return top, dup

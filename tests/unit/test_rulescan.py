@@ -74,10 +74,10 @@ def test_sliced_and_empty_input():
 
 
 def test_bad_buffers_are_refused():
-    from thresher.operators import _rulescan
+    from thresher.operators import rulescan_kernels
 
     data, offsets, groups = np.frombuffer(b"ab", np.uint8), np.array([0, 1, 5], np.int64), np.array([0, 2], np.int64)
     with pytest.raises(ValueError):  # an offset past the data
-        _rulescan.duplicates(data, offsets, groups, np.zeros(1, np.int64), np.zeros(1, np.int64))
+        rulescan_kernels.duplicates(data, offsets, groups, np.zeros(1, np.int64), np.zeros(1, np.int64))
     with pytest.raises(ValueError):  # n = 0
-        _rulescan.ngrams(data, np.array([0, 1, 2], np.int64), groups, np.array([0], np.int64), np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, np.int64))
+        rulescan_kernels.ngrams(data, np.array([0, 1, 2], np.int64), groups, np.array([0], np.int64), np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, np.int64))

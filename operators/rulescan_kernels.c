@@ -296,7 +296,7 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_rulescan", "Repetition scans of the heuristic rules.", -1,
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "rulescan_kernels", "Repetition scans of the heuristic rules.", -1,
                                     methods};
 
-PyMODINIT_FUNC PyInit__rulescan(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit_rulescan_kernels(void) { return PyModule_Create(&module); }
