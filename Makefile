@@ -10,7 +10,7 @@ DEMO   ?= demo
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml setup.py operators/rulescan_kernels.c
+$(VENV)/.installed: pyproject.toml setup.py $(wildcard operators/*.c)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"

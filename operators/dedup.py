@@ -79,6 +79,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from . import minhash_kernel
 from . import schema as S
 from .fitted import STATE_FILE, Fitted
 from .hashing import fmix64
@@ -86,7 +87,6 @@ from .hashing import fmix64
 MINHASH_FAMILY = "multiply-add-shift"  # in the key of stored signatures: another family's are never mixed with these
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _EMPTY = np.uint32(0xFFFFFFFF)  # signature value of a document without shingles
-_CHUNK_SHINGLES = 2048  # shingles hashed at once: 2048 x num_perm x 8 bytes (2 MiB) per temporary, cache-sized
 
 
 # ---------------------------------------------------------------------------
@@ -163,34 +163,19 @@ def permutation_params(num_perm: int = 128, seed: int = 1) -> tuple[np.ndarray, 
     return a, b
 
 
-def _universal_hash(x: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """((a x + b) mod 2^64) div 2^32 for x < 2^32 (m,), a, b (P,) -> (m, P) uint32: Dietzfelbinger's multiply-add-shift,
-    strongly universal on 32-bit keys (1996), exactly what uint64 arithmetic computes (it wraps modulo 2^64)."""
-    y = x[:, None] * a[None, :]
-    y += b[None, :]
-    y >>= np.uint64(32)
-    return y.astype(np.uint32)
-
-
 def minhash_signatures(texts, num_perm: int = 128, ngram: int = 5, seed: int = 1) -> np.ndarray:
     """(n, num_perm) uint32 MinHash signatures of word n-gram sets.
 
     A document without shingles gets 0xFFFFFFFF everywhere (datasketch's empty
-    MinHash); `NearDuplicates` never indexes those.
+    MinHash); `NearDuplicates` never indexes those. The minimum over each
+    document's shingles of each permutation's hash, ((a x + b) mod 2^64) div 2^32
+    (Dietzfelbinger's multiply-add-shift, strongly universal on 32-bit keys,
+    1996), runs in C (`minhash_kernel`).
     """
     sh, offsets = shingle_hashes(texts, ngram)
     a, b = permutation_params(num_perm, seed)
-    n = len(offsets) - 1
-    out = np.full((n, num_perm), _EMPTY, np.uint32)
-    doc_of = np.repeat(np.arange(n), np.diff(offsets))
-    for s in range(0, len(sh), _CHUNK_SHINGLES):
-        e = min(s + _CHUNK_SHINGLES, len(sh))
-        hv = _universal_hash(sh[s:e], a, b)
-        docs = doc_of[s:e]
-        first = np.flatnonzero(np.r_[True, docs[1:] != docs[:-1]])
-        mins = np.minimum.reduceat(hv, first, axis=0)
-        d = docs[first]
-        out[d] = np.minimum(out[d], mins)
+    out = np.empty((len(offsets) - 1, num_perm), np.uint32)
+    minhash_kernel.signatures(np.ascontiguousarray(sh, np.uint64), np.ascontiguousarray(offsets, np.int64), a, b, out)
     return out
 
 

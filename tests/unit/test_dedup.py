@@ -15,7 +15,6 @@ from thresher.operators.dedup import (
     ExactDuplicates,
     NearDuplicates,
     SavedFlags,
-    _universal_hash,
     connected_min_labels,
     estimated_jaccard,
     lsh_band_keys,
@@ -68,18 +67,27 @@ def test_exact_duplicates_save_load_roundtrip(tmp_path):
 # --- MinHash ------------------------------------------------------------------
 
 
-def test_universal_hash_is_multiply_add_shift():
+def test_signatures_are_the_minimum_multiply_add_shift():
+    from thresher.operators import minhash_kernel
+
     a, b = permutation_params(8, seed=3)
     a[0], b[0] = 2**64 - 1, 2**64 - 1  # the largest parameters
     a[1], b[1] = 3, 2**32 - 1  # hand-computed: 3 x + 2^32 - 1, top 32 of 64 bits
     x = np.array([0, 1, 2**31, 2**32 - 1, 123456789], np.uint64)
-    expected = [[((int(ai) * int(xi) + int(bi)) % 2**64) >> 32 for ai, bi in zip(a, b)] for xi in x]
-    got = _universal_hash(x, a, b)
-    assert got.dtype == np.uint32 and got.tolist() == expected
+    hashes = [[((int(ai) * int(xi) + int(bi)) % 2**64) >> 32 for ai, bi in zip(a, b)] for xi in x]
+    # one document per shingle, then one holding all five, then one without shingles
+    offsets = np.array([0, 1, 2, 3, 4, 5, 10, 10], np.int64)
+    got = np.empty((7, 8), np.uint32)
+    minhash_kernel.signatures(np.concatenate([x, x]), offsets, a, b, got)
+    assert got[:5].tolist() == hashes
+    assert got[5].tolist() == np.min(hashes, axis=0).tolist()
+    assert got[6].tolist() == [0xFFFFFFFF] * 8
     # 3 x + 2^32 - 1 over 2^32: x = 1 -> 1; x = 2^31 -> 2 (2.5 * 2^32 - 1); x = 2^32 - 1 -> 3 (4 * 2^32 - 4);
     # x = 123456789 -> 1 (1.086 * 2^32)
-    assert got[:, 1].tolist() == [0, 1, 2, 3, 1]
+    assert got[:5, 1].tolist() == [0, 1, 2, 3, 1]
     assert len({int(v) for v in a}) == 8 and int(a.max()) >= 2**62  # 64-bit parameters, not 61
+    with pytest.raises(ValueError):  # offsets past the shingles
+        minhash_kernel.signatures(x, np.array([0, 6], np.int64), a, b, np.empty((1, 8), np.uint32))
 
 
 def test_shingles_are_word_5grams_of_normalised_words():
