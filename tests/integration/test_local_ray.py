@@ -1,4 +1,5 @@
-"""A job's own local Ray starts the GCS, the raylet and its workers, not the monitor, API server or log monitor."""
+"""A job's own local Ray starts the GCS, the raylet and its workers, not the monitor, API server or log monitor, and
+the raylet's dashboard agent in its minimal form."""
 
 import json
 import subprocess
@@ -24,11 +25,13 @@ def test_a_local_ray_starts_without_monitor_api_server_or_log_monitor():
     assert any("raylet" in c for c in commands) and any("gcs_server" in c for c in commands), commands
     for left_out in ("autoscaler/_private/monitor.py", "dashboard/dashboard.py", "log_monitor.py"):
         assert not any(left_out in c for c in commands), (left_out, commands)
+    agents = [c for c in commands if "dashboard/agent.py" in c]
+    assert agents and all("--minimal" in c for c in agents), commands
 
 
 def test_the_hooks_are_put_back_after_the_start():
-    code = "from thresher.pipeline import local_ray; from ray._private.node import Node; import ray\n" \
-           "b = (Node.__init__, Node.start_api_server); local_ray.start(1, None); ray.shutdown()\n" \
-           "print((Node.__init__, Node.start_api_server) == b)"
+    code = "from thresher.pipeline import local_ray; from ray._private.node import Node; from ray._private import utils; import ray\n" \
+           "b = (Node.__init__, Node.start_api_server, utils.get_dashboard_dependency_error); local_ray.start(1, None); ray.shutdown()\n" \
+           "print((Node.__init__, Node.start_api_server, utils.get_dashboard_dependency_error) == b)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip().splitlines()[-1] == "True", done.stderr
