@@ -203,12 +203,16 @@ def _embed_pieces(ctx: Context, s: Slice, cfg: ValidateConfig, todo: list, store
     """Compute the pieces of the partitions in `todo` in one pass: vectors the content cache has are reused, the rest embedded and added to it."""
     items = [item for p, _ in todo for item in p.items]
     cache = content_cache.ContentCache(ctx.content_cache, f"embed-{model_version(ctx.model)}")
-    cached = None
-    if cache.files():  # a narrow pass first: which of these texts has the cache seen?
-        digests = io.read_raw(ctx.inputs, cfg, items).map_batches(_valid_digests, fn_kwargs={"cfg": cfg}, batch_format="pyarrow", batch_size=ctx.embedder.batch_size)
-        found = [b for b in digests.iter_batches(batch_format="numpy", batch_size=None)]
-        if found:
-            cached = cache.lookup(np.concatenate([b[content_cache.H0] for b in found]), np.concatenate([b[content_cache.H1] for b in found]))
+    hits = None
+    if cache.files():  # a narrow pass first: which of these texts has the cache seen? (looked up on the workers)
+        hits = ctx.work.path / f"{partitions.TMP_PREFIX}embed-hits"
+        shutil.rmtree(hits, ignore_errors=True)
+        rows = sum(p.hi - p.lo for p, _ in todo) if ctx.inputs.format == "parquet" else shuffle.PART_ROWS * shuffle.partition_count()
+        with shuffle.exchange(ctx.work.path / f"{partitions.TMP_PREFIX}embed-lookup", shuffle.reduce_partitions(rows)) as ex:
+            lookup = content_cache.Lookup(cache, ex)
+            io.read_raw(ctx.inputs, cfg, items).map_batches(_want_digests, fn_kwargs={"cfg": cfg, "lookup": lookup}, batch_format="pyarrow",
+                                                            batch_size=ctx.embedder.batch_size).materialize()
+            lookup.resolve(hits)
     lang_chars = s.lang.max_chars if s.lang else 0
     ds = io.read_raw(ctx.inputs, cfg, items).map_batches(prepare_batch, fn_kwargs={"cfg": cfg, "lang_chars": lang_chars, "digest": True}, batch_format="pyarrow",
                                                       batch_size=ctx.embedder.batch_size, memory=PREPARE_TASK_BYTES)
@@ -217,7 +221,11 @@ def _embed_pieces(ctx: Context, s: Slice, cfg: ValidateConfig, todo: list, store
         (store.staging("embed", k) / partitions.IDS).mkdir()  # present even when no row of the piece is valid
         owners.setdefault(p.path, []).append((p.lo, p.hi, f"{partitions.TMP_PREFIX}embed-{k}"))
     task = {"owners": owners, "root": str(store.root), "cache_dir": str(cache.dir)}
-    written = _embedding(ctx, ds, cached=cached).map_batches(store_batch, fn_kwargs=task, batch_format="pyarrow").take_all()
+    try:
+        written = _embedding(ctx, ds, hits=hits).map_batches(store_batch, fn_kwargs=task, batch_format="pyarrow").take_all()
+    finally:
+        if hits is not None:
+            shutil.rmtree(hits, ignore_errors=True)
     rows: dict[str, int] = {}
     for w in written:
         for piece, n in json.loads(w["pieces"]).items():
@@ -228,10 +236,11 @@ def _embed_pieces(ctx: Context, s: Slice, cfg: ValidateConfig, todo: list, store
     return {"embedded": embedded, "cache_hits": sum(w["valid"] for w in written) - embedded}
 
 
-def _valid_digests(batch: pa.Table, cfg: ValidateConfig) -> pa.Table:
+def _want_digests(batch: pa.Table, cfg: ValidateConfig, lookup: content_cache.Lookup) -> pa.Table:
+    """Ray task: the valid rows' text digests, with their input places, handed to the content cache's lookup."""
     t = validate(batch, cfg)
     t = content_cache.with_digests(t.filter(t.column(S.INVALID_REASON).is_null()))
-    return t.select([content_cache.H0, content_cache.H1])
+    return pa.table({"rows": [lookup.want(t)]})
 
 
 def store_batch(batch: pa.Table, owners: dict, root: str, cache_dir: str) -> pa.Table:
@@ -459,31 +468,48 @@ def _score_pieces(ctx: Context, s: Slice, reads: dict, needed: dict, duplicates:
         # derived emb, signals and language from the text, and this code's layout.
         namespace = {**reads, "keyed": scorers.keyed, "model": model_version(ctx.model), "layout": LAYOUT_VERSION}
         cache = content_cache.ContentCache(ctx.content_cache, f"score-{partitions.derived_key('score-cache', namespace, '')}")
-        cached = _score_cache_lookup(cache, files, scorers.keyed)
-        task = {"scorers": scorers, "cached": cached, "cache_dir": str(cache.dir), "counter": ctx.progress.counter}
+        hits = _score_cache_lookup(ctx, cache, files, scorers.keyed)
+        task = {"scorers": scorers, "hits": None if hits is None else str(hits), "cache_dir": str(cache.dir), "counter": ctx.progress.counter}
         # read tasks of row-group spans: a large partition is scored by many workers, a small night is not cut into
         # Ray's default 200 blocks
         per_task = rows_per_task(sum(pq.ParquetFile(f).metadata.num_rows for f in files), shuffle.partition_count(), SCAN_ROWS, SCAN_MIN_ROWS)
         ds = span_dataset(files, per_task).map_batches(score_batch, fn_kwargs=task, batch_format="pyarrow", batch_size=4096)
-        for w in ds.map_batches(_store_scores, fn_kwargs={"owners": owners, "root": str(store.root)}, batch_format="pyarrow").take_all():
-            for piece, n in json.loads(w["pieces"]).items():
-                written[piece] = written.get(piece, 0) + n
-            facts["scored"] += w["scored"]
-            facts["cache_hits"] += w["hits"]
+        try:
+            for w in ds.map_batches(_store_scores, fn_kwargs={"owners": owners, "root": str(store.root)}, batch_format="pyarrow").take_all():
+                for piece, n in json.loads(w["pieces"]).items():
+                    written[piece] = written.get(piece, 0) + n
+                facts["scored"] += w["scored"]
+                facts["cache_hits"] += w["hits"]
+        finally:
+            if hits is not None:
+                shutil.rmtree(hits, ignore_errors=True)
     for key, _ in todo.values():
         store.commit("score", key, {"rows": written.get(f"{partitions.TMP_PREFIX}score-{key}", 0)})
     return facts
 
 
-def _score_cache_lookup(cache: content_cache.ContentCache, files: list[str], keyed: list[str]) -> pa.Table:
-    """What the score cache holds of the valid rows of these files (a narrow read of their texts), looked up on the driver."""
-    keys: list[tuple[np.ndarray, np.ndarray]] = []
-    for f in files if cache.files() else []:
-        t = pq.read_table(f, columns=[S.TEXT, S.INVALID_REASON, *keyed])
-        keys.append(row_keys(t.filter(t.column(S.INVALID_REASON).is_null()), keyed))
-    if not keys:
-        return cache.lookup(np.zeros(0, np.uint64), np.zeros(0, np.uint64))
-    return cache.lookup(np.concatenate([k[0] for k in keys]), np.concatenate([k[1] for k in keys]))
+def _score_cache_lookup(ctx: Context, cache: content_cache.ContentCache, files: list[Path], keyed: list[str]) -> Path | None:
+    """Look the valid rows of these files up in the score cache on the workers (a task per file keys its rows, then
+    `content_cache.Lookup`); the hits' directory, None when the cache is empty."""
+    if not cache.files():
+        return None
+    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    hits = ctx.work.path / f"{partitions.TMP_PREFIX}score-hits"
+    shutil.rmtree(hits, ignore_errors=True)
+    with shuffle.exchange(ctx.work.path / f"{partitions.TMP_PREFIX}score-lookup", shuffle.reduce_partitions(rows)) as ex:
+        lookup = content_cache.Lookup(cache, ex)
+        here = rows <= shuffle.PART_ROWS
+        shuffle.run(ex.parts, lambda stage: stage(_want_score_keys, [(str(f), keyed, lookup) for f in files]), here=here)
+        lookup.resolve(hits, here=here)
+    return hits
+
+
+def _want_score_keys(file: str, keyed: list[str], lookup: content_cache.Lookup) -> int:
+    """Ray task: the score cache keys of a file's valid rows (`row_keys`), with their input places, handed to the lookup."""
+    t = pq.read_table(file, columns=[S.TEXT, S.INVALID_REASON, S.INPUT_FILE, S.INPUT_OFFSET, *keyed])
+    t = t.filter(t.column(S.INVALID_REASON).is_null())
+    h0, h1 = row_keys(t, keyed)
+    return lookup.want(t.select([S.INPUT_FILE, S.INPUT_OFFSET]).append_column(content_cache.H0, pa.array(h0)).append_column(content_cache.H1, pa.array(h1)))
 
 
 def _store_scores(batch: pa.Table, owners: dict, root: str) -> pa.Table:
@@ -602,45 +628,41 @@ def prepare_batch(batch: pa.Table, cfg: ValidateConfig, lang_chars: int | None =
 class EmbedStage:
     """Actor: loads the model once per worker, then embeds every batch it is given.
 
-    A batch carrying text digests (`content_cache.H0/H1`) takes the vectors in
-    `cached` for the digests found there and embeds only the other valid rows,
-    marking them `content_cache.MISS`. Token ids from the tokenizer stage are
-    consumed here and not passed on.
+    A batch carrying text digests (`content_cache.H0/H1`) takes the vectors the
+    content cache's lookup found for its rows (`hits`, read a batch at a time by
+    the rows' input places) and embeds only the other valid rows, marking them
+    `content_cache.MISS`. Token ids from the tokenizer stage are consumed here
+    and not passed on.
     """
 
     def __init__(self, ref: ModelRef, device: str, model_batch_size: int, threads: int, precision: str, tokenizer: TokenizerRef | None, counter=None,
-                 cached: pa.Table | None = None):
+                 hits: str | None = None):
         if device == "cpu" and ref.kind == "sentence-transformers":  # model2vec runs on NumPy: no torch import (2 s) for it
             import torch
 
             torch.set_num_threads(threads)
         self.embedder = Embedder(ref, device=device, batch_size=model_batch_size, precision=precision, tokenizer=tokenizer)
         self.counter = counter
-        self.cached: dict[tuple[int, int], int] = {}
-        if cached is not None and cached.num_rows:
-            keys = zip(cached.column(content_cache.H0).to_pylist(), cached.column(content_cache.H1).to_pylist())
-            self.cached = {k: i for i, k in enumerate(keys)}
-            self.vectors = from_fixed_list(cached.column(S.EMB))
+        self.hits = hits
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         if content_cache.H0 not in batch.column_names:
             out = embed_batch(batch, self.embedder)
         else:
             valid = np.asarray(batch.column(S.INVALID_REASON).is_null().to_numpy(zero_copy_only=False))
-            keys = zip(batch.column(content_cache.H0).to_pylist(), batch.column(content_cache.H1).to_pylist())
-            row = np.array([self.cached.get(k, -1) for k in keys], np.int64)
+            row, found = content_cache.hits_for(self.hits, batch)
             hit, todo = valid & (row >= 0), valid & (row < 0)
             full = np.zeros((batch.num_rows, self.embedder.dim), np.float32)
             full[todo] = encode_rows(batch, todo, self.embedder)
             if hit.any():
-                full[hit] = self.vectors[row[hit]]
+                full[hit] = from_fixed_list(found.column(S.EMB))[row[hit]]
             batch = batch.drop_columns([TOKENS]) if TOKENS in batch.column_names else batch
             out = batch.append_column(S.EMB, to_fixed_list(full, mask=~valid)).append_column(content_cache.MISS, pa.array(todo))
         count_rows(self.counter, batch.num_rows)
         return out
 
 
-def _embedding(ctx: Context, ds: ray.data.Dataset, counted: bool = True, cached: pa.Table | None = None) -> ray.data.Dataset:
+def _embedding(ctx: Context, ds: ray.data.Dataset, counted: bool = True, hits: Path | None = None) -> ray.data.Dataset:
     """ds with `emb` appended by the job's embedding actor pool (`gpus_per_actor` of a GPU each under CUDA).
 
     A sentence-transformers model's tokenizer runs first as CPU tasks (token ids
@@ -664,7 +686,7 @@ def _embedding(ctx: Context, ds: ray.data.Dataset, counted: bool = True, cached:
             "precision": e.precision,
             "tokenizer": tokenizer,
             "counter": ctx.progress.counter if counted and ctx.progress else None,
-            "cached": cached,
+            "hits": None if hits is None else str(hits),
         },
         batch_format="pyarrow",
         batch_size=e.batch_size,

@@ -173,19 +173,18 @@ def row_keys(batch: pa.Table, keyed: list[str]) -> tuple[np.ndarray, np.ndarray]
     return halves[:, 0].copy(), halves[:, 1].copy()
 
 
-def score_batch(batch: pa.Table, scorers: Scorers, cached: pa.Table, cache_dir: str, counter=None) -> pa.Table:
+def score_batch(batch: pa.Table, scorers: Scorers, hits: str | None, cache_dir: str, counter=None) -> pa.Table:
     """The function Ray maps over batches (Ray passes the batch first): every score column, then the duplicate flags;
     drops `emb` and counts the batch's rows for progress.
 
-    Valid rows whose key (`row_keys`) is in `cached` (the driver's lookup in the score cache, `cache_dir`) take their
-    columns from it, marked HIT; the rest are scored, and the valid ones among them added to the cache.
+    Valid rows the score cache's lookup found (`hits`, read by the batch's input places) take their columns from it,
+    marked HIT; the rest are scored, and the valid ones among them added to the cache (`cache_dir`, by `row_keys`).
     """
     from .progress import count_rows
 
     valid = np.asarray(batch.column(S.INVALID_REASON).is_null().to_numpy(zero_copy_only=False))
     h0, h1 = row_keys(batch, scorers.keyed)
-    found = dict(zip(zip(cached.column(content_cache.H0).to_pylist(), cached.column(content_cache.H1).to_pylist()), range(cached.num_rows)))
-    row = np.array([found.get(k, -1) for k in zip(h0.tolist(), h1.tolist())], np.int64)
+    row, found = content_cache.hits_for(hits, batch)
     hit = valid & (row >= 0)
     todo, taken = np.flatnonzero(~hit), np.flatnonzero(hit)
     base = [c for c in batch.column_names if c != S.EMB]
@@ -200,8 +199,8 @@ def score_batch(batch: pa.Table, scorers: Scorers, cached: pa.Table, cache_dir: 
         parts.append(scored)
     if taken.size:
         reused = batch.take(taken).drop_columns([S.EMB])
-        values = cached.take(pa.array(row[taken]))
-        for name in values.column_names[2:]:  # after H0, H1
+        values = found.take(pa.array(row[taken]))
+        for name in values.column_names[2:]:  # after the input file and offset
             reused = reused.append_column(name, values.column(name))
         parts.append(reused.cast(parts[0].schema) if parts else reused)
     merged = pa.concat_tables(parts).take(pa.array(np.argsort(np.concatenate([todo, taken]), kind="stable")))
