@@ -19,7 +19,6 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from thresher.operators import schema as S
@@ -68,8 +67,7 @@ def publish(spec: JobSpec, dirs: dict[str, Path | None], timings: dict, facts: d
     t = time.perf_counter()
     try:
         shards = _write_shards(spec, score_dir, select_dir, staging / "data")
-        counts, domains, distributions, profiles = _account(spec, score_dir, select_dir, staging)
-        diversity = _diversity(spec, score_dir, select_dir, embed_dir)
+        counts, domains, distributions, profiles, diversity, drift = _account(spec, score_dir, select_dir, embed_dir, dirs["clusters"], staging)
         timings["write"] = {"seconds": round(time.perf_counter() - t, 3), "rows": counts["selected_docs"]}
         timings["total"] = {"seconds": round(time.perf_counter() - started, 3)}
         fit_facts = {k: v for phase in ("clusters", "fit") for k, v in timings.get(phase, {}).items() if k not in ("seconds", "docs_per_s", "reused", "key", "rows")}
@@ -88,7 +86,7 @@ def publish(spec: JobSpec, dirs: dict[str, Path | None], timings: dict, facts: d
             "distributions": distributions,
             "diversity": diversity,
             "reuse": _reuse(timings["embed"]),
-            "drift": _drift(score_dir, dirs["clusters"]),
+            "drift": drift,
             "fit": fit_facts,
             "selection": {k: v for k, v in timings["select"].items() if k not in ("seconds", "docs_per_s", "reused", "key", "rows")},
             "warnings": facts["warnings"],
@@ -133,19 +131,10 @@ def _dedup_facts(phase: dict) -> dict:
     return {k: phase[k] for k in ("exact_duplicates", "near_duplicates", "lsh") if k in phase}
 
 
-def _drift(score_dir: Path, clusters_dir: Path) -> dict:
-    """How far this pool has moved from the one the clusters were fitted on: the share of valid documents farther from
-    their centroid than FAR_QUANTILE of the fitting sample was (about 1 - FAR_QUANTILE when nothing moved)."""
+def _far_distance(clusters_dir: Path) -> float | None:
+    """The centroid distance FAR_QUANTILE of the clusters' fitting sample lay within (`drift`), None for older states."""
     ref = clusters_dir / "reference.json"
-    far = json.loads(ref.read_text())["distance"] if ref.exists() else None
-    if far is None:
-        return {"far_share": None, "quantile": FAR_QUANTILE, "distance": None}
-    n = beyond = 0
-    for f in sorted((score_dir / "data").glob("*.parquet")):
-        t = pq.read_table(f, columns=[S.D_CENTROID_DIST, S.INVALID_REASON])
-        d = np.asarray(t.filter(t.column(S.INVALID_REASON).is_null()).column(S.D_CENTROID_DIST).to_numpy(zero_copy_only=False), np.float64)
-        n, beyond = n + d.size, beyond + int((d > far).sum())
-    return {"far_share": round(beyond / n, 6) if n else None, "quantile": FAR_QUANTILE, "distance": far}
+    return json.loads(ref.read_text())["distance"] if ref.exists() else None
 
 
 def _reuse(embed: dict) -> dict:
@@ -188,13 +177,33 @@ def _file_decisions(f: Path, score_dir: Path, score_columns: list[str], select_c
         yield shards.read_joined(score, sel, rg, score_columns, select_columns)
 
 
+class HashSample:
+    """The `size` doc_ids of smallest hash(key, doc_id) (`uniform_from_ids`) among those added: a uniform sample that
+    disjoint parts give exactly by keeping their own `size` smallest and merging (bottom-k)."""
+
+    def __init__(self, key: str, size: int = VENDI_SAMPLE):
+        self.key, self.size = key, size
+        self.u, self.ids = np.zeros(0), pa.array([], pa.string())
+
+    def add(self, ids: pa.Array | pa.ChunkedArray) -> None:
+        ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+        self._keep(np.concatenate([self.u, uniform_from_ids(self.key, ids.to_pylist())]), pa.concat_arrays([self.ids, ids.cast(pa.string())]))
+
+    def merge(self, other: "HashSample") -> None:
+        self._keep(np.concatenate([self.u, other.u]), pa.concat_arrays([self.ids, other.ids]))
+
+    def _keep(self, u: np.ndarray, ids: pa.Array) -> None:
+        order = np.lexsort((np.asarray(ids.to_numpy(zero_copy_only=False)).astype(str), u))[: self.size]  # ties by doc_id
+        self.u, self.ids = u[order], ids.take(pa.array(order, pa.int64()))
+
+
 class Tally:
     """The accounting of some decisions: counts, reasons, per-domain before/after, each quality column's histogram over
     [0, 1] and sum (documents of the valid pool, copies of the selection), the domain profiles' samples. Tallies of
     disjoint rows add up (`merge`) to the tally of their union."""
 
-    def __init__(self, quality: list[str], seed: int):
-        self.quality = quality
+    def __init__(self, quality: list[str], seed: int, far: float | None = None):
+        self.quality, self.far = quality, far
         self.counts: Counter = Counter()
         self.reasons: Counter = Counter()
         self.invalid_reasons: Counter = Counter()
@@ -203,6 +212,9 @@ class Tally:
         self.hist = {c: {"pool": np.zeros(DISTRIBUTION_BINS), "selected": np.zeros(DISTRIBUTION_BINS)} for c in quality}
         self.sums = {c: {"pool": 0.0, "selected": 0.0} for c in quality}
         self.profiles = DomainProfiles(quality, seed)
+        self.mass = {"pool": Counter(), "selection": Counter()}  # documents (copies) per cluster
+        self.vendi = {"pool": HashSample(f"vendi-{seed}"), "selection": HashSample(f"vendi-{seed}")}
+        self.drift = Counter()  # valid documents with a centroid distance, and those beyond `far`
 
     def add(self, t: pa.Table) -> np.ndarray:
         """A batch of decisions; returns which of its rows are rejected (valid, not selected)."""
@@ -233,6 +245,16 @@ class Tally:
             s = m & selected
             self.after[key].update(docs=int(s.sum()), copies=int(copies[s].sum()), tokens=int((copies[s] * tokens[s]).sum()))
         self.profiles.add(t, domains, ~invalid)
+        valid = t.filter(pa.array(~invalid))
+        cluster = np.asarray(valid.column(S.D_CLUSTER).to_numpy(zero_copy_only=False))
+        kept = copies[~invalid]
+        self.mass["pool"].update(dict(enumerate(np.bincount(cluster).tolist())))
+        self.mass["selection"].update(dict(enumerate(np.bincount(cluster, weights=kept).tolist())))
+        self.vendi["pool"].add(valid.column(S.DOC_ID))
+        self.vendi["selection"].add(valid.column(S.DOC_ID).filter(pa.array(kept > 0)))
+        if self.far is not None:
+            d = np.asarray(valid.column(S.D_CENTROID_DIST).to_numpy(zero_copy_only=False), np.float64)
+            self.drift.update(n=int(d.size), beyond=int((d > self.far).sum()))
         return ~selected & ~invalid
 
     def merge(self, other: "Tally") -> None:
@@ -246,15 +268,21 @@ class Tally:
                 self.hist[q][name] += other.hist[q][name]
                 self.sums[q][name] += other.sums[q][name]
         self.profiles.merge(other.profiles)
+        for name in ("pool", "selection"):
+            self.mass[name].update(other.mass[name])
+            self.vendi[name].merge(other.vendi[name])
+        self.drift.update(other.drift)
 
 
-def account_file(f: str, part: int, score_dir: str, staging: str, quality: list[str], seed: int, write_rejected: bool) -> Tally:
+def account_file(f: str, part: int, score_dir: str, staging: str, quality: list[str], seed: int, write_rejected: bool, far: float | None = None) -> Tally:
     """Ray task: the tally of one select file's decisions (its score file beside it); its rejected rows into
-    rejected/part-PART.parquet."""
-    tally = Tally(quality, seed)
+    rejected/part-PART.parquet and its invalid rows into quarantine/part-PART.parquet."""
+    tally = Tally(quality, seed, far)
+    _write_quarantine(shards.score_file_of(Path(f), Path(score_dir)), Path(staging) / "quarantine" / f"part-{part:05d}.parquet")
     writer = None
+    columns = [S.TEXT, S.INVALID_REASON, S.N_TOKENS, S.INPUT_FILE, S.INPUT_OFFSET, S.D_CLUSTER, S.D_CENTROID_DIST, *quality]
     try:
-        for t in _file_decisions(Path(f), Path(score_dir), [S.TEXT, S.INVALID_REASON, S.N_TOKENS, S.INPUT_FILE, S.INPUT_OFFSET, *quality], [S.DOC_ID, S.SEL_REASON, S.SEL_COPIES, S.DOMAIN]):
+        for t in _file_decisions(Path(f), Path(score_dir), columns, [S.DOC_ID, S.SEL_REASON, S.SEL_COPIES, S.DOMAIN]):
             rejected = tally.add(t)
             if write_rejected and rejected.any():
                 rows = t.filter(pa.array(rejected)).select([S.DOC_ID, S.SEL_REASON, S.INPUT_FILE, S.INPUT_OFFSET]).rename_columns([S.DOC_ID, "reason", S.INPUT_FILE, S.INPUT_OFFSET])
@@ -268,26 +296,28 @@ def account_file(f: str, part: int, score_dir: str, staging: str, quality: list[
     return tally
 
 
-def _account(spec: JobSpec, score_dir: Path, select_dir: Path, staging: Path) -> tuple[dict, dict, dict, dict]:
+def _account(spec: JobSpec, score_dir: Path, select_dir: Path, embed_dir: Path, clusters_dir: Path, staging: Path) -> tuple[dict, dict, dict, dict, dict, dict]:
     """The decisions tallied where they lie, a task per select file (`account_file`; in this process for a pool of at
     most `shuffle.PART_ROWS` rows), then added up here: counts, per-domain before/after, score distributions, domain
-    profiles (terms and examples, `pipeline/profiles.py`); rejected/ (by those tasks) and quarantine/.
+    profiles (terms and examples, `pipeline/profiles.py`), diversity and drift; rejected/ and quarantine/ (by those
+    tasks).
 
     Every input row lands in exactly one place: data/ (selected), rejected/
     (valid, not selected) or quarantine/ (invalid).
     """
     quality = _quality_columns(score_dir)
+    far = _far_distance(clusters_dir)
     files = sorted((select_dir / "data").glob("*.parquet"))
     rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-    calls = [(str(f), i, str(score_dir), str(staging), quality, spec.seed, spec.output.write_rejected) for i, f in enumerate(files)]
-    tally = Tally(quality, spec.seed)
-    for part in shuffle.run(len(calls), lambda stage: stage(account_file, calls), here=rows <= shuffle.PART_ROWS or not calls):
+    here = rows <= shuffle.PART_ROWS or not files
+    calls = [(str(f), i, str(score_dir), str(staging), quality, spec.seed, spec.output.write_rejected, far) for i, f in enumerate(files)]
+    tally = Tally(quality, spec.seed, far)
+    for part in shuffle.run(len(calls), lambda stage: stage(account_file, calls), here=here):
         tally.merge(part)
     counts = tally.counts
     counts["valid"] = counts["input"] - counts["invalid"]
     counts["not_selected_by_reason"] = dict(sorted(tally.reasons.items()))
     counts["invalid_by_reason"] = dict(sorted(tally.invalid_reasons.items()))
-    _write_quarantine(pads.dataset(str(score_dir / "data"), format="parquet"), staging / "quarantine")
     domains = {k: {"before": dict(tally.before[k]), "after": dict(tally.after.get(k, {}))} for k in sorted(tally.before, key=domain_order)}
     totals = {"pool": counts["valid"], "selected": counts["selected_copies"]}
     distributions = {
@@ -295,7 +325,10 @@ def _account(spec: JobSpec, score_dir: Path, select_dir: Path, staging: Path) ->
         "columns": {c: {name: h.astype(int).tolist() for name, h in tally.hist[c].items()} for c in quality},
         "means": {c: {name: (tally.sums[c][name] / totals[name] if totals[name] else None) for name in totals} for c in quality},
     }
-    return dict(counts), domains, distributions, {k: v for k, v in sorted(tally.profiles.result().items(), key=lambda kv: domain_order(kv[0]))}
+    n, beyond = tally.drift["n"], tally.drift["beyond"]
+    drift = {"far_share": round(beyond / n, 6) if far is not None and n else None, "quantile": FAR_QUANTILE, "distance": far}
+    profiles = {k: v for k, v in sorted(tally.profiles.result().items(), key=lambda kv: domain_order(kv[0]))}
+    return dict(counts), domains, distributions, profiles, _diversity(spec, tally, embed_dir, here), drift
 
 
 def _quality_columns(score_dir: Path) -> list[str]:
@@ -305,65 +338,46 @@ def _quality_columns(score_dir: Path) -> list[str]:
     return [c for c in names if c.startswith("q_") and not c.startswith("q_rule_")]
 
 
-def _write_quarantine(dataset: pads.Dataset, directory: Path) -> None:
-    cols = [c for c in dataset.schema.names if not c.startswith(NOT_IN_QUARANTINE_PREFIXES)]
+def _write_quarantine(score_file: Path, path: Path) -> None:
+    """A score file's invalid rows, without the columns computed for valid rows only, to `path` (none: no file)."""
+    src = pq.ParquetFile(score_file)
+    cols = [c for c in src.schema_arrow.names if not c.startswith(NOT_IN_QUARANTINE_PREFIXES)]
     writer = None
     try:
-        for rb in dataset.to_batches(columns=cols, filter=pc.field(S.INVALID_REASON).is_valid(), batch_size=4096):
-            if rb.num_rows == 0:
+        for rg in range(src.num_row_groups):
+            t = src.read_row_group(rg, columns=cols)
+            t = t.filter(t.column(S.INVALID_REASON).is_valid())
+            if not t.num_rows:
                 continue
             if writer is None:
-                directory.mkdir()
-                writer = pq.ParquetWriter(directory / "part-00000.parquet", rb.schema, compression="zstd")
-            writer.write_batch(rb)
+                path.parent.mkdir(exist_ok=True)
+                writer = pq.ParquetWriter(path, t.schema, compression="zstd")
+            writer.write_table(t)
     finally:
         if writer is not None:
             writer.close()
 
 
-
-def _diversity(spec: JobSpec, score_dir: Path, select_dir: Path, embed_dir: Path, sample: int = VENDI_SAMPLE) -> dict:
+def _diversity(spec: JobSpec, tally: Tally, embed_dir: Path, here: bool, sample: int = VENDI_SAMPLE) -> dict:
     """Vendi score and cluster-coverage entropy of the selection, next to the pool's.
 
-    Vendi is computed on at most `sample` embeddings of each, chosen by
-    hash(seed, doc_id), so two selections of one pool are compared on a stable
-    footing; entropy counts every copy.
+    Vendi is computed on the embeddings of at most `sample` documents of each,
+    those of smallest hash(seed, doc_id) (the tally's `HashSample`), so two
+    selections of one pool are compared on a stable footing; the embeddings are
+    read by a task per embed file. Entropy counts every copy.
     """
-    def valid_batches():
-        for t in _decisions(score_dir, select_dir, [S.INVALID_REASON, S.D_CLUSTER], [S.DOC_ID, S.SEL_COPIES]):
-            t = t.filter(pc.is_null(t.column(S.INVALID_REASON)))
-            yield t, np.asarray(t.column(S.SEL_COPIES).to_numpy(zero_copy_only=False))
-
-    # pass 1: cluster masses and sizes; pass 2: the hash sample (the driver keeps only that)
-    pool_mass: Counter = Counter()
-    sel_mass: Counter = Counter()
-    n = {"pool": 0, "selection": 0}
-    for t, copies in valid_batches():
-        cl = np.asarray(t.column(S.D_CLUSTER).to_numpy(zero_copy_only=False))
-        pool_mass.update(dict(enumerate(np.bincount(cl).tolist())))
-        sel_mass.update(dict(enumerate(np.bincount(cl, weights=copies).tolist())))
-        n["pool"] += t.num_rows
-        n["selection"] += int(np.count_nonzero(copies > 0))
-    rate = {name: min(1.0, sample / max(count, 1)) for name, count in n.items()}
-    parts: dict[str, list] = {"pool": [], "selection": []}
-    for t, copies in valid_batches():
-        ids = t.column(S.DOC_ID).combine_chunks()
-        u = uniform_from_ids(f"vendi-{spec.seed}", ids.to_pylist())
-        parts["pool"].append(ids.filter(pa.array(u < rate["pool"])))
-        parts["selection"].append(ids.filter(pa.array((u < rate["selection"]) & (copies > 0))))
-    out: dict = {}
-    picked = {name: pa.chunked_array(p, pa.string()).combine_chunks() for name, p in parts.items()}
+    picked = {name: tally.vendi[name].ids for name in ("pool", "selection")}
     wanted = pa.concat_arrays(list(picked.values())).unique()
-    found_ids, found_emb = [], []
-    for rb in pads.dataset(str(embed_dir / "data"), format="parquet").to_batches(
-        columns=[S.DOC_ID, S.EMB], filter=pc.field(S.DOC_ID).isin(wanted), batch_size=8192
-    ):
-        found_ids += rb.column(0).to_pylist()
-        found_emb.append(from_fixed_list(rb.column(1)))
-    emb = np.concatenate(found_emb) if found_emb else np.zeros((0, 1), np.float32)
-    row = {d: i for i, d in enumerate(found_ids)}
-    k = len(pool_mass)
-    for name, mass in (("pool", pool_mass), ("selection", sel_mass)):
+    files = sorted((embed_dir / "data").glob("*.parquet"))
+    found = shuffle.run(len(files), lambda stage: stage(_embeddings_of, [(str(f), wanted) for f in files]), here=here or not files)
+    found = [(got, e) for got, e in found if got]
+    ids = [i for got, _ in found for i in got]
+    emb = np.concatenate([e for _, e in found]) if found else np.zeros((0, 1), np.float32)
+    row = {d: i for i, d in enumerate(ids)}
+    k = len(tally.mass["pool"])
+    out: dict = {}
+    for name in ("pool", "selection"):
+        mass = tally.mass[name]
         keys = np.array(sorted(mass), np.int64)
         weights = np.array([mass[c] for c in keys], np.float64)
         rows = [row[d] for d in picked[name].to_pylist() if d in row]
@@ -374,3 +388,9 @@ def _diversity(spec: JobSpec, score_dir: Path, select_dir: Path, embed_dir: Path
             "cluster_entropy_normalised": cluster_entropy(keys, weights, normalise=True, n_clusters=k),
         }
     return out
+
+
+def _embeddings_of(file: str, wanted: pa.Array) -> tuple[list[str], np.ndarray]:
+    """Ray task: the doc_ids of an embed file among `wanted`, and their embeddings."""
+    t = pq.read_table(file, columns=[S.DOC_ID, S.EMB], filters=pc.field(S.DOC_ID).isin(wanted))
+    return t.column(S.DOC_ID).to_pylist(), from_fixed_list(t.column(S.EMB)) if t.num_rows else np.zeros((0, 1), np.float32)

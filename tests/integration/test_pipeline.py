@@ -215,8 +215,9 @@ def test_report_renders_in_headless_chromium(job, tmp_path):
 
 
 def test_the_accounting_tallied_in_a_task_per_file_equals_the_one_in_process(local_ray, tmp_path, monkeypatch):
-    """The output's accounting (counts, per-domain figures, distributions, profiles, rejected/) computed by a task per
-    select file and added up equals the same pass run in the driver, and every input row is in one place."""
+    """The output's accounting (counts, per-domain figures, distributions, profiles, diversity, drift, rejected/ and
+    quarantine/) computed by a task per select file and added up equals the same pass run in the driver, and every
+    input row is in one place."""
     from thresher.pipeline import shuffle
 
     from .helpers import places
@@ -225,16 +226,22 @@ def test_the_accounting_tallied_in_a_task_per_file_equals_the_one_in_process(loc
     spec = make_spec(corpus, tmp_path / "out", output={"overwrite": True, "work_dir": str(tmp_path / "work")}, selection={"budget": {"unit": "docs", "amount": 100}})
     here = run(spec, log=lambda m: None, progress=False)
     rejected_here = pq.read_table(tmp_path / "out" / "rejected").sort_by("doc_id")
+    quarantine_here = pq.read_table(tmp_path / "out" / "quarantine").sort_by("doc_id")
     monkeypatch.setattr(shuffle, "PART_ROWS", 0)  # every pool is "large": a Ray task per select file
     tasks = run(spec, log=lambda m: None, progress=False)
     assert all(tasks["phases"][p]["reused"] for p in ("embed", "score", "select"))  # only the publishing ran again
-    for key in ("counts", "domains", "domain_profiles", "accounting_holds"):
+    for key in ("counts", "domains", "domain_profiles", "accounting_holds", "drift"):
         assert tasks[key] == here[key], key
+    for part in ("pool", "selection"):  # the same hash samples, masses and embeddings, added up in another order
+        for k, v in here["diversity"][part].items():
+            assert tasks["diversity"][part][k] == pytest.approx(v, rel=1e-9), (part, k)
+    assert here["drift"]["far_share"] is not None
     for c, by in here["distributions"]["columns"].items():
         assert tasks["distributions"]["columns"][c] == by
         for name, mean in here["distributions"]["means"][c].items():
             assert tasks["distributions"]["means"][c][name] == pytest.approx(mean, rel=1e-12)
     assert len(list((tmp_path / "out" / "rejected").glob("*.parquet"))) == 3  # one part per select file
     assert pq.read_table(tmp_path / "out" / "rejected").sort_by("doc_id").equals(rejected_here)
+    assert pq.read_table(tmp_path / "out" / "quarantine").sort_by("doc_id").equals(quarantine_here)
     ids = pq.read_table(corpus, columns=["id"]).column("id").to_pylist()
     assert sorted(places(tmp_path / "out")) == sorted(ids) and tasks["counts"]["invalid"] > 0
