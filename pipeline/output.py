@@ -97,8 +97,7 @@ def publish(spec: JobSpec, dirs: dict[str, Path | None], timings: dict, facts: d
             before = out / versions.VERSIONS / previous if previous else None
             manifest["version"] = {"id": version, "previous": previous, "shards_shared": versions.share_unchanged(shards, staging, before)}
             if before is not None:
-                decisions = _decisions(score_dir, select_dir, [S.INVALID_REASON], [S.DOC_ID, S.DOMAIN, S.SEL_COPIES, S.SEL_REASON])
-                manifest["changes"] = versions.changes(before, previous, decisions, staging)
+                manifest["changes"] = versions.changes(before, previous, sorted((select_dir / "data").glob("*.parquet")), score_dir, staging)
         frozen.publish(dirs, staging)
         if arrivals is not None and dirs.get("dedup") is not None:
             manifest["dedup"] = _dedup_facts(timings["dedup"]) | seen.publish(arrivals, dirs["dedup"], staging) | {"index": arrivals.facts}
@@ -162,19 +161,6 @@ def _write_shards(spec: JobSpec, score_dir: Path, select_dir: Path, data_dir: Pa
     schema = shards.shard_schema(files, score_dir)
     layout = shards.plan(files, score_dir, spec.output.shard_bytes, spec.input.bytes_per_token, schema)
     return shards.write_all(layout, files, data_dir, schema, spec.output.row_group_rows, score_dir)
-
-
-def _decisions(score_dir: Path, select_dir: Path, score_columns: list[str], select_columns: list[str]):
-    """Every row's score columns and its decision, row group by row group (the two files read side by side)."""
-    for f in sorted((select_dir / "data").glob("*.parquet")):
-        yield from _file_decisions(f, score_dir, score_columns, select_columns)
-
-
-def _file_decisions(f: Path, score_dir: Path, score_columns: list[str], select_columns: list[str]):
-    sel = pq.ParquetFile(f)
-    score = pq.ParquetFile(shards.score_file_of(f, score_dir))
-    for rg in range(sel.num_row_groups):
-        yield shards.read_joined(score, sel, rg, score_columns, select_columns)
 
 
 class HashSample:
@@ -282,7 +268,7 @@ def account_file(f: str, part: int, score_dir: str, staging: str, quality: list[
     writer = None
     columns = [S.TEXT, S.INVALID_REASON, S.N_TOKENS, S.INPUT_FILE, S.INPUT_OFFSET, S.D_CLUSTER, S.D_CENTROID_DIST, *quality]
     try:
-        for t in _file_decisions(Path(f), Path(score_dir), columns, [S.DOC_ID, S.SEL_REASON, S.SEL_COPIES, S.DOMAIN]):
+        for t in shards.file_decisions(Path(f), Path(score_dir), columns, [S.DOC_ID, S.SEL_REASON, S.SEL_COPIES, S.DOMAIN]):
             rejected = tally.add(t)
             if write_rejected and rejected.any():
                 rows = t.filter(pa.array(rejected)).select([S.DOC_ID, S.SEL_REASON, S.INPUT_FILE, S.INPUT_OFFSET]).rename_columns([S.DOC_ID, "reason", S.INPUT_FILE, S.INPUT_OFFSET])

@@ -47,6 +47,14 @@ def score_file_of(select_file: str | Path, score_dir: Path) -> Path:
     return score_dir / "data" / Path(select_file).name
 
 
+def file_decisions(select_file: Path, score_dir: Path, score_columns: list[str], select_columns: list[str]):
+    """A select file's rows with their score columns, row group by row group (the two files read side by side)."""
+    sel = pq.ParquetFile(select_file)
+    score = pq.ParquetFile(score_file_of(select_file, score_dir))
+    for rg in range(sel.num_row_groups):
+        yield read_joined(score, sel, rg, score_columns, select_columns)
+
+
 def read_joined(score: pq.ParquetFile, select: pq.ParquetFile, rg: int, score_columns: list[str], select_columns: list[str]) -> pa.Table:
     """Row group rg of a score file and of its select file, side by side (checked to be the same rows)."""
     left = score.read_row_group(rg, columns=score_columns + [S.DOC_ID])

@@ -27,13 +27,15 @@ import shutil
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable
 from pathlib import Path
 
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from thresher.operators import schema as S
+
+from . import shards, shuffle
 
 VERSIONS, LATEST, POINTER = "versions", "latest", "LATEST"
 STAGING = ".partial-"
@@ -136,50 +138,91 @@ def selected_ids(version: Path) -> dict[str, str]:
     return found
 
 
-def changes(previous: Path, previous_id: str, decisions: Iterable[pa.Table], staged: Path) -> dict:
-    """The selection against the previous version's, from the new run's decisions (doc_id, domain, sel_copies, sel_reason, invalid_reason).
+_NOW = pa.schema([(S.DOC_ID, pa.string()), (S.DOMAIN, pa.string()), (S.SEL_COPIES, pa.int32()), (S.SEL_REASON, pa.string()), (S.INVALID_REASON, pa.string())])
+_BEFORE = pa.schema([(S.DOC_ID, pa.string()), (S.DOMAIN, pa.string())])
+_ADDED = _BEFORE
+_DROPPED = pa.schema([(S.DOC_ID, pa.string()), (S.DOMAIN, pa.string()), ("reason", pa.string())])
 
-    Written to STAGED/changes/{added,dropped}.parquet (doc_id, domain, and why a
-    dropped one went: the reason it was not selected now, `invalid: REASON`, or
-    `source removed` when it is no longer in the input); the counts are returned.
+
+def changes(previous: Path, previous_id: str, select_files: list[Path], score_dir: Path, staged: Path) -> dict:
+    """The selection against the previous version's, compared by doc_id on the workers.
+
+    A shuffle by doc_id of this run's decisions (a task per select file) and of the previous version's shards (a task
+    per shard); a task per part compares its documents, and one writes STAGED/changes/{added,dropped}.parquet (doc_id,
+    domain, and why a dropped one went: the reason it was not selected now, `invalid: REASON`, or `source removed`
+    when it is no longer in the input; sorted by doc_id). The counts are returned; the driver holds none of the ids.
+    A doc_id with several rows (a repeated id, quarantined) counts as selected when one of them is.
     """
-    before = selected_ids(previous)
-    seen: set[str] = set()
-    added: dict[str, list] = {S.DOC_ID: [], S.DOMAIN: []}
-    dropped: dict[str, list] = {S.DOC_ID: [], S.DOMAIN: [], "reason": []}
-    domains_after: Counter = Counter()
-    kept = 0
-    for t in decisions:
-        for doc, domain, copies, reason, invalid in zip(*(t.column(c).to_pylist() for c in (S.DOC_ID, S.DOMAIN, S.SEL_COPIES, S.SEL_REASON, S.INVALID_REASON))):
-            seen.add(doc)
-            if copies and copies > 0:
-                domains_after[domain] += 1
-                if doc in before:
-                    kept += 1
-                else:
-                    added[S.DOC_ID].append(doc)
-                    added[S.DOMAIN].append(domain)
-            elif doc in before:
-                dropped[S.DOC_ID].append(doc)
-                dropped[S.DOMAIN].append(before[doc])
-                dropped["reason"].append(f"invalid: {invalid}" if invalid else reason or "not selected")
-    for doc, domain in before.items():
-        if doc not in seen:
-            dropped[S.DOC_ID].append(doc)
-            dropped[S.DOMAIN].append(domain)
-            dropped["reason"].append(SOURCE_REMOVED)
+    old_shards = sorted((previous / "data").glob("*.parquet"))
+    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in [*select_files, *old_shards])
     (staged / "changes").mkdir()
-    pq.write_table(pa.table(added, schema=pa.schema([(S.DOC_ID, pa.string()), (S.DOMAIN, pa.string())])), staged / "changes" / "added.parquet")
-    pq.write_table(pa.table(dropped, schema=pa.schema([(S.DOC_ID, pa.string()), (S.DOMAIN, pa.string()), ("reason", pa.string())])), staged / "changes" / "dropped.parquet")
-    domains_before = Counter(before.values())
+    with shuffle.exchange(staged / "changes", shuffle.reduce_partitions(rows)) as ex:  # its exchange/ removed before the publish
+
+        def rounds(stage):
+            stage(_route_decisions, [(ex, str(f), str(score_dir)) for f in select_files])
+            stage(_route_selected, [(ex, str(f)) for f in old_shards])
+            found = stage(_compare, [(ex, q) for q in range(ex.parts)])
+            stage(_gather, [(ex, str(staged / "changes"))])
+            return found
+
+        found = shuffle.run(ex.parts, rounds, here=rows <= shuffle.PART_ROWS)
+    total = Counter()
+    dropped_by_reason, before, after = Counter(), Counter(), Counter()
+    for f in found:
+        total.update({k: f[k] for k in ("added", "kept", "dropped")})
+        dropped_by_reason.update(f["dropped_by_reason"])
+        before.update(f["before"])
+        after.update(f["after"])
     return {
         "previous": previous_id,
-        "added": len(added[S.DOC_ID]),
-        "kept": kept,
-        "dropped": len(dropped[S.DOC_ID]),
-        "dropped_by_reason": dict(sorted(Counter(dropped["reason"]).items())),
-        "domains": {d: {"before": domains_before.get(d, 0), "after": domains_after.get(d, 0)} for d in sorted(set(domains_before) | set(domains_after), key=str)},
+        "added": total["added"],
+        "kept": total["kept"],
+        "dropped": total["dropped"],
+        "dropped_by_reason": dict(sorted(dropped_by_reason.items())),
+        "domains": {d: {"before": before.get(d, 0), "after": after.get(d, 0)} for d in sorted(set(before) | set(after), key=str)},
     }
+
+
+def _route_decisions(ex: shuffle.Exchange, select_file: str, score_dir: str) -> int:
+    """Ray task: a select file's decisions, routed by doc_id."""
+    tables = [t.select(_NOW.names).cast(_NOW) for t in shards.file_decisions(Path(select_file), Path(score_dir), [S.INVALID_REASON], [S.DOC_ID, S.DOMAIN, S.SEL_COPIES, S.SEL_REASON])]
+    t = pa.concat_tables(tables) if tables else _NOW.empty_table()
+    return ex.write("now", uuid.uuid4().hex, shuffle.split(t, shuffle.key_hash(t.column(S.DOC_ID)), ex.parts))
+
+
+def _route_selected(ex: shuffle.Exchange, shard: str) -> int:
+    """Ray task: the documents a shard of the previous version holds, routed by doc_id."""
+    t = pq.read_table(shard, columns=[S.DOC_ID, S.DOMAIN]).cast(_BEFORE)
+    return ex.write("before", uuid.uuid4().hex, shuffle.split(t, shuffle.key_hash(t.column(S.DOC_ID)), ex.parts))
+
+
+def _compare(ex: shuffle.Exchange, part: int) -> dict:
+    """Ray task: one part's documents now and before: the added and dropped ones (to the exchange) and the counts."""
+    now = pl.from_arrow(ex.read("now", part, _NOW)).with_columns((pl.col(S.SEL_COPIES).fill_null(0) > 0).alias("_selected"))
+    now = now.sort([S.DOC_ID, "_selected"], descending=[False, True], maintain_order=True).unique(S.DOC_ID, keep="first", maintain_order=True)
+    before = pl.from_arrow(ex.read("before", part, _BEFORE)).unique(S.DOC_ID, keep="first", maintain_order=True)
+    selected = now.filter("_selected")
+    added = selected.join(before, on=S.DOC_ID, how="anti").select(S.DOC_ID, S.DOMAIN)
+    why = (
+        pl.when(pl.col(S.INVALID_REASON).is_not_null()).then(pl.lit("invalid: ") + pl.col(S.INVALID_REASON))
+        .when(pl.col(S.SEL_REASON).is_not_null()).then(pl.col(S.SEL_REASON))
+        .when(pl.col("_selected").is_null()).then(pl.lit(SOURCE_REMOVED))
+        .otherwise(pl.lit("not selected"))
+    )
+    gone = before.join(now.drop(S.DOMAIN), on=S.DOC_ID, how="left").filter(~pl.col("_selected").fill_null(False))
+    dropped = gone.select(S.DOC_ID, S.DOMAIN, why.alias("reason"))
+    ex.write("added", part, [added.to_arrow().cast(_ADDED)])
+    ex.write("dropped", part, [dropped.to_arrow().cast(_DROPPED)])
+    counts = lambda frame, col: dict(Counter(frame.get_column(col).to_list()))  # noqa: E731
+    return {"added": added.height, "kept": selected.height - added.height, "dropped": dropped.height, "dropped_by_reason": counts(dropped, "reason"),
+            "before": counts(before, S.DOMAIN), "after": counts(selected, S.DOMAIN)}
+
+
+def _gather(ex: shuffle.Exchange, directory: str) -> int:
+    """Ray task: the parts' added and dropped documents as changes/added.parquet and changes/dropped.parquet."""
+    for name, schema in (("added", _ADDED), ("dropped", _DROPPED)):
+        pq.write_table(ex.read(name, 0, schema).sort_by(S.DOC_ID), Path(directory) / f"{name}.parquet")
+    return 0
 
 
 def table(out: Path) -> str:

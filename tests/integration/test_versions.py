@@ -48,7 +48,9 @@ def test_each_run_is_a_version_with_its_changes_and_latest_moves_last(local_ray,
 
     before, after = selection(out / "versions" / v1), selection(out / "versions" / v2)
     ch = second["changes"]
+    assert sorted(p.name for p in (out / "latest" / "changes").iterdir()) == ["added.parquet", "dropped.parquet"]  # the shuffle's parts gone
     added = pq.read_table(out / "latest" / "changes" / "added.parquet").column("doc_id").to_pylist()
+    assert added == sorted(added)
     dropped = pq.read_table(out / "latest" / "changes" / "dropped.parquet").to_pylist()
     assert ch["previous"] == v1 and set(added) == set(after) - set(before) and ch["added"] == len(added)
     assert {d["doc_id"] for d in dropped} == set(before) - set(after) and ch["kept"] == len(set(before) & set(after))
