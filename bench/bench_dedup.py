@@ -118,7 +118,8 @@ def run_datatrove(pieces: list[str], d: Path) -> dict:
     from datatrove.executor import LocalPipelineExecutor
     from datatrove.pipeline.dedup import MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter, MinhashDedupSignature
 
-    texts = [t for p in pieces for t in pq.read_table(p, columns=["text"]).column("text").to_pylist()]
+    files = [f for p in pieces for f in sorted(Path(p).glob("*.parquet"))]  # the pieces' data files, not their ids/
+    texts = [t for f in files for t in pq.read_table(f, columns=["text"]).column("text").to_pylist()]
 
     def read(data, rank: int = 0, world_size: int = 1):
         for i, text in enumerate(texts):
