@@ -159,7 +159,7 @@ def _write_shards(spec: JobSpec, score_dir: Path, select_dir: Path, data_dir: Pa
     if not files:
         return []
     schema = shards.shard_schema(files, score_dir)
-    layout = shards.plan(files, score_dir, spec.output.shard_bytes, spec.input.bytes_per_token, schema)
+    layout = shards.plan(files, score_dir, spec.output.shard_bytes, spec.input.bytes_per_token, schema, data_dir.parent)
     return shards.write_all(layout, files, data_dir, schema, spec.output.row_group_rows, score_dir)
 
 

@@ -1,9 +1,8 @@
 """Output shards whose layout depends only on the selection: the same selection gives byte-identical files.
 
-Every selected row has a 64-bit key, BLAKE2b(doc_id). The driver reads the
-narrow columns of the selected rows (doc_id, n_tokens, sel_copies), sorts
-their keys and cuts them into N ranges of about `output.shard_bytes` each
-(`plan`); shard i holds the rows whose key falls in range i, ordered by
+Every selected row has a 64-bit key, BLAKE2b(doc_id). The selected rows'
+keys and estimated sizes are sorted by key range on the workers and cut into
+N ranges of about `output.shard_bytes` each (`plan`); shard i holds the rows whose key falls in range i, ordered by
 (key, doc_id). So where a row lands depends on which documents are
 selected, never on how Ray partitioned or scheduled the earlier phases, and
 a trainer can cache shards by sha256. A row's size is estimated without
@@ -26,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +37,7 @@ import ray.data
 
 from thresher.operators import schema as S
 
+from . import shuffle
 from .errors import JobError
 
 NOT_IN_SHARDS = (S.INVALID_REASON, S.SEL_REASON)
@@ -109,30 +110,79 @@ class Layout:
         return np.searchsorted(self.bounds, keys, side="right").astype(np.int32)
 
 
-def plan(files: list[Path], score_dir: Path, shard_bytes: int, bytes_per_token: float, schema: pa.Schema) -> Layout:
-    """Cut the selected rows, in key order, into shards of about shard_bytes (estimated) each."""
-    keys, sizes = [], []
+_SIZES = pa.schema([(KEY, pa.uint64()), ("_size", pa.int64())])
+
+
+def plan(files: list[Path], score_dir: Path, shard_bytes: int, bytes_per_token: float, schema: pa.Schema, scratch: Path) -> Layout:
+    """Cut the selected rows, in (key, size) order, into shards of about shard_bytes (estimated, whole bytes) each.
+
+    On the workers, a sort by key range: a task per select file routes its selected rows' (key, size) to the part of
+    the key range they fall in (`_route_sizes`), a task per part sorts them (`_sorted_part`); from the parts' byte
+    totals each part finds where shard boundaries fall among its rows (`_cuts`) and counts its rows per shard. The
+    driver holds a few numbers per part and the boundaries; a pool of at most `shuffle.PART_ROWS` rows is planned
+    here. Sizes are whole bytes, so the cuts are a function of the selection alone, whatever the number of parts.
+    """
     overhead = row_overhead(schema)
-    for f in files:
-        sel, score = pq.ParquetFile(f), pq.ParquetFile(score_file_of(f, score_dir))
-        for rg in range(sel.num_row_groups):
-            t = read_joined(score, sel, rg, [S.N_TOKENS], [S.DOC_ID, S.SEL_COPIES])
-            t = t.filter(pc.greater(t.column(S.SEL_COPIES), 0))
-            keys.append(shard_keys(t.column(S.DOC_ID).to_pylist()))
-            sizes.append(np.asarray(t.column(S.N_TOKENS).to_numpy(zero_copy_only=False), np.float64) * bytes_per_token + overhead)
-    key = np.concatenate(keys) if keys else np.zeros(0, np.uint64)
-    if not key.size:
-        return Layout(np.zeros(0, np.uint64), ())
-    size = np.concatenate(sizes)
-    order = np.lexsort((size, key))  # ties (a 64-bit collision) broken by size: the order is a function of the multiset
-    key, size = key[order], size[order]
-    before = np.cumsum(size) - size
-    n = max(1, int(np.ceil(size.sum() / shard_bytes)))
-    index = np.minimum((before * n / size.sum()).astype(np.int64), n - 1)
-    starts = np.flatnonzero(np.diff(index)) + 1
-    bounds = np.unique(key[starts])
-    layout = Layout(bounds, ())
-    return Layout(bounds, tuple(np.bincount(layout.shard_of(key), minlength=len(bounds) + 1).tolist()))
+    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    with shuffle.exchange(scratch, shuffle.reduce_partitions(rows)) as ex:
+
+        def rounds(stage):
+            stage(_route_sizes, [(ex, str(f), str(score_dir), bytes_per_token, overhead) for f in files])
+            parts = stage(_sorted_part, [(ex, q) for q in range(ex.parts)])  # (bytes, last row's bytes, rows) per part
+            total, count = sum(p[0] for p in parts), sum(p[2] for p in parts)
+            if not count:
+                return Layout(np.zeros(0, np.uint64), ())
+            if not total:  # no row has an estimated size: one shard
+                return Layout(np.zeros(0, np.uint64), (count,))
+            n = max(1, -(-total // shard_bytes))
+            calls, offset, previous = [], 0, None
+            for q, (part_bytes, last, part_rows) in enumerate(parts):
+                calls.append((ex, q, offset, previous, total, n))
+                if part_rows:
+                    previous = offset + part_bytes - last  # bytes before the last row so far
+                offset += part_bytes
+            bounds = np.unique(np.concatenate(stage(_cuts, calls)))
+            counts = np.sum(stage(_shard_rows, [(ex, q, bounds) for q in range(ex.parts)]), axis=0)
+            return Layout(bounds, tuple(int(c) for c in counts))
+
+        return shuffle.run(ex.parts, rounds, here=rows <= shuffle.PART_ROWS)
+
+
+def _route_sizes(ex: shuffle.Exchange, select_file: str, score_dir: str, bytes_per_token: float, overhead: int) -> int:
+    """Ray task: a select file's selected rows as (key, estimated bytes), each to the part of the key range it is in."""
+    tables = []
+    for t in file_decisions(Path(select_file), Path(score_dir), [S.N_TOKENS], [S.DOC_ID, S.SEL_COPIES]):
+        t = t.filter(pc.greater(t.column(S.SEL_COPIES), 0))
+        tokens = np.asarray(t.column(S.N_TOKENS).to_numpy(zero_copy_only=False), np.float64)
+        tables.append(pa.table([shard_keys(t.column(S.DOC_ID).to_pylist()), np.rint(tokens * bytes_per_token).astype(np.int64) + overhead], schema=_SIZES))
+    t = pa.concat_tables(tables) if tables else _SIZES.empty_table()
+    part = ((t.column(KEY).to_numpy() >> np.uint64(32)) * np.uint64(ex.parts)) >> np.uint64(32)  # key range: part order is key order
+    return ex.write("sizes", uuid.uuid4().hex, [t.filter(pa.array(part == q)) for q in range(ex.parts)])
+
+
+def _sorted_part(ex: shuffle.Exchange, part: int) -> tuple[int, int, int]:
+    """Ray task: a part's rows in (key, size) order; returns its bytes, its last row's bytes and its rows."""
+    t = ex.read("sizes", part, _SIZES).sort_by([(KEY, "ascending"), ("_size", "ascending")])
+    ex.write("sorted", 0, [_SIZES.empty_table()] * part + [t])  # as part PART of one task
+    size = t.column("_size").to_numpy()
+    return int(size.sum()), int(size[-1]) if size.size else 0, t.num_rows
+
+
+def _cuts(ex: shuffle.Exchange, part: int, offset: int, previous: int | None, total: int, n: int) -> np.ndarray:
+    """Ray task: the keys of a part's rows that start a shard: shard i starts at the first row with i x total / n
+    bytes before it (`previous`: the bytes before the row just before this part, None for the first part)."""
+    t = ex.read("sorted", part, _SIZES)
+    size, keys = t.column("_size").to_numpy(), t.column(KEY).to_numpy()
+    before = offset + np.cumsum(size) - size
+    index = np.minimum(before * n // total, n - 1)
+    prior = np.concatenate([[-1 if previous is None else min(previous * n // total, n - 1)], index[:-1]])
+    return keys[(index != prior) & (prior >= 0)]
+
+
+def _shard_rows(ex: shuffle.Exchange, part: int, bounds: np.ndarray) -> np.ndarray:
+    """Ray task: a part's rows per shard."""
+    keys = ex.read("sorted", part, _SIZES).column(KEY).to_numpy()
+    return np.bincount(Layout(bounds, ()).shard_of(keys), minlength=len(bounds) + 1)
 
 
 def shard_schema(files: list[Path], score_dir: Path) -> pa.Schema:

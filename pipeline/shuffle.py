@@ -44,8 +44,8 @@ def partition_count() -> int:
 
 
 def reduce_partitions(rows: int) -> int:
-    """Reduce partitions for `rows` rows: one per CPU, none smaller than PART_ROWS."""
-    return max(1, min(partition_count(), -(-rows // PART_ROWS)))
+    """Reduce partitions for `rows` rows: one per CPU, none smaller than PART_ROWS (one, without asking Ray, for fewer)."""
+    return 1 if rows <= PART_ROWS else max(1, min(partition_count(), -(-rows // PART_ROWS)))
 
 
 class Exchange:

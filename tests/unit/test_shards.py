@@ -39,7 +39,7 @@ def test_the_layout_cuts_selected_rows_in_key_order_into_equal_estimated_sizes(t
     assert schema.names == ["doc_id", "text", "n_tokens", "sel_copies"]  # decision internals stay out of the shards
     assert shards.row_overhead(schema) == 16 + 8 + 4  # doc_id (variable: 16), n_tokens int64, sel_copies int32
     # 6 selected rows of 10 tokens x 2 bytes + 28 = 48 bytes each, 288 in all: 150-byte shards -> 2 shards of 3
-    layout = shards.plan([a, b], tmp_path / "score", shard_bytes=150, bytes_per_token=2.0, schema=schema)
+    layout = shards.plan([a, b], tmp_path / "score", shard_bytes=150, bytes_per_token=2.0, schema=schema, scratch=tmp_path)
     selected = ["a-0-0", "a-0-2", "a-2-0", "a-2-1", "b-0-0", "b-0-3"]
     ordered = sorted(selected, key=lambda d: shards.shard_keys([d])[0])
     assert layout.rows == (3, 3) and layout.names == ["part-00000-of-00002.parquet", "part-00001-of-00002.parquet"]
@@ -80,7 +80,7 @@ def test_the_same_selection_in_another_upstream_layout_gives_byte_identical_shar
     written = []
     for root, files in ((one, files_one), (two, files_two)):
         schema = shards.shard_schema(files, root / "score")
-        layout = shards.plan(files, root / "score", shard_bytes=1000, bytes_per_token=4.0, schema=schema)  # 40 rows x 68 bytes
+        layout = shards.plan(files, root / "score", shard_bytes=1000, bytes_per_token=4.0, schema=schema, scratch=root)  # 40 rows x 68 bytes
         written.append(shards.write_all(layout, files, root / "out" / "data", schema, row_group_rows=8, score_dir=root / "score"))
     assert len(written[0]) == 3 and sum(e["rows"] for e in written[0]) == 40
     assert written[0] == written[1]  # same names, rows, bytes and sha256
@@ -93,3 +93,50 @@ def test_a_select_file_out_of_step_with_its_score_file_is_refused(tmp_path: path
     pq.write_table(pa.table({"doc_id": ["x-0-0", "x-0-1"], "text": ["p", "q"], "invalid_reason": [None, None]}), tmp_path / "score" / "data" / "a.parquet")
     with pytest.raises(JobError, match="not aligned"):
         shards.read_joined(pq.ParquetFile(tmp_path / "score" / "data" / "a.parquet"), pq.ParquetFile(a), 0, ["text"], ["sel_copies"])
+
+
+def _reference_layout(files, score_dir, shard_bytes, bytes_per_token, schema):
+    """The cut written out in one process: every selected row's (key, size) sorted, cut at multiples of total / n."""
+    keys, sizes = [], []
+    for f in files:
+        for t in shards.file_decisions(f, score_dir, ["n_tokens"], ["doc_id", "sel_copies"]):
+            t = t.filter(pa.compute.greater(t.column("sel_copies"), 0))
+            keys += shards.shard_keys(t.column("doc_id").to_pylist()).tolist()
+            sizes += [round(n * bytes_per_token) + shards.row_overhead(schema) for n in t.column("n_tokens").to_pylist()]
+    rows = sorted(zip(keys, sizes))
+    total = sum(s for _, s in rows)
+    n = max(1, -(-total // shard_bytes))
+    before, index = 0, []
+    for _, s in rows:
+        index.append(min(before * n // total, n - 1))
+        before += s
+    bounds = sorted({rows[i][0] for i in range(1, len(rows)) if index[i] != index[i - 1]})
+    counts = [0] * (len(bounds) + 1)
+    for k, _ in rows:
+        counts[sum(b <= k for b in bounds)] += 1
+    return bounds, tuple(counts)
+
+
+def test_the_layout_planned_in_many_parts_is_the_layout_of_one(local_ray, tmp_path: pathlib.Path, monkeypatch) -> None:
+    import random
+
+    from thresher.pipeline import shuffle
+
+    rng = random.Random(3)
+    files = []
+    for name in ("a.parquet", "b.parquet", "c.parquet"):
+        f = _write(tmp_path, name, [[rng.choice([0, 1, 2]) for _ in range(80)] for _ in range(2)])
+        t = pq.read_table(tmp_path / "score" / "data" / name)
+        t = t.set_column(2, "n_tokens", pa.array([rng.randrange(1, 400) for _ in range(t.num_rows)], pa.int64()))
+        pq.write_table(t, tmp_path / "score" / "data" / name, row_group_size=80)  # the same two row groups, other sizes
+        files.append(f)
+    schema = shards.shard_schema(files, tmp_path / "score")
+    expected = _reference_layout(files, tmp_path / "score", 4000, 3.7, schema)
+    assert len(expected[1]) > 5
+    one = shards.plan(files, tmp_path / "score", shard_bytes=4000, bytes_per_token=3.7, schema=schema, scratch=tmp_path)
+    monkeypatch.setattr(shuffle, "PART_ROWS", 1)
+    monkeypatch.setattr(shuffle, "partition_count", lambda: 5)  # five key ranges, sorted and cut by Ray tasks
+    many = shards.plan(files, tmp_path / "score", shard_bytes=4000, bytes_per_token=3.7, schema=schema, scratch=tmp_path)
+    for layout in (one, many):
+        assert (list(layout.bounds), layout.rows) == expected
+    assert not list(tmp_path.glob("exchange-*"))  # the exchange is removed
