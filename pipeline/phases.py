@@ -59,7 +59,7 @@ from .scoring import HIT, Clusters, FittedScorers, Scorers, fit_clusters, fit_sc
 from .search import search_phase
 from .settings import Settings
 from .spec import CorpusRef, EmbedderSpec, InputSpec, JobSpec
-from .tables import Lift, domain_source, fit_sample, iter_tables, read_dataset, read_spans, row_count, row_group_spans, rows_per_task, span_dataset, valid_rows, with_domain
+from .tables import Lift, domain_source, file_tables, fit_sample, map_files, read_dataset, read_spans, row_count, row_group_spans, rows_per_task, span_dataset, valid_rows, with_domain
 
 PREPARE_TASK_BYTES = 256 * 2**20
 SIGN_ROWS, SIGN_MIN_ROWS = 20_000, 5_000  # rows per dedup signature task: at most ~20 s of one core's MinHash; at least ~5 s, more than a new worker's start-up
@@ -566,15 +566,12 @@ def select_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
     cols = sorted({S.DOC_ID, S.INVALID_REASON, S.N_TOKENS, domain_source(sel.domain), *(f.column for f in filters), *strategy.columns})
     hist = DomainHistograms(sel.percentile_bins)
     eligible = picks.Eligible() if getattr(strategy, "needs_picks", False) else None
-    for t in iter_tables(needed["score"], cols, ctx.lift):
-        ctx.progress.add(t.num_rows)
-        t = with_domain(t.filter(t.column(S.INVALID_REASON).is_null()), sel.domain)
-        t = t.filter(pa.array(np.equal(filter_reasons(t, filters), None)))
-        if t.num_rows:
-            keys, scores = strategy.keys_and_scores(t)
-            hist.add(keys, scores, np.asarray(t.column(S.N_TOKENS).to_numpy(zero_copy_only=False)))
-            if eligible is not None:
-                eligible.add(t.column(S.DOC_ID), keys, scores)
+    task = (cols, ctx.lift, sel.domain, filters, strategy, sel.percentile_bins, eligible is not None)
+    for part, found, rows in map_files(needed["score"], _histogram_files, task, row_count(needed["score"] / "data")):
+        ctx.progress.add(rows)
+        hist.merge(part)
+        if eligible is not None:
+            eligible.merge(found)
     budget = sel.budget
     strategy.fit(hist, budget.unit if budget else None, budget.amount if budget else None)
     if eligible is not None:  # a strategy that chooses its subset group by group: the pick pass, before any transform
@@ -594,6 +591,23 @@ def select_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
     task = {"strategy": strategy, "seed": s.seed, "filters": filters, "columns": cols, "domain": sel.domain, "lift": ctx.lift, "out": str(d / "data"), "counter": ctx.progress.counter}
     ray.data.from_items([{"file": str(f)} for f in files], override_num_blocks=max(1, len(files))).map(select_file, fn_kwargs=task).take_all()
     return {"rows": row_count(d / "data"), "strategy": sel.strategy, **facts}
+
+
+def _histogram_files(files: list[str], columns: list[str], lift: Lift, domain: str, filters: list, strategy, bins: int, picks_needed: bool) -> tuple:
+    """Ray task: the strategy's histograms (and, for a strategy that picks, the eligible documents) of some score files'
+    eligible rows, and the rows read."""
+    hist, eligible, rows = DomainHistograms(bins), picks.Eligible() if picks_needed else None, 0
+    for f in files:
+        for t in file_tables(f, columns, lift):
+            rows += t.num_rows
+            t = with_domain(t.filter(t.column(S.INVALID_REASON).is_null()), domain)
+            t = t.filter(pa.array(np.equal(filter_reasons(t, filters), None)))
+            if t.num_rows:
+                keys, scores = strategy.keys_and_scores(t)
+                hist.add(keys, scores, np.asarray(t.column(S.N_TOKENS).to_numpy(zero_copy_only=False)))
+                if eligible is not None:
+                    eligible.add(t.column(S.DOC_ID), keys, scores)
+    return hist, eligible, rows
 
 
 PHASES: list[Phase] = [

@@ -54,6 +54,10 @@ class Eligible:
         names, inverse = np.unique(np.asarray(keys).astype(str), return_inverse=True)
         self._parts.append((digests(doc_ids.to_pylist()), names, inverse.astype(np.int32), np.asarray(scores, np.float32)))
 
+    def merge(self, other: "Eligible") -> None:
+        """Another pass's documents after these (histogram tasks over later files)."""
+        self._parts += other._parts
+
     def arrays(self, keys: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(sorted digests, index of each one's group in `keys`, its score): what the join ships to every read task."""
         from thresher.operators.histogram import index_of

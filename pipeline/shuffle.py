@@ -45,7 +45,7 @@ def partition_count() -> int:
 
 def reduce_partitions(rows: int) -> int:
     """Reduce partitions for `rows` rows: one per CPU, none smaller than PART_ROWS (one, without asking Ray, for fewer)."""
-    return 1 if rows <= PART_ROWS else max(1, min(partition_count(), -(-rows // PART_ROWS)))
+    return 1 if rows <= PART_ROWS else max(1, min(partition_count(), -(-rows // max(PART_ROWS, 1))))
 
 
 class Exchange:

@@ -20,6 +20,7 @@ from thresher.operators import schema as S
 from thresher.operators.selection import uniform_from_ids
 from thresher.operators.validate import lift_json_keys
 
+from . import shuffle
 from .errors import JobError
 
 
@@ -39,13 +40,29 @@ class Lift:
 def iter_tables(directory: Path, columns: list[str], lift: Lift | None = None) -> Iterator[pa.Table]:
     """Stream narrow columns of a phase's output on the driver, file by file; JSONL keys lifted when asked."""
     for f in sorted((directory / "data").glob("*.parquet")):
-        pf = pq.ParquetFile(f)
-        names = set(pf.schema_arrow.names)
-        missing = [c for c in columns if c not in names]
-        read = [c for c in columns if c in names] + (["metadata"] if missing and "metadata" in names else [])
-        for rb in pf.iter_batches(columns=read, batch_size=65536):
-            t = pa.Table.from_batches([rb])
-            yield (lift.apply(t, set(missing)) if lift and missing else t)
+        yield from file_tables(f, columns, lift)
+
+
+def file_tables(f: Path | str, columns: list[str], lift: Lift | None = None) -> Iterator[pa.Table]:
+    """One Parquet file's narrow columns, a batch at a time; JSONL keys lifted when asked."""
+    pf = pq.ParquetFile(f)
+    names = set(pf.schema_arrow.names)
+    missing = [c for c in columns if c not in names]
+    read = [c for c in columns if c in names] + (["metadata"] if missing and "metadata" in names else [])
+    for rb in pf.iter_batches(columns=read, batch_size=65536):
+        t = pa.Table.from_batches([rb])
+        yield (lift.apply(t, set(missing)) if lift and missing else t)
+
+
+def map_files(directory: Path, fn, args: tuple, rows: int) -> list:
+    """`fn(files, *args)` over a phase's output data files in contiguous groups, one Ray task per CPU of the cluster
+    (here, as one group, for a pool of at most `shuffle.PART_ROWS` rows); the results in file order. A task merges
+    what its files give, so the driver receives one result per CPU, not per file."""
+    files = [str(f) for f in sorted((directory / "data").glob("*.parquet"))]
+    here = rows <= shuffle.PART_ROWS or not files
+    k = 1 if here else min(len(files), shuffle.partition_count())
+    groups = [files[len(files) * i // k : len(files) * (i + 1) // k] for i in range(k)]
+    return shuffle.run(len(groups), lambda stage: stage(fn, [(g, *args) for g in groups]), here=here)
 
 
 Span = tuple[str, int, int, int]  # (Parquet file, row group, first row, end row) of the rows a task reads
@@ -109,7 +126,19 @@ def row_count(directory: Path) -> int:
 
 
 def valid_rows(embed_dir: Path) -> int:
-    return sum(t.column(S.INVALID_REASON).null_count for t in iter_tables(embed_dir, [S.INVALID_REASON]))
+    """Valid rows of a phase's output: the nulls of its invalid_reason column, from the Parquet footers' statistics
+    (the column read where a footer has none)."""
+    valid = 0
+    for f in sorted((embed_dir / "data").glob("*.parquet")):
+        meta = pq.ParquetFile(f).metadata
+        for rg in range(meta.num_row_groups):
+            group = meta.row_group(rg)
+            stats = next((group.column(j).statistics for j in range(group.num_columns) if group.column(j).path_in_schema == S.INVALID_REASON), None)
+            if stats is not None and stats.has_null_count:
+                valid += stats.null_count
+            else:
+                valid += pq.ParquetFile(f).read_row_group(rg, columns=[S.INVALID_REASON]).column(0).null_count
+    return valid
 
 
 def domain_source(domain: str) -> str:
@@ -128,19 +157,29 @@ def fit_sample(embed_dir: Path, columns: list[str], size: int, valid: int, seed:
     Ordering by u (not by doc_id) before any truncation keeps the sample
     unbiased whatever the ids look like, and independent of how the embed
     phase partitioned the data. Rows are pre-filtered at a rate a little
-    above size / valid, so the driver holds about one sample.
+    above size / valid by tasks over the files (`_sampled_files`), so the driver
+    holds about one sample and hashes no doc_id.
     """
     if valid == 0:
         raise JobError("no valid documents in the input: nothing to fit (see the quarantine counts)")
     rate = min(1.0, (size + 6 * np.sqrt(size) + 16) / valid)
-    parts, us = [], []
-    for t in iter_tables(embed_dir, columns, lift):
-        progress.add(t.num_rows)
-        t = t.filter(t.column(S.INVALID_REASON).is_null())
-        u = uniform_from_ids(f"fit-{seed}", t.column(S.DOC_ID).to_pylist())
-        keep = u < rate
-        parts.append(t.filter(pa.array(keep)))
-        us.append(u[keep])
-    sample = pa.concat_tables(parts)
-    order = np.argsort(np.concatenate(us), kind="stable")[:size]
+    found = map_files(embed_dir, _sampled_files, (columns, rate, f"fit-{seed}", lift), valid)
+    for _, _, rows in found:
+        progress.add(rows)
+    sample = pa.concat_tables([t for t, _, _ in found if t is not None])
+    order = np.argsort(np.concatenate([u for _, u, _ in found]), kind="stable")[:size]
     return sample.take(pa.array(order))
+
+
+def _sampled_files(files: list[str], columns: list[str], rate: float, key: str, lift: Lift | None) -> tuple[pa.Table | None, np.ndarray, int]:
+    """Ray task: the files' valid rows whose hash uniform u(key, doc_id) is under `rate`, their u, and the rows read."""
+    parts, us, rows = [], [], 0
+    for f in files:
+        for t in file_tables(f, columns, lift):
+            rows += t.num_rows
+            t = t.filter(t.column(S.INVALID_REASON).is_null())
+            u = uniform_from_ids(key, t.column(S.DOC_ID).to_pylist())
+            keep = u < rate
+            parts.append(t.filter(pa.array(keep)))
+            us.append(u[keep])
+    return (pa.concat_tables(parts) if parts else None), np.concatenate(us) if us else np.zeros(0), rows
