@@ -34,7 +34,7 @@ from thresher.operators.selection import TopK, filter_reasons, select, uniform_f
 
 from .errors import JobError
 from .plan import Slice
-from .tables import domain_source, iter_tables, with_domain
+from .tables import domain_source, file_tables, map_files, row_count, with_domain
 
 def make_proxy(name: str, settings) -> ProxyEvaluator:
     """The evaluator a spec's `proxy` names: ngram, transformer, or command:NAME from the operator's settings."""
@@ -66,34 +66,58 @@ def _sha256(path: Path) -> str:
 def eligible_sample(ctx, sel, seed: int, score_dir: Path, columns: list[str], size: int) -> tuple[pa.Table, float]:
     """The `size` eligible documents with the smallest hash uniform (text included), and the eligible pool's weight in the budget's unit.
 
-    Two passes: the first reads narrow columns to find the cut-off uniform and
-    the pool's size, the second reads the text of the rows under it.
+    Two passes of tasks over the score files (`tables.map_files`): the first
+    gives each group's pool weight and its `size` smallest uniforms, whose
+    merge gives the cut-off; the second reads the text of the rows under it.
     """
     filters = sel.build_filters()
     tokens = sel.budget is not None and sel.budget.unit == "tokens"
     narrow = sorted(set(columns) | {S.DOC_ID, S.INVALID_REASON, S.N_TOKENS, domain_source(sel.domain)} | {f.column for f in filters})
-
-    def eligible(cols: list[str]):
-        for t in iter_tables(score_dir, cols, ctx.lift):
-            t = with_domain(t.filter(t.column(S.INVALID_REASON).is_null()), sel.domain)
-            t = t.filter(pa.array(np.equal(filter_reasons(t, filters), None)))
-            yield t, uniform_from_ids(f"search-{seed}", t.column(S.DOC_ID).to_pylist())
-
+    rows = row_count(score_dir / "data")
+    task = (sel.domain, filters, f"search-{seed}", ctx.lift)
     us, pool = [], 0.0
-    for t, u in eligible(narrow):
-        ctx.progress.add(t.num_rows)
-        pool += float(np.sum(t.column(S.N_TOKENS).to_numpy(zero_copy_only=False))) if tokens else t.num_rows
-        us.append(u)
+    for weight, smallest, read in map_files(score_dir, _eligible_uniforms, (narrow, *task, tokens, size), rows):
+        ctx.progress.add(read)
+        pool += weight
+        us.append(smallest)
     u_all = np.concatenate(us) if us else np.zeros(0)
     if not u_all.size or pool == 0:
         raise JobError("the search found no eligible documents (see the selection's filters)")
     cut = np.partition(u_all, size - 1)[size - 1] if u_all.size > size else 1.0
+    found = [(t, u) for t, u in map_files(score_dir, _eligible_under, (narrow + [S.TEXT], *task, cut), rows) if t is not None]
+    order = np.argsort(np.concatenate([u for _, u in found]), kind="stable")[:size]
+    return pa.concat_tables([t for t, _ in found]).take(pa.array(order)), pool
+
+
+def _eligible(files: list[str], columns: list[str], domain: str, filters: list, key: str, lift):
+    """The eligible rows of some score files, a batch at a time, with their hash uniforms and the rows read."""
+    for f in files:
+        for t in file_tables(f, columns, lift):
+            read = t.num_rows
+            t = with_domain(t.filter(t.column(S.INVALID_REASON).is_null()), domain)
+            t = t.filter(pa.array(np.equal(filter_reasons(t, filters), None)))
+            yield t, uniform_from_ids(key, t.column(S.DOC_ID).to_pylist()), read
+
+
+def _eligible_uniforms(files: list[str], columns: list[str], domain: str, filters: list, key: str, lift, tokens: bool, size: int) -> tuple[float, np.ndarray, int]:
+    """Ray task: the eligible pool's weight in some files (documents, or tokens), its `size` smallest uniforms, the rows read."""
+    weight, smallest, read = 0.0, np.zeros(0), 0
+    for t, u, n in _eligible(files, columns, domain, filters, key, lift):
+        read += n
+        weight += float(np.sum(t.column(S.N_TOKENS).to_numpy(zero_copy_only=False))) if tokens else t.num_rows
+        smallest = np.concatenate([smallest, u])
+        if smallest.size > size:
+            smallest = np.partition(smallest, size - 1)[:size]
+    return weight, smallest, read
+
+
+def _eligible_under(files: list[str], columns: list[str], domain: str, filters: list, key: str, lift, cut: float) -> tuple[pa.Table | None, np.ndarray]:
+    """Ray task: the eligible rows of some files whose uniform is at most `cut`, and their uniforms."""
     parts, kept = [], []
-    for t, u in eligible(narrow + [S.TEXT]):
+    for t, u, _ in _eligible(files, columns, domain, filters, key, lift):
         parts.append(t.filter(pa.array(u <= cut)))
         kept.append(u[u <= cut])
-    order = np.argsort(np.concatenate(kept), kind="stable")[:size]
-    return pa.concat_tables(parts).take(pa.array(order)), pool
+    return (pa.concat_tables(parts) if parts else None), np.concatenate(kept) if kept else np.zeros(0)
 
 
 def candidate_strategy(candidate: np.ndarray | str | DSIRResample, space: ParamSpace, max_copies: int, seed: int):
