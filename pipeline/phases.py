@@ -256,20 +256,25 @@ def store_batch(batch: pa.Table, owners: dict, root: str, cache_dir: str) -> pa.
 
 
 def _assemble(files: list[Path], data: Path, repeats: np.ndarray, order: dict, reason: str) -> None:
-    """A phase's data/ from its pieces' files: a hard link to each, or a copy with the repeated ids marked where it holds one."""
+    """A phase's data/ from its pieces' files: a hard link to each, or a copy with the repeated ids marked where it holds
+    one (a task per file looks, by the rows' places, when the pool has repeats; here for a pool of at most
+    `shuffle.PART_ROWS` rows)."""
     data.mkdir()
-    for i, f in enumerate(files):
-        target = data / f"part-{i:05d}-{f.parent.name.split('-', 1)[1]}.parquet"  # the piece's key
-        if repeats.size:
-            t = pq.read_table(f)
-            marked = ids.mark(t, repeats, order, reason)
-            if marked is not t:
-                pq.write_table(marked, target, compression="zstd")
-                continue
-        try:
-            os.link(f, target)
-        except OSError:  # no hard links on this filesystem
-            shutil.copyfile(f, target)
+    calls = [(str(f), str(data / f"part-{i:05d}-{f.parent.name.split('-', 1)[1]}.parquet"), repeats, order, reason) for i, f in enumerate(files)]  # the piece's key
+    here = not repeats.size or sum(pq.ParquetFile(f).metadata.num_rows for f in files) <= shuffle.PART_ROWS
+    shuffle.run(len(calls), lambda stage: stage(_assemble_file, calls), here=here)
+
+
+def _assemble_file(f: str, target: str, repeats: np.ndarray, order: dict, reason: str) -> None:
+    """Ray task: one piece file into a phase's data/: a hard link, or a copy with its repeated ids marked."""
+    narrow = pq.read_table(f, columns=[S.INPUT_FILE, S.INPUT_OFFSET, S.INVALID_REASON]) if repeats.size else None
+    if narrow is not None and ids.mark(narrow, repeats, order, reason) is not narrow:  # the file holds a repeat: read it whole
+        pq.write_table(ids.mark(pq.read_table(f), repeats, order, reason), target, compression="zstd")
+        return
+    try:
+        os.link(f, target)
+    except OSError:  # no hard links on this filesystem
+        shutil.copyfile(f, target)
 
 
 def clusters_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:

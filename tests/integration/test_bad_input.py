@@ -99,9 +99,15 @@ def test_random_bad_rows_never_kill_the_job_and_every_row_is_accounted(local_ray
     assert m["counts"]["invalid"] >= sum(1 for b in bad if b.startswith((b"[", b'{"text": null', b'{"text": ""', b'{"text": "\\ud83d')))
 
 
-@pytest.mark.parametrize("id_column", ["id", None])
-def test_a_repeated_id_keeps_its_first_row_and_quarantines_the_rest(local_ray, tmp_path, id_column):
-    """With an id column, one id on two texts; without, one text twice (one content id). The first row in input order wins."""
+@pytest.mark.parametrize("id_column,on_workers", [("id", False), (None, False), ("id", True)])
+def test_a_repeated_id_keeps_its_first_row_and_quarantines_the_rest(local_ray, tmp_path, monkeypatch, id_column, on_workers):
+    """With an id column, one id on two texts; without, one text twice (one content id). The first row in input order
+    wins. `on_workers`: every pool counts as large, so the shuffles, the marking of the repeats and the accounting run
+    as Ray tasks, as a large job's do."""
+    if on_workers:
+        from thresher.pipeline import shuffle
+
+        monkeypatch.setattr(shuffle, "PART_ROWS", 0)
     rows = [{k: r[k] for k in ("id", "text", "topic")} for r in generate(300, seed=6).to_pylist() if r["planted"] != "exact_dup"]
     first, other = rows[10], rows[20]
     repeat = {**first, "text": other["text"]} if id_column else {**first, "id": "copy-of-10"}
