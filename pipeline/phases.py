@@ -593,8 +593,9 @@ def select_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
     hist.save(d / "histograms.json")
     files = sorted((needed["score"] / "data").glob("*.parquet"))
     (d / "data").mkdir()
-    task = {"strategy": strategy, "seed": s.seed, "filters": filters, "columns": cols, "domain": sel.domain, "lift": ctx.lift, "out": str(d / "data"), "counter": ctx.progress.counter}
-    ray.data.from_items([{"file": str(f)} for f in files], override_num_blocks=max(1, len(files))).map(select_file, fn_kwargs=task).take_all()
+    here = row_count(needed["score"] / "data") <= shuffle.PART_ROWS  # a small pool is selected here: task starts cost more
+    task = (strategy, s.seed, filters, cols, sel.domain, ctx.lift, str(d / "data"), ctx.progress.counter)
+    shuffle.run(max(2, len(files)), lambda stage: stage(select_file, [({"file": str(f)}, *task) for f in files]), here=here)
     return {"rows": row_count(d / "data"), "strategy": sel.strategy, **facts}
 
 

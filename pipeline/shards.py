@@ -15,9 +15,11 @@ it and its score file side by side (`read_joined`) and spills its selected
 rows into one piece file, a row group per shard (`spill_file`); one task per
 shard reads its row group of every piece, sorts and writes the shard in row
 groups of `output.row_group_rows` (`write_shard`). Each byte is read twice
-and no task holds more than one select file's or one shard's rows. (Ray
-Data's hash-shuffle group-by does the same job but starts its aggregators
-for seconds, too slow for the small jobs that dominate tests and demos.)
+and no task holds more than one select file's or one shard's rows. They are
+plain Ray tasks (`shuffle.run`), run in the driver for a selection of at most
+`shuffle.PART_ROWS` rows. (Ray Data's hash-shuffle group-by does the same job
+but starts its aggregators for seconds, too slow for the small jobs that
+dominate tests and demos.)
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import ray.data
 
 from thresher.operators import schema as S
 
@@ -241,16 +242,17 @@ def write_all(layout: Layout, files: list[Path], directory: Path, schema: pa.Sch
     pieces = directory / ".pieces"
     pieces.mkdir()
     try:
-        spill = {"score_dir": str(score_dir), "schema": schema, "bounds": layout.bounds, "pieces": str(pieces)}
-        spilled = ray.data.from_items([{"file": str(f)} for f in files], override_num_blocks=len(files)).map(spill_file, fn_kwargs=spill).take_all()
-        parts: dict[int, list] = {i: [] for i in range(len(layout.rows))}
-        for r in sorted(spilled, key=lambda r: r["piece"]):
-            for rg, shard in enumerate(json.loads(r["shards"])):
-                parts[shard].append((r["piece"], rg))
-        items = [{"name": name, "parts": json.dumps(parts[i])} for i, name in enumerate(layout.names)]
-        done = ray.data.from_items(items, override_num_blocks=len(items)).map(
-            write_shard, fn_kwargs={"directory": str(directory), "schema": schema, "row_group_rows": row_group_rows}
-        ).take_all()
+        here = sum(layout.rows) <= shuffle.PART_ROWS  # a small selection is written here: a round of task starts costs more
+
+        def rounds(stage):
+            spilled = stage(spill_file, [({"file": str(f)}, str(score_dir), schema, layout.bounds, str(pieces)) for f in files])
+            parts: dict[int, list] = {i: [] for i in range(len(layout.rows))}
+            for r in sorted(spilled, key=lambda r: r["piece"]):
+                for rg, shard in enumerate(json.loads(r["shards"])):
+                    parts[shard].append((r["piece"], rg))
+            return stage(write_shard, [({"name": name, "parts": json.dumps(parts[i])}, str(directory), schema, row_group_rows) for i, name in enumerate(layout.names)])
+
+        done = shuffle.run(2, rounds, here=here)  # 2: never all in one task, the shards are written side by side
     finally:
         shutil.rmtree(pieces, ignore_errors=True)
     entries = sorted(({k: r[k] for k in ("path", "rows", "bytes", "sha256")} for r in done), key=lambda e: e["path"])
