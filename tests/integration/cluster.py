@@ -48,7 +48,8 @@ class Cluster:
         return json.loads(out.stdout.strip().splitlines()[-1])
 
     def task_nodes(self) -> dict[str, int]:
-        """Node id -> data tasks run there (Ray Data's read and map tasks, thresher's among them, and the embedding actors' calls)."""
+        """Node id -> data tasks run there (Ray Data's read and map tasks, thresher's among them, the embedding actors'
+        calls, and thresher's plain tasks: the shuffles' rounds and the dedup signatures)."""
         return self.python(TASK_NODES, self.dashboard)
 
 
@@ -56,7 +57,7 @@ TASK_NODES = """
 import collections, json, sys
 from ray.util.state import list_tasks
 tasks = list_tasks(address=sys.argv[1], limit=10_000, raise_on_missing_output=False)
-work = [t for t in tasks if t.node_id and t.name.startswith(("Map(", "MapBatches(", "MapWorker(", "Read"))]
+work = [t for t in tasks if t.node_id and t.name.startswith(("Map(", "MapBatches(", "MapWorker(", "Read", "_task", "_in_one_task", "signature_piece"))]
 print(json.dumps(collections.Counter(t.node_id for t in work)))
 """
 
