@@ -99,14 +99,15 @@ def normalised_words(texts) -> pl.Series:
     return pl.Series("t", texts, dtype=pl.String).str.to_lowercase().str.extract_all(r"\w+")
 
 
-def normalise_text(texts) -> pl.Series:
-    """The string exact duplicates are compared on: normalised words joined by one space."""
-    return normalised_words(texts).list.join(" ")
+def normalise_text(texts, words: pl.Series | None = None) -> pl.Series:
+    """The string exact duplicates are compared on: normalised words joined by one space (`words`: the texts'
+    `normalised_words`, when the caller has them already)."""
+    return (normalised_words(texts) if words is None else words).list.join(" ")
 
 
-def text_hashes(texts) -> tuple[np.ndarray, np.ndarray]:
+def text_hashes(texts, words: pl.Series | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(128-bit BLAKE2b of each normalised text as (n, 2) uint64, valid mask); null text is invalid."""
-    norm = normalise_text(texts)
+    norm = normalise_text(texts, words)
     valid = norm.is_not_null().to_numpy()
     raw = b"".join(
         hashlib.blake2b(t.encode(), digest_size=16).digest() if t is not None else bytes(16) for t in norm.to_list()
@@ -125,13 +126,13 @@ def _word_hashes(flat_words: pa.Array) -> np.ndarray:
     return np.frombuffer(raw, dtype="<u8")[enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)]
 
 
-def shingle_hashes(texts, ngram: int = 5) -> tuple[np.ndarray, np.ndarray]:
+def shingle_hashes(texts, ngram: int = 5, words: pl.Series | None = None) -> tuple[np.ndarray, np.ndarray]:
     """32-bit hashes (in uint64) of every word n-gram, doc-major, and offsets (n + 1,).
 
     Shingles of document i are `hashes[offsets[i]:offsets[i + 1]]`. A document
     with 1 <= L < ngram words has one shingle (all its words); L = 0 has none.
     """
-    words = normalised_words(texts)
+    words = normalised_words(texts) if words is None else words
     n_words = words.list.len().fill_null(0).to_numpy().astype(np.int64)
     flat = words.explode().drop_nulls().to_arrow()
     w = _word_hashes(flat)
@@ -163,7 +164,7 @@ def permutation_params(num_perm: int = 128, seed: int = 1) -> tuple[np.ndarray, 
     return a, b
 
 
-def minhash_signatures(texts, num_perm: int = 128, ngram: int = 5, seed: int = 1) -> np.ndarray:
+def minhash_signatures(texts, num_perm: int = 128, ngram: int = 5, seed: int = 1, words: pl.Series | None = None) -> np.ndarray:
     """(n, num_perm) uint32 MinHash signatures of word n-gram sets.
 
     A document without shingles gets 0xFFFFFFFF everywhere (datasketch's empty
@@ -172,7 +173,7 @@ def minhash_signatures(texts, num_perm: int = 128, ngram: int = 5, seed: int = 1
     (Dietzfelbinger's multiply-add-shift, strongly universal on 32-bit keys,
     1996), runs in C (`minhash_kernel`).
     """
-    sh, offsets = shingle_hashes(texts, ngram)
+    sh, offsets = shingle_hashes(texts, ngram, words)
     a, b = permutation_params(num_perm, seed)
     out = np.empty((len(offsets) - 1, num_perm), np.uint32)
     minhash_kernel.signatures(np.ascontiguousarray(sh, np.uint64), np.ascontiguousarray(offsets, np.int64), a, b, out)
@@ -493,9 +494,10 @@ class ExactDuplicates(DuplicateMap):
         self.add_signatures(batch.column(S.DOC_ID).combine_chunks().filter(pa.array(kept)), hashes)
 
     @staticmethod
-    def signatures(batch: pa.Table) -> tuple[np.ndarray, np.ndarray]:
-        """Which rows have a text (mask), and their (n, 2) uint64 hashes: what `add` keeps, computable anywhere."""
-        h, valid = text_hashes(batch.column(S.TEXT).to_pylist())
+    def signatures(batch: pa.Table, words: pl.Series | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Which rows have a text (mask), and their (n, 2) uint64 hashes: what `add` keeps, computable anywhere
+        (`words`: the batch's `normalised_words`, shared with `NearDuplicates.signatures`)."""
+        h, valid = text_hashes(batch.column(S.TEXT), words)
         return valid, h[valid]
 
     def add_signatures(self, ids: pa.Array, hashes: np.ndarray, rank: np.ndarray | None = None) -> None:
@@ -547,10 +549,11 @@ class NearDuplicates(DuplicateMap):
         kept, sig = self.signatures(batch)
         self.add_signatures(batch.column(S.DOC_ID).combine_chunks().filter(pa.array(kept)), sig)
 
-    def signatures(self, batch: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    def signatures(self, batch: pa.Table, words: pl.Series | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Which rows have shingles (mask), and their (n, num_perm) uint32 MinHash signatures: computable anywhere
-        (a Ray task per input partition), then given to `add_signatures` with the kept rows' doc_ids."""
-        sig = minhash_signatures(batch.column(S.TEXT).to_pylist(), self.num_perm, self.ngram, self.seed)
+        (a Ray task per input partition), then given to `add_signatures` with the kept rows' doc_ids (`words`: the
+        batch's `normalised_words`, when the caller has them)."""
+        sig = minhash_signatures(batch.column(S.TEXT), self.num_perm, self.ngram, self.seed, words)
         has = (sig != _EMPTY).any(axis=1)
         return has, sig[has]
 
