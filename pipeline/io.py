@@ -6,7 +6,6 @@ import fnmatch
 import json
 import os
 import posixpath
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -200,16 +199,6 @@ def read_raw(found: InputFiles, cfg: ValidateConfig, items: list[dict] | None = 
         read_jsonl_ranges, fn_kwargs={"fs": found.fs, "roots": found.roots}, batch_format="pyarrow", batch_size=1
     )
     return lines.map_batches(parse_jsonl, fn_kwargs={"cfg": cfg, "line_column": "line"}, batch_format="pyarrow", batch_size=4096)
-
-
-def read_here(found: InputFiles, cfg: ValidateConfig, items: list[dict]) -> Iterator[pa.Table]:
-    """The raw rows of `read_items` items read in this process, table by table, as `read_raw`'s Dataset holds them:
-    for work on a small pool beside a phase's Ray Data plan (pipeline/phases.py, the dedup phase's `begin`)."""
-    if found.format == "parquet":
-        yield from read_parquet_row_groups(pa.Table.from_pylist(items), found.fs, found.schema, found.roots)
-        return
-    for lines in read_jsonl_ranges(pa.Table.from_pylist(items), found.fs, found.roots):
-        yield parse_jsonl(lines, cfg, line_column="line")
 
 
 def read_parquet_row_groups(items: pa.Table, fs: pafs.FileSystem, schema: pa.Schema, roots: Roots = Roots()):

@@ -5,7 +5,6 @@
     clusters  k-means + cluster sizes on a hash-ordered sample           reads clustering, seed      (or fit.from_run's, by content)
     fit       every fitted scorer of the registry (pipeline/scorers.py)  reads those scorers' specs and side corpora, seed  (or frozen)
     dedup     exact + MinHash near duplicates (pieces; shuffles on workers)  reads scorers.dedup, the pool's arrivals' order (pipeline/seen.py)
-              (a small pool's signatures begun from the input beside the embed phase: `dedup_begin`)
     semdedup  SemDeDup within each k-means cluster                        reads scorers.semdedup, seed
     score     every score column, duplicate flags (a piece per partition)  reads the unfitted scorers' specs (rules)
     search    QuaDMix parameters from proxy runs (when selection.search)   reads selection, its validation files, seed  (or frozen)
@@ -53,7 +52,7 @@ from . import content_cache, dedup_shuffle, frozen, ids, io, partitions, picks, 
 from .confine import Roots
 from .errors import JobError
 from .events import OnEvent
-from .plan import LAYOUT_VERSION, Begun, Phase, Slice, WorkDir
+from .plan import LAYOUT_VERSION, Phase, Slice, WorkDir
 from .progress import PhaseProgress, count_rows
 from .scorers import SideInputs
 from .scoring import HIT, Clusters, FittedScorers, Scorers, fit_clusters, fit_scorers, row_keys, score_batch, scorer_sample_columns
@@ -88,7 +87,6 @@ class Context:
     content_cache: Path | None = None  # embeddings by text digest (pipeline/content_cache.py); set by the runner
     frozen: Path | None = None  # fit.from_run's state/ directory, resolved and checked (pipeline/frozen.py)
     arrivals: seen.Arrivals | None = None  # the pool against the previous index; set after embed when dedup is on (pipeline/seen.py)
-    begun: dict[str, Begun] = field(default_factory=dict)  # work phases began before their turn (`Phase.begin`), by phase
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
@@ -177,9 +175,14 @@ def embed_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
     """
     cfg = validate_config(s.input)
     order = {f: i for i, f in enumerate(ctx.inputs.files)}
-    pieces = embed_pieces(ctx, s)
-    parts, keys = [p for p, _ in pieces], [k for _, k in pieces]
+    # A piece's rows are read in the input's unified schema (a column only another file has is null here), so a new
+    # file that adds a column makes every piece anew, as a from-scratch run would read them.
+    schema = [(f.name, str(f.type)) for f in ctx.inputs.schema] if ctx.inputs.schema is not None else None
+    reads = {**{k: v for k, v in s.key_data().items() if k != "files"}, "schema": schema}
+    parts = partitions.plan(ctx.inputs)
+    keys = [partitions.piece_key("embed", reads, p) for p in parts]
     store = partitions.PieceStore(ctx.work.path)
+    store.clear_staging()
     todo = [(p, k) for p, k in zip(parts, keys) if not store.done("embed", k)]
     facts = {"partitions": len(parts), "partitions_reused": len(parts) - len(todo), "embedded": 0, "cache_hits": 0}
     ctx.progress.total = sum(p.hi - p.lo for p, _ in todo) if ctx.inputs.format == "parquet" else None  # what this run reads
@@ -194,15 +197,6 @@ def embed_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
     _assemble(files, d / "data", repeats, order, reason)
     (d / partitions.LIST).write_text(json.dumps(names))
     return {"rows": row_count(d / "data"), "files": len(ctx.inputs.files), "repeated_ids": int(repeats.size), "device": _device(ctx.embedder), "model": s.model, **facts}
-
-
-def embed_pieces(ctx: Context, s: Slice) -> list[tuple[partitions.Partition, str]]:
-    """The input's partitions, in input order, each with the key of its embed piece (`s`: the embed phase's slice)."""
-    # A piece's rows are read in the input's unified schema (a column only another file has is null here), so a new
-    # file that adds a column makes every piece anew, as a from-scratch run would read them.
-    schema = [(f.name, str(f.type)) for f in ctx.inputs.schema] if ctx.inputs.schema is not None else None
-    reads = {**{k: v for k, v in s.key_data().items() if k != "files"}, "schema": schema}
-    return [(p, partitions.piece_key("embed", reads, p)) for p in partitions.plan(ctx.inputs)]
 
 
 def _embed_pieces(ctx: Context, s: Slice, cfg: ValidateConfig, todo: list, store: partitions.PieceStore) -> dict:
@@ -328,62 +322,21 @@ def fit_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
     return {"rows": sample.num_rows, **info}
 
 
-def _finders(s: Slice) -> list[tuple[str, ExactDuplicates | NearDuplicates]]:
-    p = s.dedup
-    return [(n, f) for n, f, on in (("exact", ExactDuplicates(), p.exact), ("near", NearDuplicates(p.threshold, p.num_perm, p.ngram, p.bands, p.rows), p.near)) if on]
-
-
-def _signature_keys(s: Slice, sources: list[str]) -> list[str]:
-    """The dedup piece of each embed piece (`embed-KEY`): keyed by it and by what a signature depends on."""
-    p = s.dedup
-    reads = {"exact": p.exact, "near": {"num_perm": p.num_perm, "ngram": p.ngram, "hash": s.minhash} if p.near else None}
-    return [partitions.derived_key("dedup", reads, name) for name in sources]
-
-
-def dedup_begin(ctx: Context, s: Slice, upstream: dict[str, Slice]) -> Begun | None:
-    """Sign a small pool's new partitions from the input while the embed phase runs, on a thread of the driver, each
-    into its dedup piece; the dedup phase then finds them done. The driver only waits while the embedding actors work,
-    and a small pool's embed phase leaves cores idle (one block: the actor encodes it alone), so these signatures cost
-    no time; they equal those `signature_piece` computes from the embed piece (the same `validate`, the same rows).
-    A pool of more than `shuffle.PART_ROWS` rows, or of JSONL (rows unknown until read), is signed by the dedup
-    phase's Ray tasks, as a large pool's work is never the driver's."""
-    pieces = embed_pieces(ctx, upstream["embed"])
-    store = partitions.PieceStore(ctx.work.path)
-    keys = _signature_keys(s, [f"embed-{k}" for _, k in pieces])
-    todo = [(p, k) for (p, _), k in zip(pieces, keys) if not store.done("dedup", k)]
-    if not todo or ctx.inputs.format != "parquet" or sum(p.hi - p.lo for p, _ in todo) > shuffle.PART_ROWS:
-        return None
-    cfg, finders = validate_config(upstream["embed"].input), dict(_finders(s))
-    return Begun(_sign_from_input, ctx.inputs, cfg, todo, store, "exact" in finders, finders.get("near"))
-
-
-def _sign_from_input(found: io.InputFiles, cfg: ValidateConfig, todo: list, store: partitions.PieceStore, exact: bool, near: NearDuplicates | None) -> list[str]:
-    """`dedup_begin`'s thread: each partition's valid rows read, validated and signed here; the pieces' keys."""
-    for p, k in todo:
-        dst, tables = store.staging("dedup", k), [validate(raw, cfg) for raw in io.read_here(found, cfg, list(p.items))]
-        t = pa.concat_tables(tables) if tables else None
-        rows = write_signatures(t.filter(t.column(S.INVALID_REASON).is_null()), dst, 0, exact, near) if t is not None else 0
-        store.commit("dedup", k, {"rows": rows})
-    return [k for _, k in todo]
-
-
 def dedup_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
     """Exact and near duplicates over the whole pool, from signature pieces: one per embed piece, computed once by a
-    Ray task (hashes and MinHash signatures of its valid rows) or, for a small pool, beside the embed phase
-    (`dedup_begin`), so a night computes only its new partitions' signatures;
+    Ray task (hashes and MinHash signatures of its valid rows), so a night computes only its new partitions' signatures;
     the pool's groups are resolved by hash shuffles over Ray tasks (pipeline/dedup_shuffle.py), the driver holding
     paths and counts, never a pair. Of a group, the document seen in the
     earliest run is kept (pipeline/seen.py), then the first in input order: a copy arriving tonight names the document
     the pool already had (the output's duplicates.parquet names its doc_id and input file)."""
     p = s.dedup
-    finders = _finders(s)
+    finders = [(n, f) for n, f, on in (("exact", ExactDuplicates(), p.exact), ("near", NearDuplicates(p.threshold, p.num_perm, p.ngram, p.bands, p.rows), p.near)) if on]
     store = partitions.PieceStore(ctx.work.path)
-    begun = ctx.begun.pop("dedup", None)
-    t0 = time.perf_counter()
-    early = begun.wait() if begun is not None else []
     sources = json.loads((needed["embed"] / partitions.LIST).read_text())
-    keys = _signature_keys(s, sources)
+    reads = {"exact": p.exact, "near": {"num_perm": p.num_perm, "ngram": p.ngram, "hash": s.minhash} if p.near else None}
+    keys = [partitions.derived_key("dedup", reads, name) for name in sources]
     todo = [(src, k) for src, k in zip(sources, keys) if not store.done("dedup", k)]
+    t0 = time.perf_counter()
     if todo:
         rows = sum(store.facts("embed", src.removeprefix("embed-"))["rows"] for src, _ in todo)
         per_task = rows_per_task(rows, shuffle.partition_count(), SIGN_ROWS, SIGN_MIN_ROWS)
@@ -400,9 +353,8 @@ def dedup_phase(ctx: Context, s: Slice, d: Path, needed: dict) -> dict:
     ctx.progress.add(pool_rows)
     parts = shuffle.reduce_partitions(pool_rows)
     (d / partitions.LIST).write_text(json.dumps([f"dedup-{k}" for k in keys]))
-    signed_early = len(set(early) & set(keys))
-    info = {"rows": ctx.progress.rows(), "partitions": len(keys), "partitions_reused": len(keys) - len(todo) - signed_early,
-            "signed_beside_embed": signed_early, "reduce_tasks": parts, "signatures_s": round(time.perf_counter() - t0, 3)}
+    info = {"rows": ctx.progress.rows(), "partitions": len(keys), "partitions_reused": len(keys) - len(todo), "reduce_tasks": parts,
+            "signatures_s": round(time.perf_counter() - t0, 3)}
     for name, f in finders:
         paths = [(str(f), i) for i, k in enumerate(keys) for f in sorted(store.path("dedup", k).glob(f"{name}*.parquet"))]  # NAME-PART; NAME.parquet in older pieces
         t0 = time.perf_counter()
@@ -423,28 +375,24 @@ def sign_tasks(src: Path, dst: Path, key: str, rows_per_task: int) -> list[dict]
 
 
 def signature_piece(task: dict, exact: bool, near: NearDuplicates | None) -> dict:
-    """Ray task: `write_signatures` of the valid rows of a `sign_tasks` task's spans."""
+    """Ray task: exact-PART.parquet (doc_id, position, 128-bit hash) and near-PART.parquet (doc_id, position, MinHash
+    signature) of the valid rows of a `sign_tasks` task's spans, into its dedup piece's staging directory."""
     columns = [S.DOC_ID, S.TEXT, S.INVALID_REASON, S.INPUT_FILE, S.INPUT_OFFSET]
     if not task["spans"]:  # a piece without rows
         return {"key": task["key"], "rows": 0}
     t = read_spans(task["spans"], columns)
-    return {"key": task["key"], "rows": write_signatures(t.filter(t.column(S.INVALID_REASON).is_null()), Path(task["dst"]), task["part"], exact, near)}
-
-
-def write_signatures(t: pa.Table, dst: Path, part: int, exact: bool, near: NearDuplicates | None) -> int:
-    """exact-PART.parquet (doc_id, position, 128-bit hash) and near-PART.parquet (doc_id, position, MinHash signature)
-    of valid rows `t` into a dedup piece's staging directory; returns the rows."""
+    t = t.filter(t.column(S.INVALID_REASON).is_null())
     where = t.select([S.DOC_ID, S.INPUT_FILE, S.INPUT_OFFSET])
-    name = f"{part:05d}"
+    dst, part = Path(task["dst"]), f"{task['part']:05d}"
     words = normalised_words(t.column(S.TEXT))  # once for both finders
     if exact:
         kept, h = ExactDuplicates.signatures(t, words)
-        pq.write_table(where.filter(pa.array(kept)).append_column("h0", pa.array(h[:, 0])).append_column("h1", pa.array(h[:, 1])), dst / f"exact-{name}.parquet")
+        pq.write_table(where.filter(pa.array(kept)).append_column("h0", pa.array(h[:, 0])).append_column("h1", pa.array(h[:, 1])), dst / f"exact-{part}.parquet")
     if near is not None:
         kept, sig = near.signatures(t, words)
         values = pa.array(sig.reshape(-1), pa.uint32())
-        pq.write_table(where.filter(pa.array(kept)).append_column("sig", pa.FixedSizeListArray.from_arrays(values, near.num_perm)), dst / f"near-{name}.parquet")
-    return t.num_rows
+        pq.write_table(where.filter(pa.array(kept)).append_column("sig", pa.FixedSizeListArray.from_arrays(values, near.num_perm)), dst / f"near-{part}.parquet")
+    return {"key": task["key"], "rows": t.num_rows}
 
 
 _SIGN = ray.remote(signature_piece)
@@ -673,7 +621,7 @@ PHASES: list[Phase] = [
     Phase("embed", (), _reads_embed, embed_phase),
     Phase("clusters", ("embed",), _reads_clusters, clusters_phase, frozen=_is_frozen),
     Phase("fit", ("embed",), _reads_fit, fit_phase, frozen=_is_frozen),
-    Phase("dedup", ("embed",), _reads_dedup, dedup_phase, when=lambda s: s.scorers.dedup is not None, begin=dedup_begin),
+    Phase("dedup", ("embed",), _reads_dedup, dedup_phase, when=lambda s: s.scorers.dedup is not None),
     Phase("semdedup", ("embed", "clusters"), _reads_semdedup, semdedup_phase, when=lambda s: s.scorers.semdedup is not None),
     Phase("score", ("embed", "clusters", "fit", "dedup", "semdedup"), _reads_score, score_phase),
     Phase("search", ("score", "fit"), _reads_search, _search_phase, when=lambda s: getattr(s.selection, "search", None) is not None or getattr(s.selection, "refine", None) is not None,

@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import socket
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -108,9 +107,6 @@ class Phase:
     returns facts for the manifest. `when(spec)` says whether the phase is on;
     `frozen(spec)` whether it copies a state of an earlier run instead of
     computing it (pipeline/frozen.py), needing none of this run's phases.
-    `begin(ctx, slice, needs' slices)`, where set, starts work of the phase
-    that the input alone decides (a `Begun`, or None for none) before the
-    first phase runs.
     """
 
     name: str
@@ -119,38 +115,9 @@ class Phase:
     run: Callable[[Any, Slice, Path, dict[str, Path | None]], dict]
     when: Callable[[Any], bool] = _always
     frozen: Callable[[Any], bool] = _never  # whether its output is a state copied from an earlier run (it then needs nothing)
-    begin: Callable[[Any, Slice, dict[str, Slice]], "Begun | None"] | None = None  # work it can start before its needs have run
 
     def needs_for(self, spec: Any) -> tuple[str, ...]:
         return () if self.frozen(spec) else self.needs
-
-
-class Begun:
-    """Work a phase began before its turn (`Phase.begin`, given its slice and the slices of the phases it needs):
-    a daemon thread of the driver, started by the runner before the first phase; `wait` gives its result or raises
-    what it raised. It may touch only files of its own phase, which its body then finds done."""
-
-    def __init__(self, fn: Callable[..., Any], *args: Any):
-        self._result: Any = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(fn, args), daemon=True, name=f"begun-{getattr(fn, '__name__', 'work')}")
-        self._thread.start()
-
-    def _run(self, fn: Callable[..., Any], args: tuple) -> None:
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # Linux: this thread only; it takes idle cores
-        except OSError:
-            pass  # elsewhere it runs at the driver's priority
-        try:
-            self._result = fn(*args)
-        except BaseException as e:  # handed to the phase that waits
-            self._error = e
-
-    def wait(self) -> Any:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._result
 
 
 def check_plan(phases: list[Phase]) -> None:

@@ -31,7 +31,6 @@ from . import frozen, io, local_ray, output, reaper, seen, versions
 from .confine import Roots
 from .errors import InputError, Interrupted, JobError, SpecError
 from .events import OnEvent, RunStatus
-from .partitions import PieceStore
 from .phases import PHASE_NAMES, PHASES, Context, validate_config
 from .plan import TMP_PREFIX, Phase, Slice, WorkDir, downstream, phase_keys
 from .progress import PhaseProgress
@@ -199,13 +198,6 @@ def _run_plan(ctx: Context, spec: JobSpec, progress: bool, force: set[str], t0: 
     t = time.perf_counter()
     ctx.model = resolve_model(spec.embedder.model)  # extract / distill once, on the driver
     ctx.timings["model"] = {"seconds": round(time.perf_counter() - t, 3), "path": ctx.model.path}
-    PieceStore(ctx.work.path).clear_staging()  # a killed job's pieces under construction (the work directory's lock is ours)
-    for phase in PHASES:
-        if phase.begin is not None and keys[phase.name] is not None:
-            slices = {n: next(p for p in PHASES if p.name == n).reads(spec, fingerprints) for n in phase.needs_for(spec)}
-            begun = phase.begin(ctx, phase.reads(spec, fingerprints), slices)
-            if begun is not None:
-                ctx.begun[phase.name] = begun
     dirs: dict[str, Path | None] = {}
     for phase in PHASES:
         key = keys[phase.name]

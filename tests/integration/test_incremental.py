@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import unicodedata
 from pathlib import Path
@@ -255,33 +254,3 @@ def test_score_tasks_flag_from_their_pieces_pairs_as_the_whole_maps_would(local_
         assert score.column(cls.flag_col).equals(whole.column(cls.flag_col)) and score.column(cls.of_col).equals(whole.column(cls.of_col)), d
     pieces = set(ExactDuplicates.load(maps[0][1]).pieces_.to_pylist()) | set(NearDuplicates.load(maps[1][1]).pieces_.to_pylist())
     assert len(pieces) > 1  # duplicates in more than one piece: the per-piece loading was exercised
-
-
-def test_a_small_pools_signatures_made_beside_the_embed_phase_equal_the_dedup_tasks_from_the_embed_pieces(local_ray, tmp_path):
-    from thresher.operators.dedup import NearDuplicates
-    from thresher.pipeline.phases import sign_tasks, signature_piece
-
-    corpus = write_corpus(tmp_path / "corpus", 200, with_bad_rows=True)
-    m = _quiet(make_spec(corpus, tmp_path / "out", selection={"budget": {"unit": "docs", "amount": 80}}, scorers={"dedup": {}}))
-    dedup = m["timings"]["dedup"]
-    assert dedup["signed_beside_embed"] == dedup["partitions"] == 3 and dedup["partitions_reused"] == 0
-    work = tmp_path / "out.work"
-    embed = [work / "pieces" / n for n in json.loads((work / f"embed-{m['phases']['embed']['key']}" / "pieces.json").read_text())]
-    signed = [work / "pieces" / n for n in json.loads((work / f"dedup-{m['phases']['dedup']['key']}" / "pieces.json").read_text())]
-    valid = 0
-    for src, early in zip(embed, signed):
-        again = tmp_path / "again" / src.name
-        again.mkdir(parents=True)
-        assert [signature_piece(t, True, NearDuplicates(0.8))["rows"] for t in sign_tasks(src, again, "k", 10_000)] == [json.loads((early / "_SUCCESS").read_text())["rows"]]
-        for name in ("exact", "near"):
-            a, b = (pq.read_table(sorted(d.glob(f"{name}-*.parquet"))[0]).sort_by("input_offset") for d in (early, again))
-            assert a.num_rows > 0 and a.equals(b)
-        valid += pq.read_table(early / "exact-00000.parquet").num_rows
-    counts = m["counts"]
-    assert valid == counts["valid"] and counts["invalid"] > 0  # the quarantined rows are not signed, every valid one is
-
-    jsonl = tmp_path / "jsonl"
-    jsonl.mkdir()
-    (jsonl / "docs.jsonl").write_text("".join(json.dumps({"id": r["id"], "text": r["text"]}) + "\n" for r in generate(60, seed=2).to_pylist()))
-    m = _quiet(make_spec(jsonl, tmp_path / "out-jsonl", selection={"budget": {"unit": "docs", "amount": 20}}, scorers={"dedup": {}}))
-    assert m["timings"]["dedup"]["signed_beside_embed"] == 0 and m["timings"]["dedup"]["rows"] == 60  # rows unknown until read: the dedup tasks sign
