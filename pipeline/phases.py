@@ -64,6 +64,7 @@ from .tables import Lift, domain_source, file_tables, fit_sample, map_files, rea
 PREPARE_TASK_BYTES = 256 * 2**20
 SIGN_ROWS, SIGN_MIN_ROWS = 20_000, 5_000  # rows per dedup signature task: at most ~20 s of one core's MinHash; at least ~5 s, more than a new worker's start-up
 SCAN_ROWS, SCAN_MIN_ROWS = 20_000, 4_096  # rows per score / cluster-count read task: a few seconds of one core; at least one batch
+SCORE_BATCH = 4_096  # rows scored at a time: the batches a task's spans are cut into, as Ray Data cut them before
 
 
 @dataclass
@@ -476,13 +477,12 @@ def _score_pieces(ctx: Context, s: Slice, reads: dict, needed: dict, duplicates:
         cache = content_cache.ContentCache(ctx.content_cache, f"score-{partitions.derived_key('score-cache', namespace, '')}")
         hits = _score_cache_lookup(ctx, cache, files, scorers.keyed)
         task = {"scorers": scorers, "hits": None if hits is None else str(hits), "cache_dir": str(cache.dir), "counter": ctx.progress.counter}
-        # read tasks of row-group spans: a large partition is scored by many workers, a small night is not cut into
-        # Ray's default 200 blocks
+        # plain Ray tasks of row-group spans (no Ray Data plan to start): a large partition is scored by many workers
         per_task = rows_per_task(sum(pq.ParquetFile(f).metadata.num_rows for f in files), shuffle.partition_count(), SCAN_ROWS, SCAN_MIN_ROWS)
-        ds = span_dataset(files, per_task).map_batches(score_batch, fn_kwargs=task, batch_format="pyarrow", batch_size=4096)
+        calls = [(spans, task, owners, str(store.root)) for spans in row_group_spans(files, per_task)]
         try:
-            for w in ds.map_batches(_store_scores, fn_kwargs={"owners": owners, "root": str(store.root)}, batch_format="pyarrow").take_all():
-                for piece, n in json.loads(w["pieces"]).items():
+            for w in ray.get([_SCORE.remote(*c) for c in calls]):
+                for piece, n in w["pieces"].items():
                     written[piece] = written.get(piece, 0) + n
                 facts["scored"] += w["scored"]
                 facts["cache_hits"] += w["hits"]
@@ -518,11 +518,22 @@ def _want_score_keys(file: str, keyed: list[str], lookup: content_cache.Lookup) 
     return lookup.want(t.select([S.INPUT_FILE, S.INPUT_OFFSET]).append_column(content_cache.H0, pa.array(h0)).append_column(content_cache.H1, pa.array(h1)))
 
 
-def _store_scores(batch: pa.Table, owners: dict, root: str) -> pa.Table:
-    """Ray task: scored rows into their partition's score piece."""
-    hits = int(pc.sum(batch.column(HIT)).as_py() or 0)
-    written = partitions.write_rows(batch, owners, root, drop=[HIT])
-    return pa.table({"pieces": [json.dumps(written)], "scored": [batch.num_rows - hits], "hits": [hits]})  # one row per batch
+def score_spans(spans: list, task: dict, owners: dict, root: str) -> dict:
+    """Ray task: a span task's rows scored SCORE_BATCH at a time (`score_batch`) and written into their partitions'
+    score pieces; the rows written per piece, how many were scored and how many the score cache had."""
+    out = {"pieces": {}, "scored": 0, "hits": 0}
+    t = read_spans(spans) if spans else None
+    for lo in range(0, t.num_rows if t is not None else 0, SCORE_BATCH):
+        scored = score_batch(t.slice(lo, SCORE_BATCH), **task)
+        hits = int(pc.sum(scored.column(HIT)).as_py() or 0)
+        for piece, n in partitions.write_rows(scored, owners, root, drop=[HIT]).items():
+            out["pieces"][piece] = out["pieces"].get(piece, 0) + n
+        out["scored"] += scored.num_rows - hits
+        out["hits"] += hits
+    return out
+
+
+_SCORE = ray.remote(score_spans)
 
 
 def _embed_files_by_piece(embed_dir: Path) -> dict[str, list[Path]]:

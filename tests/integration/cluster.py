@@ -49,7 +49,7 @@ class Cluster:
 
     def task_nodes(self) -> dict[str, int]:
         """Node id -> data tasks run there (Ray Data's read and map tasks, thresher's among them, the embedding actors'
-        calls, and thresher's plain tasks: the shuffles' rounds and the dedup signatures)."""
+        calls, and thresher's plain tasks: the shuffles' rounds, the dedup signatures and the scoring)."""
         return self.python(TASK_NODES, self.dashboard)
 
 
@@ -57,7 +57,7 @@ TASK_NODES = """
 import collections, json, sys
 from ray.util.state import list_tasks
 tasks = list_tasks(address=sys.argv[1], limit=10_000, raise_on_missing_output=False)
-work = [t for t in tasks if t.node_id and t.name.startswith(("Map(", "MapBatches(", "MapWorker(", "Read", "_task", "_in_one_task", "signature_piece"))]
+work = [t for t in tasks if t.node_id and t.name.startswith(("Map(", "MapBatches(", "MapWorker(", "Read", "_task", "_in_one_task", "signature_piece", "score_spans"))]
 print(json.dumps(collections.Counter(t.node_id for t in work)))
 """
 
