@@ -131,24 +131,19 @@ def shingle_hashes(texts, ngram: int = 5, words: pl.Series | None = None) -> tup
 
     Shingles of document i are `hashes[offsets[i]:offsets[i + 1]]`. A document
     with 1 <= L < ngram words has one shingle (all its words); L = 0 has none.
+    A shingle folds its words' hashes (`_word_hashes`) as h = fmix64(h * golden
+    + w) from h = 0 and keeps fmix64(h) >> 32; the fold runs in C
+    (`minhash_kernel.shingles`).
     """
     words = normalised_words(texts) if words is None else words
     n_words = words.list.len().fill_null(0).to_numpy().astype(np.int64)
-    flat = words.explode().drop_nulls().to_arrow()
-    w = _word_hashes(flat)
-    word_start = np.concatenate([[0], np.cumsum(n_words)])
+    w = _word_hashes(words.explode().drop_nulls().to_arrow())
+    word_start = np.concatenate([[0], np.cumsum(n_words)]).astype(np.int64)
     n_sh = np.where(n_words > 0, np.maximum(n_words - ngram + 1, 1), 0)
     offsets = np.concatenate([[0], np.cumsum(n_sh)]).astype(np.int64)
-    doc = np.repeat(np.arange(len(n_words)), n_sh)
-    start = word_start[:-1][doc] + (np.arange(offsets[-1]) - offsets[:-1][doc])
-    end = word_start[1:][doc]
-    h = np.zeros(len(start), np.uint64)
-    for j in range(ngram):
-        idx = start + j
-        inside = idx < end
-        wj = w[np.minimum(idx, max(len(w) - 1, 0))] if len(w) else np.zeros(len(idx), np.uint64)
-        h = np.where(inside, fmix64(h * _GOLDEN + wj), h)
-    return fmix64(h) >> np.uint64(32), offsets
+    out = np.empty(offsets[-1], np.uint64)
+    minhash_kernel.shingles(np.ascontiguousarray(w, np.uint64), word_start, ngram, out, offsets)  # fmix64 folds, in C
+    return out, offsets
 
 
 # ---------------------------------------------------------------------------

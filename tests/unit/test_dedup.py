@@ -90,6 +90,31 @@ def test_signatures_are_the_minimum_multiply_add_shift():
         minhash_kernel.signatures(x, np.array([0, 6], np.int64), a, b, np.empty((1, 8), np.uint32))
 
 
+def test_the_shingle_kernel_folds_each_window_of_word_hashes_as_the_numpy_expression_does():
+    from thresher.operators import minhash_kernel
+    from thresher.operators.hashing import fmix64
+
+    golden = np.uint64(0x9E3779B97F4A7C15)
+    rng = np.random.default_rng(7)
+    for ngram in (1, 2, 5, 9):
+        lengths = np.array([0, 1, ngram - 1, ngram, ngram + 3, 0, 40])
+        words = rng.integers(0, 2**64, lengths.sum(), dtype=np.uint64, endpoint=False)
+        word_start = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        want: list[int] = []
+        for d, n in enumerate(lengths):  # by hand: every window, cut at the document's end; one for a short document
+            for i in range(max(n - ngram + 1, 1) if n else 0):
+                h = np.zeros(1, np.uint64)  # arrays wrap mod 2^64 without a warning
+                for j in range(i, min(i + ngram, n)):
+                    h = fmix64(h * golden + words[word_start[d] + j : word_start[d] + j + 1])
+                want.append(int(fmix64(h)[0] >> np.uint64(32)))
+        offsets = np.concatenate([[0], np.cumsum([max(n - ngram + 1, 1) if n else 0 for n in lengths])]).astype(np.int64)
+        got = np.empty(offsets[-1], np.uint64)
+        minhash_kernel.shingles(words, word_start, ngram, got, offsets)
+        assert got.tolist() == want, ngram
+    with pytest.raises(ValueError):  # offsets that do not hold each document's shingle count
+        minhash_kernel.shingles(words, word_start, 9, np.empty(offsets[-1] + 1, np.uint64), offsets + np.arange(len(offsets)))
+
+
 def test_shingles_are_word_5grams_of_normalised_words():
     sh, off = shingle_hashes(["a b c d e f", "A, b c  d E F!", "a b", ""], ngram=5)
     assert off.tolist() == [0, 2, 4, 5, 5]  # 6 words -> 2 shingles; 2 words -> 1; none -> 0
