@@ -30,6 +30,7 @@ test: setup
 
 bench: setup
 	$(BIN)/python bench/bench_embed.py
+	$(BIN)/python bench/bench_demo_fixed.py
 	$(BIN)/python bench/bench_memory.py
 	$(BIN)/python bench/bench_filters.py
 	$(BIN)/python bench/bench_semdedup.py

@@ -1,5 +1,5 @@
 """thresher's two small C extensions (everything else is in pyproject.toml): the heuristic rules' repetition scans
-(operators/rulescan.py) and the MinHash signatures' inner loop (operators/dedup.py).
+(operators/rulescan.py) and the MinHash shingles' and signatures' inner loops (operators/dedup.py).
 
 Built against Python's stable ABI, so one build serves every Python from 3.11; installing from source needs a C
 compiler (gcc or clang).
