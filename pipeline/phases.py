@@ -479,7 +479,8 @@ def _score_pieces(ctx: Context, s: Slice, reads: dict, needed: dict, duplicates:
         task = {"scorers": scorers, "hits": None if hits is None else str(hits), "cache_dir": str(cache.dir), "counter": ctx.progress.counter}
         # plain Ray tasks of row-group spans (no Ray Data plan to start): a large partition is scored by many workers
         per_task = rows_per_task(sum(pq.ParquetFile(f).metadata.num_rows for f in files), shuffle.partition_count(), SCAN_ROWS, SCAN_MIN_ROWS)
-        calls = [(spans, task, owners, str(store.root)) for spans in row_group_spans(files, per_task)]
+        shared = ray.put(task)  # the scorers' states once in the object store, not once per task
+        calls = [(spans, shared, owners, str(store.root)) for spans in row_group_spans(files, per_task)]
         try:
             for w in ray.get([_SCORE.remote(*c) for c in calls]):
                 for piece, n in w["pieces"].items():
